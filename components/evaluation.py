@@ -1,0 +1,63 @@
+"""Metrics of a scored split, and the trivial baseline a model must clearly beat.
+
+All metrics are computed once over every row of the split (components.metrics); nothing is
+averaged per shard or dropped to equalise partitions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from components import metrics
+from components.hashing import unit_interval
+
+
+def evaluate(
+    task: str,
+    scored: pd.DataFrame,
+    label: str,
+    ks: Sequence[int] = (1, 3, 5, 10),
+    relevance_threshold: float = 1.0,
+    threshold: float = 0.5,
+) -> dict[str, float]:
+    """Metrics for a frame holding the label, the model output columns and (ranking) ``_group``."""
+    y = scored[label].to_numpy(dtype=np.float64)
+    if task == "binary":
+        return metrics.binary_metrics(y.astype(np.int64), scored["score"].to_numpy(), threshold=threshold)
+    if task == "multiclass":
+        proba = scored[sorted((c for c in scored.columns if c.startswith("proba_")), key=lambda c: int(c[6:]))]
+        return metrics.multiclass_metrics(y.astype(np.int64), proba.to_numpy())
+    return metrics.ranking_metrics(
+        y, scored["score"].to_numpy(), scored["_group"].to_numpy(), ks=tuple(ks), threshold=relevance_threshold
+    )
+
+
+def baseline(
+    task: str,
+    scored: pd.DataFrame,
+    label: str,
+    train_label_mean: float,
+    num_classes: int | None = None,
+    ks: Sequence[int] = (1, 3, 5, 10),
+    relevance_threshold: float = 1.0,
+) -> dict[str, float]:
+    """The same metrics for a model that knows nothing about the features.
+
+    binary: every row gets the training base rate; multiclass: the training class frequencies
+    are not known here, so uniform probabilities (accuracy of a constant guess); ranking: a random
+    order (seeded by row key), the usual reference for NDCG.
+    """
+    n = len(scored)
+    frame = scored[[label] + (["_group"] if "_group" in scored else [])].copy()
+    if task == "binary":
+        frame["score"] = np.full(n, train_label_mean)
+    elif task == "multiclass":
+        k = int(num_classes or 2)
+        for c in range(k):
+            frame[f"proba_{c}"] = 1.0 / k
+    else:
+        frame["score"] = unit_interval(scored["_row_key"].to_numpy(), seed=12345)
+    return evaluate(task, frame, label, ks=ks, relevance_threshold=relevance_threshold)

@@ -1,0 +1,225 @@
+"""Feature transforms fitted on the training split only and stored as JSON (never pickle).
+
+Fitting is split in two so it runs in parallel over Ray Data blocks without importing Ray here:
+``partial_stats`` summarises one batch into a small JSON-able dict, ``fit_transform`` merges
+the summaries into a ``FeatureTransform``. ``FeatureTransform.transform`` is the only path from
+raw columns to model inputs, used by training, evaluation, batch inference and serving.
+
+Numeric columns: median imputation (optional) and standardisation (optional). The median is
+exact while the training split has at most ``SAMPLE_PER_BATCH`` values per batch and
+``MAX_SAMPLE`` in all; beyond that it is the median of a deterministic, evenly spaced sample.
+Categorical columns: a vocabulary (values seen at least ``min_frequency`` times, the most frequent
+``max_vocab_size``) with code 0 for out-of-vocabulary and missing values; or hashing into
+``hash_buckets`` buckets (codes 1..N, 0 for missing) for high-cardinality columns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from components.hashing import hash_strings
+
+SAMPLE_PER_BATCH = 100_000
+MAX_SAMPLE = 1_000_000
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class NumericParams:
+    name: str
+    median: float
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True)
+class CategoricalParams:
+    name: str
+    encoding: Literal["vocab", "hash"]
+    vocabulary: tuple[str, ...] = ()
+    hash_buckets: int = 0
+
+    @property
+    def cardinality(self) -> int:
+        """Number of codes including the out-of-vocabulary/missing code 0."""
+        return (len(self.vocabulary) if self.encoding == "vocab" else self.hash_buckets) + 1
+
+
+@dataclass(frozen=True)
+class CategoricalConfig:
+    """How to fit one categorical column (mirrors the spec's ``features.categorical``)."""
+
+    name: str
+    encoding: Literal["vocab", "hash"] = "vocab"
+    min_frequency: int = 1
+    max_vocab_size: int = 100_000
+    hash_buckets: int = 1 << 18
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    numeric: tuple[str, ...]
+    categorical: tuple[CategoricalConfig, ...]
+    impute: Literal["median", "none"] = "median"
+    standardize: bool = False
+
+
+@dataclass(frozen=True)
+class FeatureTransform:
+    """Fitted parameters; ``transform`` maps a raw frame to a float32 matrix."""
+
+    numeric: tuple[NumericParams, ...]
+    categorical: tuple[CategoricalParams, ...]
+    impute: Literal["median", "none"] = "median"
+    standardize: bool = False
+    rows_fitted: int = 0
+    _indexes: dict[str, pd.Index] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [p.name for p in self.numeric] + [p.name for p in self.categorical]
+
+    @property
+    def feature_types(self) -> list[str]:
+        """XGBoost feature types: 'q' numeric, 'c' categorical codes."""
+        return ["q"] * len(self.numeric) + ["c"] * len(self.categorical)
+
+    @property
+    def input_columns(self) -> list[str]:
+        return self.feature_names
+
+    def _index(self, p: CategoricalParams) -> pd.Index:
+        idx = self._indexes.get(p.name)
+        if idx is None:
+            idx = pd.Index(p.vocabulary, dtype=object)
+            self._indexes[p.name] = idx
+        return idx
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """Raw columns -> float32 matrix (numeric columns, then categorical codes)."""
+        missing = [c for c in self.input_columns if c not in frame.columns]
+        if missing:
+            raise KeyError(f"missing feature column(s) {missing}")
+        n = len(frame)
+        out = np.empty((n, len(self.numeric) + len(self.categorical)), dtype=np.float32)
+        for j, p in enumerate(self.numeric):
+            col = pd.to_numeric(frame[p.name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            if self.impute == "median":
+                col = np.where(np.isnan(col), p.median, col)
+            if self.standardize:
+                col = (col - p.mean) / (p.std if p.std > 0 else 1.0)
+            out[:, j] = col
+        base = len(self.numeric)
+        for j, c in enumerate(self.categorical):
+            out[:, base + j] = self.codes(c, frame[c.name])
+        return out
+
+    def codes(self, p: CategoricalParams, values: pd.Series) -> np.ndarray:
+        """Integer codes of one categorical column (0 = missing or out of vocabulary)."""
+        raw = values.to_numpy(dtype=object)
+        missing = pd.isna(raw)
+        text = np.where(missing, "", raw).astype(str).astype(object)
+        if p.encoding == "vocab":
+            codes = self._index(p).get_indexer(text) + 1
+        else:
+            codes = (hash_strings(text) % np.uint64(p.hash_buckets)).astype(np.int64) + 1
+        codes[missing] = 0
+        return codes.astype(np.int64)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d.pop("_indexes")
+        d["format"] = FORMAT_VERSION
+        d["hash"] = "siphash-2-4 (pandas.util.hash_array, key in components/hashing.py)"
+        return json.dumps(d, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> FeatureTransform:
+        d = json.loads(text)
+        if d.pop("format", None) != FORMAT_VERSION:
+            raise ValueError("features.json: unsupported format version")
+        d.pop("hash", None)
+        return cls(
+            numeric=tuple(NumericParams(**p) for p in d["numeric"]),
+            categorical=tuple(
+                CategoricalParams(
+                    name=p["name"],
+                    encoding=p["encoding"],
+                    vocabulary=tuple(p["vocabulary"]),
+                    hash_buckets=p["hash_buckets"],
+                )
+                for p in d["categorical"]
+            ),
+            impute=d["impute"],
+            standardize=d["standardize"],
+            rows_fitted=d["rows_fitted"],
+        )
+
+
+def _even_sample(values: np.ndarray, limit: int) -> np.ndarray:
+    if len(values) <= limit:
+        return values
+    return values[np.linspace(0, len(values) - 1, limit).astype(np.int64)]
+
+
+def partial_stats(frame: pd.DataFrame, config: FeatureConfig) -> dict[str, Any]:
+    """Mergeable statistics of one batch (JSON-able)."""
+    stats: dict[str, Any] = {"rows": len(frame), "numeric": {}, "categorical": {}}
+    for name in config.numeric:
+        col = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        ok = col[np.isfinite(col)]
+        stats["numeric"][name] = {
+            "count": int(ok.size),
+            "sum": float(ok.sum()),
+            "sumsq": float(np.square(ok).sum()),
+            "sample": _even_sample(np.sort(ok), SAMPLE_PER_BATCH).tolist(),
+        }
+    for c in config.categorical:
+        if c.encoding == "vocab":
+            counts = frame[c.name].dropna().astype(str).value_counts()
+            stats["categorical"][c.name] = {str(k): int(v) for k, v in counts.items()}
+    return stats
+
+
+def fit_transform(parts: list[dict[str, Any]], config: FeatureConfig) -> FeatureTransform:
+    """Merge ``partial_stats`` of every training batch into a fitted transform."""
+    rows = sum(int(p["rows"]) for p in parts)
+    if rows == 0:
+        raise ValueError("cannot fit features on an empty training split")
+    numeric = []
+    for name in config.numeric:
+        ss = [p["numeric"][name] for p in parts]
+        count = sum(s["count"] for s in ss)
+        if count == 0:
+            raise ValueError(f"feature {name!r}: no numeric value in the training split")
+        mean = sum(s["sum"] for s in ss) / count
+        var = max(sum(s["sumsq"] for s in ss) / count - mean * mean, 0.0)
+        sample = np.concatenate([np.asarray(s["sample"], dtype=np.float64) for s in ss])
+        sample = _even_sample(np.sort(sample), MAX_SAMPLE)
+        numeric.append(NumericParams(name=name, median=float(np.median(sample)), mean=mean, std=float(np.sqrt(var))))
+    categorical = []
+    for c in config.categorical:
+        if c.encoding == "hash":
+            categorical.append(CategoricalParams(name=c.name, encoding="hash", hash_buckets=c.hash_buckets))
+            continue
+        total: Counter[str] = Counter()
+        for p in parts:
+            total.update(p["categorical"][c.name])
+        kept = [(v, n) for v, n in total.items() if n >= c.min_frequency]
+        # Most frequent first; ties by value so the vocabulary is reproducible.
+        kept.sort(key=lambda vn: (-vn[1], vn[0]))
+        vocab = tuple(v for v, _ in kept[: c.max_vocab_size])
+        categorical.append(CategoricalParams(name=c.name, encoding="vocab", vocabulary=vocab))
+    return FeatureTransform(
+        numeric=tuple(numeric),
+        categorical=tuple(categorical),
+        impute=config.impute,
+        standardize=config.standardize,
+        rows_fitted=rows,
+    )

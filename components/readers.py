@@ -1,0 +1,646 @@
+"""Read one input file into pandas, every row tagged with its file and line (pure, no Ray).
+
+The ingest step makes one Ray task per file from ``list_files`` and calls ``read_file`` in it.
+Each frame gets ``_source_file`` (the path as listed) and ``_source_row`` (int64, 1-based: the
+physical line for csv (the header is line 1), jsonl and libsvm, the row index for parquet), so
+that validation errors can say "file X, row N, column C". Files are read whole through
+``pyarrow.fs``, so local paths, ``file://``, ``s3://`` and ``gs://`` URIs all work. Text formats
+may be compressed (``.gz``, ``.bz2``, ``.zst``, ``.lz4``; detected from the name).
+
+Values keep their natural types, except csv: every csv column is read as strings (null markers
+become nulls) and the validator coerces them, reporting the row of each bad value.
+Any file that cannot be listed, opened or parsed raises ``SourceError`` naming the file (and the
+line where known); bad options raise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+FORMATS = ("parquet", "csv", "jsonl", "libsvm")
+SOURCE_FILE = "_source_file"
+SOURCE_ROW = "_source_row"
+EXTENSIONS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".svm": "libsvm",
+    ".libsvm": "libsvm",
+}
+COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")  # text formats only
+_WILDCARDS = "*?["
+_CSV_CHUNK = 65536
+
+
+class SourceError(Exception):
+    """A file that cannot be listed, opened or parsed; the message names the file (and line where known)."""
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to parse one file; only the fields of ``format`` are used.
+
+    csv: with ``header`` the first non-blank line names the columns (names are stripped);
+    ``column_names`` is required without a header and, when given with a header, replaces the
+    header's names (the header line is still skipped). ``skip_initial_space`` drops spaces
+    after each delimiter (Python csv semantics); ``null_values`` are matched after that.
+    A ``.tsv`` file still needs ``delimiter="\\t"``.
+    libsvm: columns ``label``, ``qid`` (when the file has ``qid:`` tokens or a sidecar query
+    file ``<file><query_file_suffix>``) and ``<feature_prefix>0 .. n-1``; ``num_features=None``
+    infers n from the largest index. ``zero_based=False`` maps index 1 to the first column.
+    """
+
+    format: str
+    header: bool = True
+    column_names: tuple[str, ...] | None = None
+    delimiter: str = ","
+    null_values: tuple[str, ...] = ("", "NA", "null", "?")
+    skip_initial_space: bool = True
+    num_features: int | None = None
+    zero_based: bool = True
+    feature_prefix: str = "f"
+    query_file_suffix: str | None = ".query"
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"unknown format {self.format!r}; choose one of {', '.join(FORMATS)}")
+        if self.column_names is not None:
+            names = tuple(self.column_names)  # lists arrive from JSON/YAML
+            object.__setattr__(self, "column_names", names)
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"column_names repeats {dupes}")
+            reserved = [n for n in names if n in (SOURCE_FILE, SOURCE_ROW)]
+            if reserved:
+                raise ValueError(f"column_names may not use the reserved names {reserved}")
+        if not self.header and not self.column_names:
+            raise ValueError("column_names is required when header is False")
+        object.__setattr__(self, "null_values", tuple(self.null_values))
+        if len(self.delimiter) != 1 or self.delimiter in '"\r\n':
+            raise ValueError(
+                f"delimiter must be one character other than a quote or newline, got {self.delimiter!r}"
+            )
+        if self.num_features is not None and self.num_features < 0:
+            raise ValueError(f"num_features must be >= 0, got {self.num_features}")
+        if self.query_file_suffix == "":
+            raise ValueError(
+                "query_file_suffix must be None or a non-empty suffix such as '.query'"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# Listing
+
+
+def detect_format(path: str) -> str:
+    """The format implied by a file's extension (a text format may add .gz/.bz2/.zst/.lz4)."""
+    name = posixpath.basename(urlsplit(path).path if "://" in path else path).lower()
+    stem, ext = posixpath.splitext(name)
+    compressed = ext in COMPRESSED
+    if compressed:
+        ext = posixpath.splitext(stem)[1]
+    fmt = EXTENSIONS.get(ext)
+    if fmt is None or (compressed and fmt == "parquet"):
+        known = ", ".join(EXTENSIONS)
+        raise SourceError(
+            f"{path}: cannot tell the format from the file name; known extensions: {known} "
+            f"(text formats may end in {', '.join(COMPRESSED)}); or set the format explicitly"
+        )
+    return fmt
+
+
+def list_files(
+    uri: str, format: str | None = None, *, query_file_suffix: str | None = ".query"
+) -> list[tuple[str, str]]:
+    """Input files as ``[(path, format)]``, sorted: a file, a directory (recursive), a glob or a URI.
+
+    In directories and globs, hidden entries (``.x``, ``_SUCCESS``, ``_temporary/``), libsvm
+    sidecar query files and, without ``format``, files of unknown extension are skipped. Local
+    inputs come back as absolute paths, URIs as URIs of the same scheme.
+    """
+    if format is not None and format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    base, pattern, query = _split_glob(uri)
+    fs, root = _resolve(base + query)
+    make = _path_maker(base, query)
+    info = _file_info(fs, root, uri)
+    if pattern is None:
+        if info.type == pafs.FileType.File:
+            path = uri if "://" in uri else root
+            return [(path, format or detect_format(path))]
+        if info.type != pafs.FileType.Directory:
+            raise SourceError(f"{uri}: no such file or directory")
+        rels = _walk(fs, root, uri, recursive=True)
+    else:
+        if info.type != pafs.FileType.Directory:
+            raise SourceError(f"no input files match {uri} ({base or '.'} is not a directory)")
+        parts = pattern.split("/")
+        recursive = len(parts) > 1 or "**" in pattern
+        rels = [r for r in _walk(fs, root, uri, recursive) if _glob_match(r.split("/"), parts)]
+    rels = [r for r in rels if not any(c.startswith((".", "_")) for c in r.split("/"))]
+    if query_file_suffix:
+        present = set(rels)
+        rels = [
+            r
+            for r in rels
+            if not (r.endswith(query_file_suffix) and r[: -len(query_file_suffix)] in present)
+        ]
+    out: list[tuple[str, str]] = []
+    unknown: list[str] = []
+    for rel in sorted(rels):
+        path = make(_join(root, rel))
+        if format is not None:
+            out.append((path, format))
+            continue
+        try:
+            out.append((path, detect_format(path)))
+        except SourceError:
+            unknown.append(rel)
+    if not out:
+        hint = ""
+        if unknown:
+            hint = f" ({len(unknown)} file(s) of unknown extension skipped, e.g. {unknown[0]!r}; set the format)"
+        raise SourceError(f"no input files match {uri}{hint}")
+    return out
+
+
+def _split_glob(uri: str) -> tuple[str, str | None, str]:
+    """(base without wildcards, pattern relative to it or None, '?query' of a URI or '')."""
+    query = ""
+    if "://" in uri:
+        parts = urlsplit(uri)
+        if parts.query:
+            query = "?" + parts.query
+            uri = uri[: uri.index("?")]
+    elif os.path.exists(os.path.expanduser(uri)):
+        return uri, None, ""  # a local name that merely contains '[' or '?'
+    comps = uri.split("/")
+    for i, comp in enumerate(comps):
+        if any(ch in comp for ch in _WILDCARDS):
+            base = "/".join(comps[:i])
+            if base == "" and uri.startswith("/"):
+                base = "/"
+            return base or ".", "/".join(comps[i:]), query
+    return uri, None, query
+
+
+def _glob_match(parts: list[str], pattern: list[str]) -> bool:
+    """Match path components against pattern components; ``**`` spans zero or more of them."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_glob_match(parts[i:], pattern[1:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatchcase(parts[0], pattern[0]) and _glob_match(parts[1:], pattern[1:])
+
+
+def _walk(fs: pafs.FileSystem, root: str, uri: str, recursive: bool) -> list[str]:
+    """Paths of the files under ``root``, relative to it."""
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=recursive))
+    except Exception as e:
+        raise SourceError(f"{uri}: cannot list: {_reason(e)}") from e
+    prefix = root.rstrip("/") + "/"
+    return [
+        i.path[len(prefix) :]
+        for i in infos
+        if i.type == pafs.FileType.File and i.path.startswith(prefix)
+    ]
+
+
+def _join(root: str, rel: str) -> str:
+    return root.rstrip("/") + "/" + rel
+
+
+def _path_maker(base: str, query: str) -> Callable[[str], str]:
+    """Turn a filesystem path back into what the caller passed: a local path or a URI."""
+    if "://" not in base:
+        return lambda p: p
+    parts = urlsplit(base)
+    if parts.scheme in ("s3", "gs", "gcs"):  # the filesystem path starts with the bucket
+        return lambda p: f"{parts.scheme}://{p.lstrip('/')}{query}"
+    return lambda p: f"{parts.scheme}://{parts.netloc}/{p.lstrip('/')}{query}"
+
+
+def _resolve(path: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and in-filesystem path for a local path or a URI."""
+    if "://" not in path:
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
+    try:
+        fs, inner = pafs.FileSystem.from_uri(path)
+    except Exception as e:
+        raise SourceError(f"{path}: cannot open: {_reason(e)}") from e
+    return fs, inner
+
+
+def _file_info(fs: pafs.FileSystem, path: str, uri: str) -> pafs.FileInfo:
+    try:
+        return fs.get_file_info(path)
+    except Exception as e:
+        raise SourceError(f"{uri}: cannot open: {_reason(e)}") from e
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text if len(text) <= 500 else text[:500] + " ..."
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_file(path: str, options: ReadOptions) -> pd.DataFrame:
+    """The whole file as a frame plus ``_source_file`` and ``_source_row`` (see the module doc)."""
+    fmt = options.format
+    fs, inner = _resolve(path)
+    try:
+        if fmt == "parquet":
+            frame = _read_parquet(fs, inner)
+            rows = np.arange(1, len(frame) + 1, dtype=np.int64)
+        else:
+            data = _read_bytes(fs, inner)
+            if fmt == "csv":
+                frame, rows = _read_csv(path, data, options)
+            elif fmt == "jsonl":
+                frame, rows = _read_jsonl(path, data)
+            else:
+                frame, rows = _read_libsvm(path, data, options, fs, inner)
+    except (SourceError, MemoryError):
+        raise
+    except Exception as e:
+        raise SourceError(f"{path}: cannot read as {fmt}: {_reason(e)}") from e
+    taken = [c for c in (SOURCE_FILE, SOURCE_ROW) if c in frame.columns]
+    if taken:
+        raise SourceError(f"{path}: the file has the reserved column(s) {taken}")
+    frame[SOURCE_FILE] = path
+    frame[SOURCE_ROW] = np.asarray(rows, dtype=np.int64)
+    return frame
+
+
+def _read_bytes(fs: pafs.FileSystem, inner: str) -> bytes:
+    with fs.open_input_stream(inner, compression="detect") as f:
+        return bytes(f.read())
+
+
+def _read_parquet(fs: pafs.FileSystem, inner: str) -> pd.DataFrame:
+    with fs.open_input_file(inner) as f:
+        table = pq.ParquetFile(f).read()
+    frame = table.to_pandas()
+    # a stored index that carries data (named, or not 0..n-1) becomes columns again
+    return frame.reset_index(drop=isinstance(frame.index, pd.RangeIndex))
+
+
+def _decode(path: str, data: bytes, fmt: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise SourceError(
+            f"{path}: cannot read as {fmt}: not UTF-8 text (line {line}, byte {e.start})"
+        ) from None
+
+
+def _nonblank_lines(data: bytes, blank: bytes) -> np.ndarray:
+    """1-based numbers of the lines that hold more than the ``blank`` characters."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    nl = np.flatnonzero(arr == 10)
+    starts = np.concatenate(([0], nl + 1))
+    ends = np.concatenate((nl, [len(arr)]))
+    if starts[-1] == len(arr):  # nothing after the last newline
+        starts, ends = starts[:-1], ends[:-1]
+    maybe = (ends == starts) | np.isin(arr[starts], np.frombuffer(blank, dtype=np.uint8))
+    is_blank = np.zeros(len(starts), dtype=bool)
+    for i in np.flatnonzero(maybe):
+        is_blank[i] = not data[starts[i] : ends[i]].strip(blank)
+    return (np.flatnonzero(~is_blank) + 1).astype(np.int64)
+
+
+# csv ----------------------------------------------------------------------------------------
+
+
+def _read_csv(path: str, data: bytes, o: ReadOptions) -> tuple[pd.DataFrame, np.ndarray]:
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    parsed = _csv_fast(data, o) if b'"' not in data else None
+    if parsed is None:
+        parsed = _csv_python(path, data, o)
+    cols, lines = parsed
+    first_line = int(lines[0]) if len(lines) else 1
+    if not cols or len(lines) == 0:
+        if o.header:
+            raise SourceError(f"{path}: cannot read as csv: the file is empty (no header line)")
+        assert o.column_names is not None
+        return pd.DataFrame({n: pd.Series([], dtype=object) for n in o.column_names}), lines
+    if o.header:
+        names = [str(c[0].as_py()).strip() or f"Unnamed: {i}" for i, c in enumerate(cols)]
+        cols, lines = [c.slice(1) for c in cols], lines[1:]
+    if o.column_names is not None:
+        if len(o.column_names) != len(cols):
+            raise SourceError(
+                f"{path}, line {first_line}: {len(cols)} fields but {len(o.column_names)} column_names"
+            )
+        names = list(o.column_names)
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SourceError(f"{path}, line {first_line}: the header repeats column(s) {dupes}")
+    if o.null_values:
+        nulls = pa.array(list(o.null_values), pa.string())
+        none = pa.scalar(None, pa.string())
+        cols = [pc.if_else(pc.is_in(c, value_set=nulls), none, c) for c in cols]
+    frame = pa.table(cols, names=[f"c{i}" for i in range(len(cols))]).to_pandas()
+    frame.columns = pd.Index(names)
+    return frame, lines
+
+
+def _csv_fast(data: bytes, o: ReadOptions) -> tuple[list[Any], np.ndarray] | None:
+    """pyarrow parse of a file without quotes; None when it cannot vouch for the result."""
+    lines = _nonblank_lines(data, b"\r")
+    if len(lines) == 0:
+        return None
+    start = 0 if lines[0] == 1 else _nth_line_start(data, int(lines[0]))
+    end = data.find(b"\n", start)
+    try:
+        first = data[start : end if end >= 0 else len(data)].decode("utf-8").rstrip("\r")
+    except UnicodeDecodeError:
+        return None
+    names = [f"c{i}" for i in range(len(first.split(o.delimiter)))]
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(column_names=names),
+            parse_options=pacsv.ParseOptions(
+                delimiter=o.delimiter, quote_char=False, ignore_empty_lines=True
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid:
+        return None  # the Python parser names the line
+    if table.num_rows != len(lines):
+        return None
+    cols = list(table.columns)
+    if o.skip_initial_space:
+        cols = [pc.utf8_ltrim(c, characters=" ") for c in cols]
+    return cols, lines
+
+
+def _nth_line_start(data: bytes, n: int) -> int:
+    pos = 0
+    for _ in range(n - 1):
+        pos = data.index(b"\n", pos) + 1
+    return pos
+
+
+def _csv_python(path: str, data: bytes, o: ReadOptions) -> tuple[list[Any], np.ndarray]:
+    """Python csv parse: handles quoted fields (also after skipped spaces) and names bad lines."""
+    text = _decode(path, data, "csv")
+    reader = csv.reader(
+        io.StringIO(text, newline=""),
+        delimiter=o.delimiter,
+        skipinitialspace=o.skip_initial_space,
+        strict=True,
+    )
+    chunks: list[list[pa.Array]] = []
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    width = -1
+    prev = 0
+
+    def flush() -> None:
+        for j, values in enumerate(zip(*rows, strict=True)):
+            chunks[j].append(pa.array(values, pa.string()))
+        rows.clear()
+
+    try:
+        for rec in reader:
+            start, prev = prev + 1, reader.line_num
+            if not rec:
+                continue
+            if width < 0:
+                width = len(rec)
+                chunks = [[] for _ in range(width)]
+            elif len(rec) != width:
+                raise SourceError(
+                    f"{path}, line {start}: expected {width} fields (as on line {lines[0]}), got {len(rec)}"
+                )
+            rows.append(rec)
+            lines.append(start)
+            if len(rows) >= _CSV_CHUNK:
+                flush()
+    except csv.Error as e:
+        raise SourceError(f"{path}, line {reader.line_num}: cannot read as csv: {e}") from None
+    flush()
+    cols = [pa.chunked_array(c, pa.string()) for c in chunks]
+    return cols, np.asarray(lines, dtype=np.int64)
+
+
+# jsonl --------------------------------------------------------------------------------------
+
+
+def _read_jsonl(path: str, data: bytes) -> tuple[pd.DataFrame, np.ndarray]:
+    lines = _nonblank_lines(data, b" \t\r")
+    if len(lines) == 0:
+        return pd.DataFrame(), lines
+    try:
+        table = pajson.read_json(io.BytesIO(data))
+        if table.num_rows == len(lines):
+            return table.to_pandas(), lines
+    except pa.ArrowInvalid:
+        pass  # mixed types or a bad line: the Python parser keeps objects and names the line
+    records: list[dict[str, Any]] = []
+    text = _decode(path, data, "jsonl")
+    for n, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SourceError(
+                f"{path}, line {n}: cannot parse JSON: {e.msg} (column {e.colno})"
+            ) from None
+        if not isinstance(rec, dict):
+            raise SourceError(f"{path}, line {n}: expected a JSON object, got {type(rec).__name__}")
+        records.append(rec)
+    return pd.DataFrame.from_records(records), lines
+
+
+# libsvm -------------------------------------------------------------------------------------
+
+
+def _cast(values: Any, typ: pa.DataType) -> tuple[np.ndarray | None, int]:
+    """(values cast to ``typ``, -1), or (None, index of the first value that does not cast)."""
+    try:
+        return pc.cast(values, typ).to_numpy(zero_copy_only=False), -1
+    except pa.ArrowInvalid:
+        pass
+    lo, hi = 0, len(values)  # invariant: values[lo:hi] holds a bad value
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            pc.cast(values.slice(lo, mid - lo), typ)
+            lo = mid
+        except pa.ArrowInvalid:
+            hi = mid
+    return None, lo
+
+
+def _read_libsvm(
+    path: str, data: bytes, o: ReadOptions, fs: pafs.FileSystem, inner: str
+) -> tuple[pd.DataFrame, np.ndarray]:
+    text = _decode(path, data, "libsvm")
+    lines = pc.split_pattern(pa.array([text], pa.large_string()), "\n").flatten()
+    del text
+    if b"#" in data:
+        lines = pc.replace_substring_regex(lines, pattern="#.*", replacement="")
+    lines = pc.utf8_trim_whitespace(lines)
+    keep = pc.greater(pc.binary_length(lines), 0)
+    line_no = (np.flatnonzero(keep.to_numpy(zero_copy_only=False)) + 1).astype(np.int64)
+    lines = lines.filter(keep)
+    n = len(lines)
+    toks = pc.utf8_split_whitespace(lines)
+    counts = pc.list_value_length(toks).to_numpy(zero_copy_only=False).astype(np.int64)
+    flat = toks.flatten()
+    first = (
+        np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+        if n
+        else np.zeros(0, np.int64)
+    )
+    is_feat = np.ones(len(flat), dtype=bool)
+    is_feat[first] = False
+    ftoks = flat.filter(pa.array(is_feat))
+    row_of = np.repeat(np.arange(n, dtype=np.int64), counts - 1)
+
+    def bad(i_row: int, token: Any, what: str) -> SourceError:
+        return SourceError(f"{path}, line {line_no[i_row]}: cannot parse {str(token)!r} ({what})")
+
+    label, i = _cast(flat.take(pa.array(first)), pa.float64())
+    if label is None:
+        raise bad(i, flat[int(first[i])], "the label must be a number")
+
+    qid: np.ndarray | None = None
+    is_q = pc.starts_with(ftoks, "qid:").to_numpy(zero_copy_only=False)
+    if is_q.any():
+        qtoks, qrows = ftoks.filter(pa.array(is_q)), row_of[is_q]
+        qvals, i = _cast(pc.utf8_slice_codeunits(qtoks, 4), pa.int64())
+        if qvals is None:
+            raise bad(int(qrows[i]), qtoks[i], "qid:<integer> expected")
+        per_row = np.bincount(qrows, minlength=n)
+        if (per_row > 1).any():
+            r = int(np.argmax(per_row > 1))
+            raise SourceError(f"{path}, line {line_no[r]}: more than one qid: token")
+        if (per_row == 0).any():
+            r = int(np.argmax(per_row == 0))
+            raise SourceError(
+                f"{path}, line {line_no[r]}: no qid: token, while other lines have one"
+            )
+        qid = np.empty(n, dtype=np.int64)
+        qid[qrows] = qvals
+        ftoks, row_of = ftoks.filter(pa.array(~is_q)), row_of[~is_q]
+
+    parts = pc.split_pattern(ftoks, ":", max_splits=1)
+    pairs = pc.list_value_length(parts).to_numpy(zero_copy_only=False) == 2
+    if not pairs.all():
+        i = int(np.argmin(pairs))
+        raise bad(int(row_of[i]), ftoks[i], "index:value expected")
+    idx, i = _cast(pc.list_element(parts, 0), pa.int64())
+    if idx is None:
+        raise bad(int(row_of[i]), ftoks[i], "the index must be an integer")
+    val, i = _cast(pc.list_element(parts, 1), pa.float64())
+    if val is None:
+        raise bad(int(row_of[i]), ftoks[i], "the value must be a number")
+
+    base = 0 if o.zero_based else 1
+    col = idx - base
+    if len(col) and col.min() < 0:
+        i = int(np.argmax(col < 0))
+        raise SourceError(
+            f"{path}, line {line_no[row_of[i]]}: feature index {idx[i]} is below {base} (zero_based={o.zero_based})"
+        )
+    nf = o.num_features if o.num_features is not None else (int(col.max()) + 1 if len(col) else 0)
+    if len(col) and col.max() >= nf:
+        i = int(np.argmax(col >= nf))
+        raise SourceError(
+            f"{path}, line {line_no[row_of[i]]}: feature index {idx[i]} is out of range for "
+            f"num_features={nf} (zero_based={o.zero_based})"
+        )
+    matrix = np.zeros((n, nf), dtype=np.float64)
+    matrix[row_of, col] = val
+
+    if o.query_file_suffix:
+        sizes = _query_sizes(path, o.query_file_suffix, fs, inner, has_qid=qid is not None)
+        if sizes is not None:
+            qpath = _sidecar_name(path, o.query_file_suffix)
+            if int(sizes.sum()) != n:
+                raise SourceError(
+                    f"{qpath}: query sizes sum to {int(sizes.sum())} but {path} has {n} rows"
+                )
+            qid = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+
+    frame = pd.DataFrame(matrix, columns=[f"{o.feature_prefix}{j}" for j in range(nf)], copy=False)
+    if qid is not None:
+        frame.insert(0, "qid", qid)
+    frame.insert(0, "label", label.astype(np.float64))
+    return frame, line_no
+
+
+def _sidecar_name(path: str, suffix: str) -> str:
+    if "://" in path and "?" in path:
+        head, query = path.split("?", 1)
+        return f"{head}{suffix}?{query}"
+    return path + suffix
+
+
+def _query_sizes(
+    path: str, suffix: str, fs: pafs.FileSystem, inner: str, has_qid: bool
+) -> np.ndarray | None:
+    """Group sizes from a LightGBM-style sidecar query file, or None without one."""
+    qpath = _sidecar_name(path, suffix)
+    if fs.get_file_info(inner + suffix).type != pafs.FileType.File:
+        return None
+    if has_qid:
+        raise SourceError(
+            f"{path} has qid: tokens and a query file {qpath}; remove one, or set query_file_suffix to None"
+        )
+    try:
+        text = _read_bytes(fs, inner + suffix).decode("utf-8")
+    except Exception as e:
+        raise SourceError(f"{qpath}: cannot read the query file: {_reason(e)}") from e
+    sizes: list[int] = []
+    for n, line in enumerate(text.split("\n"), start=1):
+        s = line.strip()
+        if not s:
+            continue
+        try:
+            size = int(s)
+        except ValueError:
+            size = -1
+        if size < 0:
+            raise SourceError(
+                f"{qpath}, line {n}: cannot parse {s!r} as a query size (a count of rows)"
+            )
+        sizes.append(size)
+    return np.asarray(sizes, dtype=np.int64)

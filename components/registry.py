@@ -1,0 +1,455 @@
+"""The model registry: numbered, immutable, verified bundles per model, plus movable aliases.
+
+Layout under the storage root::
+
+    registry/<model>/<version>/      a bundle (any files + MANIFEST.json), versions 1, 2, 3, ...
+    registry/<model>/aliases.json    {"format": 1, "revision": n,
+                                      "aliases": {"production": 3, "candidate": 4},
+                                      "history": [{"alias": "production", "version": 3, "at": "<utc>"}, ...]}
+    registry/<model>/.aliases/       the alias revision log (see below)
+    registry/<model>/.tmp-<uuid>/    a publish in progress (invisible; removed on success or error)
+
+Nothing half-written is ever visible, and concurrent writers need no lock server:
+
+* **Publishing** (local or shared POSIX filesystem) copies the bundle into ``<model>/.tmp-<uuid>``,
+  fsyncs and verifies it, then renames it to ``<model>/<v>`` where ``v`` is one more than the
+  highest version directory. ``rename(2)`` refuses to replace a non-empty directory, so if another
+  writer took ``v`` meanwhile the rename fails and the publish retries with ``v + 1``: every
+  publisher gets a distinct version and every version appears complete.
+  On a non-local filesystem (object store) the version number is claimed with an exclusive create
+  of ``<model>/.claims/<v>`` (:meth:`Storage.create_exclusive`), then the files are written in
+  place with MANIFEST.json last.
+* **Commit-marker rule**: a version directory without MANIFEST.json does not exist for readers
+  (``versions``, ``resolve``, ``models``), whatever the backend.
+* **Aliases** change by compare-and-swap on a revision number: a writer reads the current state
+  (revision ``r``), builds revision ``r + 1`` (aliases + appended history) and creates
+  ``.aliases/<r+1>.json`` exclusively (a hard link of a fully written temporary file, so it appears
+  complete). If another writer created it first, the writer re-reads and retries, so no update or
+  history entry is lost. The newest revision file is the state; ``aliases.json`` is then
+  rewritten from it atomically (``aliases.json.tmp-<uuid>`` + ``os.replace``) for people and tools
+  that read it directly. Old revision files are pruned (the newest 32, and any from the last ten
+  minutes, are kept).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from components.bundle import MANIFEST, TMP_MARK, BundleError, Storage, utc_now, verify_bundle
+
+REGISTRY_DIR = "registry"
+ALIASES_FILE = "aliases.json"
+DEFAULT_ALIAS = "production"
+_ALIAS_LOG = ".aliases"
+_CLAIMS = ".claims"
+_MODEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_ALIAS_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+_VERSION_RE = re.compile(r"[1-9][0-9]{0,17}")
+_REV_RE = re.compile(r"([0-9]{12})\.json")
+_MAX_ATTEMPTS = 1000
+_KEEP_REVISIONS = 32
+_KEEP_REVISION_NS = 600 * 1_000_000_000
+
+
+class RegistryError(Exception):
+    """Unknown model/version/alias, a bad name, or a registry operation that could not complete."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    model: str
+    version: int
+    path: str
+    created_at: str
+    aliases: tuple[str, ...]
+
+
+def _check_model(model: str) -> str:
+    if not isinstance(model, str) or not _MODEL_RE.fullmatch(model):
+        raise RegistryError(
+            f"invalid model name {model!r}: use 1-128 characters from A-Z a-z 0-9 _ . -, "
+            "starting with a letter or digit"
+        )
+    return model
+
+
+def _check_alias(alias: str) -> str:
+    if not isinstance(alias, str) or not _ALIAS_RE.fullmatch(alias):
+        raise RegistryError(
+            f"invalid alias {alias!r}: use 1-64 characters from A-Z a-z 0-9 _ . -, starting with a letter"
+        )
+    return alias
+
+
+def _check_version(version: int) -> int:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise RegistryError(f"invalid version {version!r}: versions are integers 1, 2, 3, ...")
+    return version
+
+
+def _empty_state() -> dict[str, Any]:
+    return {"format": 1, "revision": 0, "aliases": {}, "history": []}
+
+
+def _dumps(doc: Any) -> bytes:
+    return (json.dumps(doc, indent=1) + "\n").encode()
+
+
+def _parse_state(raw: bytes, where: str) -> dict[str, Any]:
+    """An alias state document; a legacy flat {"alias": version} mapping is accepted too."""
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{where}: not valid JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{where}: expected a JSON object")
+    if "aliases" not in doc:
+        doc = {"aliases": doc}
+    aliases, history = doc.get("aliases"), doc.get("history", [])
+    if not isinstance(aliases, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) for k, v in aliases.items()
+    ):
+        raise ValueError(f"{where}: 'aliases' must map alias names to version numbers")
+    if not isinstance(history, list):
+        raise ValueError(f"{where}: 'history' must be a list")
+    revision = doc.get("revision", 0)
+    return {
+        "format": 1,
+        "revision": revision if isinstance(revision, int) else 0,
+        "aliases": dict(aliases),
+        "history": list(history),
+    }
+
+
+class Registry:
+    """Models and their versions under ``<storage>/registry`` (a path or a URI).
+
+    Creating a Registry touches nothing; the directories appear on the first publish.
+    """
+
+    def __init__(self, storage: str | Path) -> None:
+        self._store = Storage(storage).child(REGISTRY_DIR)
+
+    @property
+    def root(self) -> str:
+        """The registry's location (``<storage>/registry``)."""
+        return self._store.location
+
+    def __repr__(self) -> str:
+        return f"Registry({self.root!r})"
+
+    # -- reading ---------------------------------------------------------------------------
+    def models(self) -> list[str]:
+        """Every model with at least one complete version, sorted."""
+        return sorted(
+            name
+            for name, is_dir in self._store.list_dir().items()
+            if is_dir and _MODEL_RE.fullmatch(name) and self._version_numbers(name)
+        )
+
+    def _version_numbers(self, model: str) -> list[int]:
+        """Complete versions (directories named 1, 2, ... holding MANIFEST.json), sorted."""
+        ms = self._store.child(model)
+        found = [
+            int(n) for n, is_dir in ms.list_dir().items() if is_dir and _VERSION_RE.fullmatch(n)
+        ]
+        return sorted(v for v in found if ms.is_file(f"{v}/{MANIFEST}"))
+
+    def _version(self, model: str, version: int, aliases: Mapping[str, int]) -> ModelVersion:
+        path = self.path(model, version)
+        try:
+            created = str(
+                json.loads(self._store.read_bytes(f"{model}/{version}/{MANIFEST}"))["created_at"]
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            created = ""  # a damaged manifest; loading the bundle will say what is wrong
+        tags = tuple(sorted(a for a, v in aliases.items() if v == version))
+        return ModelVersion(
+            model=model, version=version, path=path, created_at=created, aliases=tags
+        )
+
+    def versions(self, model: str) -> list[ModelVersion]:
+        """Complete versions of ``model``, oldest first ([] for a model that does not exist).
+
+        Temporary ``.tmp-*`` directories and version directories without MANIFEST.json (a publish
+        still in progress on an object store, or a crashed one) are ignored.
+        """
+        _check_model(model)
+        aliases = self.aliases(model)
+        return [self._version(model, v, aliases) for v in self._version_numbers(model)]
+
+    def path(self, model: str, version: int) -> str:
+        """The location of ``<model>/<version>`` (whether or not it exists)."""
+        _check_model(model)
+        _check_version(version)
+        return self._store.where(f"{model}/{version}")
+
+    def aliases(self, model: str) -> dict[str, int]:
+        """alias -> version for ``model`` ({} if it has none)."""
+        _check_model(model)
+        return dict(self._alias_state(model)["aliases"])
+
+    def history(self, model: str) -> list[dict[str, Any]]:
+        """Every alias change of ``model``, oldest first: {"alias", "version", "at"}."""
+        _check_model(model)
+        return list(self._alias_state(model)["history"])
+
+    def previous(self, model: str, alias: str) -> int | None:
+        """The version ``alias`` pointed to before its current one (for rollback), or None."""
+        _check_model(model)
+        _check_alias(alias)
+        state = self._alias_state(model)
+        current = state["aliases"].get(alias)
+        if current is None:
+            return None
+        past = [
+            e.get("version")
+            for e in state["history"]
+            if isinstance(e, dict) and e.get("alias") == alias
+        ]
+        while past and past[-1] == current:
+            past.pop()
+        return past[-1] if past and isinstance(past[-1], int) else None
+
+    def resolve(
+        self, model: str, version: int | None = None, alias: str | None = None
+    ) -> ModelVersion:
+        """One complete version: by number, by alias, or (neither) the ``production`` alias, else
+        the latest version. Unknown model/version/alias -> RegistryError listing what exists."""
+        if version is not None and alias is not None:
+            raise ValueError("resolve() takes a version or an alias, not both")
+        _check_model(model)
+        existing = self._version_numbers(model)
+        if not existing:
+            known = self.models()
+            raise RegistryError(
+                f"unknown model {model!r} in {self.root}; registered models: {', '.join(known) or 'none'}"
+            )
+        aliases = self.aliases(model)
+
+        def what_exists() -> str:
+            tags = ", ".join(f"{a} -> {v}" for a, v in sorted(aliases.items())) or "none"
+            return f"versions: {', '.join(map(str, existing))}; aliases: {tags}"
+
+        if alias is not None:
+            _check_alias(alias)
+            if alias not in aliases:
+                raise RegistryError(f"model {model!r} has no alias {alias!r}; {what_exists()}")
+            version = aliases[alias]
+            if version not in existing:
+                raise RegistryError(
+                    f"alias {alias!r} of model {model!r} points to version {version}, which does not exist; "
+                    f"{what_exists()}"
+                )
+        elif version is not None:
+            _check_version(version)
+            if version not in existing:
+                raise RegistryError(f"model {model!r} has no version {version}; {what_exists()}")
+        elif DEFAULT_ALIAS in aliases:
+            version = aliases[DEFAULT_ALIAS]
+            if version not in existing:
+                raise RegistryError(
+                    f"alias {DEFAULT_ALIAS!r} of model {model!r} points to version {version}, which does "
+                    f"not exist; {what_exists()}"
+                )
+        else:
+            version = existing[-1]
+        return self._version(model, version, aliases)
+
+    # -- publishing ------------------------------------------------------------------------
+    def publish(
+        self, model: str, bundle_dir: str | Path, aliases: Sequence[str] = ()
+    ) -> ModelVersion:
+        """Copy a complete bundle into the registry as the next version, then set ``aliases`` to it.
+
+        The bundle is verified before and after the copy (BundleError if it is not complete and
+        intact). Concurrent publishers get distinct versions (see the module docstring).
+        """
+        _check_model(model)
+        if isinstance(aliases, str):
+            aliases = [aliases]
+        wanted = list(dict.fromkeys(_check_alias(a) for a in aliases))
+        manifest = verify_bundle(bundle_dir)
+        src = Storage(bundle_dir)
+        names = sorted(manifest["files"])
+        ms = self._store.child(model)
+        version = (
+            self._publish_local(ms, src, names)
+            if ms.local
+            else self._publish_in_place(ms, src, manifest)
+        )
+        if wanted:
+            self._update_aliases(model, dict.fromkeys(wanted, version))
+        return self._version(model, version, self.aliases(model))
+
+    def _next_version(self, ms: Storage) -> int:
+        """One more than any version directory or claim, complete or not."""
+        taken = [int(n) for n in ms.list_dir() if _VERSION_RE.fullmatch(n)]
+        taken += [int(n) for n in ms.list_dir(_CLAIMS) if _VERSION_RE.fullmatch(n)]
+        return max(taken, default=0) + 1
+
+    def _publish_local(self, ms: Storage, src: Storage, names: list[str]) -> int:
+        ms.make_dirs()
+        tmp = f"{TMP_MARK}{uuid.uuid4().hex}"
+        ms.make_dir(tmp)
+        try:
+            for name in names:
+                ms.copy_from(src, name, f"{tmp}/{name}")
+            ms.copy_from(src, MANIFEST, f"{tmp}/{MANIFEST}")
+            ms.fsync_tree(tmp)
+            verify_bundle(ms.where(tmp))  # the copy, against the manifest it carries
+            version = self._next_version(ms)
+            for _ in range(_MAX_ATTEMPTS):
+                try:
+                    ms.rename_dir(tmp, str(version))
+                except FileExistsError:  # another publisher took it: try the next one
+                    version = max(version + 1, self._next_version(ms))
+                    continue
+                ms.fsync()
+                return version
+            raise RegistryError(
+                f"{ms.location}: could not claim a version after {_MAX_ATTEMPTS} attempts"
+            )
+        finally:
+            ms.delete_tree(tmp)
+
+    def _publish_in_place(self, ms: Storage, src: Storage, manifest: dict[str, Any]) -> int:
+        version = self._next_version(ms)
+        for _ in range(_MAX_ATTEMPTS):
+            if ms.create_exclusive(f"{_CLAIMS}/{version}", utc_now().encode()) and not ms.exists(
+                str(version)
+            ):
+                break
+            version = max(version + 1, self._next_version(ms))
+        else:
+            raise RegistryError(
+                f"{ms.location}: could not claim a version after {_MAX_ATTEMPTS} attempts"
+            )
+        dest = ms.child(str(version))
+        for name in sorted(manifest["files"]):
+            dest.copy_from(src, name, name)
+            digest, size = dest.sha256(name)
+            entry = manifest["files"][name]
+            if digest != entry["sha256"] or size != entry["bytes"]:
+                raise BundleError(
+                    f"{dest.where(name)}: sha256 mismatch after copying from {src.where(name)}"
+                )
+        dest.copy_from(src, MANIFEST, MANIFEST)  # last: the commit marker
+        verify_bundle(dest.location)
+        return version
+
+    # -- aliases ---------------------------------------------------------------------------
+    def set_alias(self, model: str, alias: str, version: int) -> None:
+        """Point ``alias`` at an existing version (atomic; recorded in the history)."""
+        _check_model(model)
+        _check_alias(alias)
+        _check_version(version)
+        if not self._store.is_file(f"{model}/{version}/{MANIFEST}"):
+            existing = self._version_numbers(model)
+            if not existing:
+                raise RegistryError(
+                    f"unknown model {model!r} in {self.root}; registered models: {', '.join(self.models()) or 'none'}"
+                )
+            raise RegistryError(
+                f"model {model!r} has no version {version}; versions: {', '.join(map(str, existing))}"
+            )
+        self._update_aliases(model, {alias: version})
+
+    def _alias_state(self, model: str) -> dict[str, Any]:
+        """The newest alias state: the highest revision in the log, or aliases.json if newer."""
+        ms = self._store.child(model)
+        log = ms.child(_ALIAS_LOG)
+        problem = ""
+        for attempt in range(50):
+            revs = sorted(m.group(1) for n in log.list_dir() if (m := _REV_RE.fullmatch(n)))
+            state = _empty_state()
+            if revs:
+                name = f"{revs[-1]}.json"
+                try:
+                    state = _parse_state(log.read_bytes(name), log.where(name))
+                except FileNotFoundError:  # pruned between listing and reading
+                    continue
+                except ValueError as e:  # still being written (non-atomic writes): wait for it
+                    problem = str(e)
+                    time.sleep(0.005 * (attempt + 1))
+                    continue
+            # aliases.json only matters when it is newer than the log (written by hand or by an
+            # older rayline); while the log exists, an unreadable snapshot (being rewritten in
+            # place on a non-local filesystem) is ignored.
+            try:
+                snapshot = _parse_state(ms.read_bytes(ALIASES_FILE), ms.where(ALIASES_FILE))
+            except FileNotFoundError:
+                snapshot = None
+            except ValueError as e:
+                if not revs:
+                    problem = str(e)
+                    time.sleep(0.005 * (attempt + 1))
+                    continue
+                snapshot = None
+            if snapshot is not None and (snapshot["revision"] > state["revision"] or not revs):
+                state = snapshot
+            return state
+        raise RegistryError(
+            f"{log.location}: could not read the alias state ({problem or 'contention'})"
+        )
+
+    def _update_aliases(self, model: str, updates: Mapping[str, int]) -> None:
+        ms = self._store.child(model)
+        log = ms.child(_ALIAS_LOG)
+        for attempt in range(_MAX_ATTEMPTS):
+            state = self._alias_state(model)
+            revision = state["revision"] + 1
+            at = utc_now()
+            new = {
+                "format": 1,
+                "revision": revision,
+                "aliases": {**state["aliases"], **updates},
+                "history": [
+                    *state["history"],
+                    *({"alias": a, "version": v, "at": at} for a, v in updates.items()),
+                ],
+            }
+            if log.create_exclusive(f"{revision:012d}.json", _dumps(new)):
+                break
+            time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))  # lost the race: re-read
+        else:
+            raise RegistryError(
+                f"{log.location}: could not update aliases after {_MAX_ATTEMPTS} attempts"
+            )
+        self._write_snapshot(model)
+        self._prune(log, revision)
+
+    def _write_snapshot(self, model: str) -> None:
+        """Rewrite aliases.json from the newest revision until no newer one appeared meanwhile, so
+        a slow writer never leaves an older snapshot behind."""
+        ms = self._store.child(model)
+        for _ in range(100):
+            state = self._alias_state(model)
+            ms.write_bytes(ALIASES_FILE, _dumps(state))
+            if self._alias_state(model)["revision"] == state["revision"]:
+                return
+
+    @staticmethod
+    def _prune(log: Storage, revision: int) -> None:
+        cutoff = revision - _KEEP_REVISIONS
+        if cutoff < 1:
+            return
+        now = time.time_ns()
+        for name in log.list_dir():
+            m = _REV_RE.fullmatch(name)
+            if not m or int(m.group(1)) >= cutoff:
+                continue
+            mtime = log.fs.get_file_info(log.path(name)).mtime_ns
+            if mtime is not None and now - int(mtime) > _KEEP_REVISION_NS:
+                log.delete_file(name)
+
+
+__all__ = ["ModelVersion", "Registry", "RegistryError"]

@@ -1,0 +1,167 @@
+"""XGBoost on Ray Train V2: our own per-worker function around components.xgboost_model.
+
+Sharding: worker r reads the rows whose ``_bucket % num_workers == r``. Buckets come from the
+query id for ranking, so each query lands whole on one worker (Ray's default split can cut a
+query in two), and no row is dropped to equalise shards. Every worker gets the whole validation
+split, so validation metrics are computed on whole queries. ``num_workers: 0`` runs in-process.
+
+Reporting: every ``report_every`` rounds (a Ray Train report costs a controller round trip),
+with a checkpoint from rank 0 so a restarted worker group resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray.data
+import ray.train
+import xgboost
+from ray.data.expressions import col
+from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.xgboost import XGBoostTrainer
+
+from components import xgboost_model
+from components.features import FeatureTransform
+
+MODEL_FILE = "model.ubj"
+
+
+@dataclass
+class XGBoostJob:
+    """Everything one training run needs; JSON-able so it travels to the workers as config."""
+
+    task: str
+    label: str
+    params: dict[str, Any]
+    num_boost_round: int
+    early_stopping_rounds: int | None
+    report_every: int
+    features_json: str
+    num_workers: int
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] | None = None
+    max_failures: int = 2
+
+
+@dataclass
+class TrainOutcome:
+    model: bytes
+    history: list[dict[str, float]]
+    best_iteration: int
+    rounds: int
+    seconds: float
+    checkpoint_path: str | None
+    valid_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _metrics_at(history: dict[str, dict[str, list[float]]], i: int) -> dict[str, float]:
+    return {f"{d}-{m}": float(v[i]) for d, ms in history.items() for m, v in ms.items() if i < len(v)}
+
+
+class ReportEvery(xgboost.callback.TrainingCallback):
+    """Report metrics (and a rank-0 checkpoint) to Ray Train every ``k`` rounds."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.history: list[dict[str, float]] = []
+
+    def after_iteration(self, model: xgboost.Booster, epoch: int, evals_log: Any) -> bool:
+        metrics = _metrics_at(evals_log, epoch)
+        self.history.append({"round": float(epoch + 1), **metrics})
+        if (epoch + 1) % self.k == 0:
+            _report({"round": epoch + 1, **metrics}, model)
+        return False
+
+
+def _report(metrics: dict[str, Any], model: xgboost.Booster) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if ray.train.get_context().get_world_rank() == 0:
+            model.save_model(os.path.join(tmp, MODEL_FILE))
+            checkpoint = Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
+    """Runs on every Ray Train worker (or in the driver when num_workers is 0)."""
+    job = XGBoostJob(**config["job"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    transform = FeatureTransform.from_json(job.features_json)
+    shard_name = f"train_r{rank}" if job.num_workers > 0 else "train_r0"
+    train_df = ray.train.get_dataset_shard(shard_name).materialize().to_pandas()
+    valid_df = ray.train.get_dataset_shard("valid").materialize().to_pandas()
+    dtrain = xgboost_model.dmatrix(train_df, transform, job.task, job.label)
+    dvalid = xgboost_model.dmatrix(valid_df, transform, job.task, job.label)
+    params = dict(job.params)
+    if job.resources_per_worker and "nthread" not in params:
+        params["nthread"] = max(1, int(job.resources_per_worker.get("CPU", 1)))
+    init = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:  # a restarted worker group continues from the last checkpoint
+        with checkpoint.as_directory() as d:
+            init = xgboost.Booster(model_file=os.path.join(d, MODEL_FILE))
+    reporter = ReportEvery(job.report_every)
+    start = time.time()
+    booster = xgboost_model.train(
+        params, dtrain, dvalid, job.num_boost_round, job.early_stopping_rounds, [reporter], init
+    )
+    best = int(booster.best_iteration) if "best_iteration" in booster.attributes() else booster.num_boosted_rounds() - 1
+    final = {"round": booster.num_boosted_rounds(), "best_iteration": best, "world_size": world,
+             "train_rows": len(train_df), **(reporter.history[best] if best < len(reporter.history) else {})}
+    _report(final, booster)
+    return {"history": reporter.history, "best_iteration": best, "seconds": time.time() - start,
+            "rounds": booster.num_boosted_rounds()}
+
+
+def shard_datasets(train: ray.data.Dataset, valid: ray.data.Dataset, num_workers: int) -> dict[str, ray.data.Dataset]:
+    """One training dataset per rank (whole buckets, so whole queries) plus the full validation set."""
+    if num_workers <= 1:
+        return {"train_r0": train, "valid": valid}
+    shards = {f"train_r{r}": train.filter(expr=(col("_bucket") % num_workers) == r).materialize()
+              for r in range(num_workers)}
+    return {**shards, "valid": valid}
+
+
+def fit(job: XGBoostJob, train: ray.data.Dataset, valid: ray.data.Dataset, storage_path: str, run_name: str) -> TrainOutcome:
+    """Run the XGBoostTrainer and return the final model and its metric history."""
+    datasets = shard_datasets(train, valid, job.num_workers)
+    scaling = ScalingConfig(
+        num_workers=job.num_workers,
+        use_gpu=job.use_gpu,
+        resources_per_worker=job.resources_per_worker if job.num_workers > 0 else None,
+    )
+    trainer = XGBoostTrainer(
+        train_fn_per_worker,
+        train_loop_config={"job": job.__dict__},
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=[]),
+        scaling_config=scaling,
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            failure_config=FailureConfig(max_failures=job.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    started = time.time()
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    if result.checkpoint is None:
+        raise RuntimeError(f"training run {run_name} finished without a checkpoint")
+    with result.checkpoint.as_directory() as d, open(os.path.join(d, MODEL_FILE), "rb") as fh:
+        model = fh.read()
+    info = result.return_value or {}
+    history = info.get("history", [])
+    best = int(info.get("best_iteration", 0))
+    valid = {k.removeprefix("valid-"): v for k, v in (history[best] if best < len(history) else {}).items()
+             if k.startswith("valid-")}
+    return TrainOutcome(
+        model=model, history=history, best_iteration=best, rounds=int(info.get("rounds", 0)),
+        seconds=time.time() - started, checkpoint_path=result.checkpoint.path, valid_metrics=valid,
+    )

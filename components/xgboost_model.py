@@ -1,0 +1,140 @@
+"""XGBoost for rayline's tasks, without Ray: parameters, DMatrix building, training, files.
+
+The Ray Train adapter (components/train_xgboost.py) calls these inside each worker, and the
+Predictor calls ``load_booster``/``predict`` — one implementation for every path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost
+
+from components.features import FeatureTransform
+
+OBJECTIVES = {
+    "binary": ("binary:logistic",),
+    "multiclass": ("multi:softprob",),
+    "ranking": ("rank:ndcg", "rank:pairwise", "rank:map"),
+}
+# rayline metric name -> XGBoost eval_metric (for early stopping on the validation split).
+_EVAL_METRIC = {"auc": "auc", "logloss": "logloss", "accuracy": "error", "f1": "logloss",
+                "macro_f1": "mlogloss", "mrr": "ndcg"}
+_MAXIMIZE = {"auc", "ndcg", "map", "pre"}
+
+
+def eval_metric(task: str, metric: str) -> str:
+    """The XGBoost eval_metric that tracks the spec's selection metric."""
+    if task == "multiclass":
+        return "merror" if metric == "accuracy" else "mlogloss"
+    if metric.startswith("ndcg@") or metric.startswith("map@"):
+        # MAP in XGBoost only accepts binary labels; NDCG at the same cut-off tracks it.
+        return "ndcg@" + metric.split("@", 1)[1]
+    return _EVAL_METRIC.get(metric, "logloss")
+
+
+def maximize(xgb_metric: str) -> bool:
+    return xgb_metric.split("@", 1)[0] in _MAXIMIZE
+
+
+def build_params(
+    task: str, user_params: dict[str, Any], metric: str, num_classes: int | None, use_gpu: bool, nthread: int | None
+) -> dict[str, Any]:
+    """Full XGBoost params: sensible defaults for the task, the spec's params on top."""
+    objective = user_params.get("objective", OBJECTIVES[task][0])
+    if objective not in OBJECTIVES[task]:
+        raise ValueError(f"objective {objective!r} does not fit task {task}; use one of {OBJECTIVES[task]}")
+    params: dict[str, Any] = {"tree_method": "hist", "eta": 0.1, "max_depth": 6, "max_cat_to_onehot": 1}
+    params.update(user_params)
+    params["objective"] = objective
+    tracked = eval_metric(task, metric)
+    extra = {"binary": ["logloss", "auc"], "multiclass": ["mlogloss", "merror"], "ranking": ["ndcg@10"]}[task]
+    # XGBoost early-stops on the LAST metric in the list.
+    params["eval_metric"] = [m for m in extra if m != tracked] + [tracked]
+    if task == "multiclass":
+        params["num_class"] = num_classes
+    if use_gpu:
+        params["device"] = "cuda"
+    if nthread:
+        params.setdefault("nthread", nthread)
+    return params
+
+
+def sort_by_group(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of one query contiguous, as XGBoost ranking requires (stable within a query)."""
+    return frame.sort_values("_group", kind="stable").reset_index(drop=True)
+
+
+def dmatrix(frame: pd.DataFrame, transform: FeatureTransform, task: str, label: str | None) -> xgboost.DMatrix:
+    """A DMatrix with categorical codes typed 'c' (native categorical splits) and qids for ranking."""
+    if task == "ranking":
+        frame = sort_by_group(frame)
+    x = transform.transform(frame)
+    kwargs: dict[str, Any] = {}
+    if label is not None:
+        kwargs["label"] = frame[label].to_numpy(dtype=np.float32)
+    if task == "ranking" and "_group" in frame:
+        kwargs["qid"] = frame["_group"].to_numpy()
+    return xgboost.DMatrix(
+        x,
+        feature_names=transform.feature_names,
+        feature_types=transform.feature_types,
+        enable_categorical=True,
+        missing=np.nan,
+        **kwargs,
+    )
+
+
+def train(
+    params: dict[str, Any],
+    dtrain: xgboost.DMatrix,
+    dvalid: xgboost.DMatrix | None,
+    rounds: int,
+    early_stopping_rounds: int | None,
+    callbacks: Sequence[xgboost.callback.TrainingCallback] = (),
+    init_model: xgboost.Booster | None = None,
+) -> xgboost.Booster:
+    """Train (or continue training ``init_model``); with early stopping the best model is kept."""
+    evals = [(dtrain, "train")] + ([(dvalid, "valid")] if dvalid is not None else [])
+    cbs = list(callbacks)
+    if early_stopping_rounds and dvalid is not None:
+        metric = params["eval_metric"][-1]
+        cbs.insert(
+            0,
+            xgboost.callback.EarlyStopping(
+                rounds=early_stopping_rounds, metric_name=metric, data_name="valid",
+                maximize=maximize(metric), save_best=True,
+            ),
+        )
+    done = init_model.num_boosted_rounds() if init_model is not None else 0
+    return xgboost.train(
+        params, dtrain, num_boost_round=max(rounds - done, 0), evals=evals,
+        verbose_eval=False, callbacks=cbs, xgb_model=init_model,
+    )
+
+
+def to_bytes(booster: xgboost.Booster) -> bytes:
+    return bytes(booster.save_raw(raw_format="ubj"))
+
+
+def load_booster(data: bytes) -> xgboost.Booster:
+    booster = xgboost.Booster()
+    booster.load_model(bytearray(data))
+    return booster
+
+
+def predict(booster: xgboost.Booster, x: np.ndarray, transform: FeatureTransform) -> np.ndarray:
+    """Raw model output for a transformed matrix: P(1), class probabilities, or a ranking score."""
+    d = xgboost.DMatrix(
+        x, feature_names=transform.feature_names, feature_types=transform.feature_types,
+        enable_categorical=True, missing=np.nan,
+    )
+    return np.asarray(booster.predict(d), dtype=np.float64)
+
+
+def feature_importance(booster: xgboost.Booster) -> dict[str, float]:
+    """Total gain per feature (features never used are absent)."""
+    return {k: float(v) for k, v in booster.get_score(importance_type="total_gain").items()}

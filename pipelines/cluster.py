@@ -1,0 +1,51 @@
+"""Connect to Ray (the CLI's only entry point into Ray) and check the spec fits the cluster."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from pipelines.resources import WorkerRequest, check_requests
+from pipelines.spec import PipelineSpec
+
+# Ray Train's controller polls workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s) and a
+# report() blocks until the next poll; 0.1 s makes per-round reporting affordable.
+TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
+
+
+def connect(spec: PipelineSpec, address: str | None) -> bool:
+    """Join the cluster at ``address``/RAY_ADDRESS/spec, or start a local one. True if local."""
+    import ray
+
+    for k, v in TRAIN_ENV.items():
+        os.environ.setdefault(k, v)
+    target = address or os.environ.get("RAY_ADDRESS") or spec.ray.address
+    if ray.is_initialized():
+        return False
+    if target:
+        ray.init(address=target, runtime_env={"env_vars": dict(TRAIN_ENV)}, log_to_driver=True)
+        local = False
+    else:
+        ray.init(num_cpus=spec.ray.num_cpus, num_gpus=spec.ray.num_gpus, include_dashboard=True,
+                 runtime_env={"env_vars": dict(TRAIN_ENV)})
+        local = True
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = sys.stderr.isatty()
+    return local
+
+
+def worker_requests(spec: PipelineSpec) -> list[WorkerRequest]:
+    return [
+        WorkerRequest(f"models.{i} ({m.name})", m.scaling.num_workers, m.scaling.worker_resources())
+        for i, m in enumerate(spec.models)
+    ]
+
+
+def check_cluster(spec: PipelineSpec) -> list[str]:
+    """Problems with the spec's resource requests on the connected cluster."""
+    import ray
+
+    total: dict[str, Any] = ray.cluster_resources()
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    return check_requests(worker_requests(spec), total, nodes)

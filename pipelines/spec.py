@@ -1,0 +1,372 @@
+"""The pipeline spec: pydantic models loaded from one YAML file.
+
+Every model forbids unknown fields, so a typo in a spec fails before Ray starts, with the
+file, the field path and the reason. ``load_spec`` applies ``key=value`` dotted overrides from
+the command line before validation, so an override is checked exactly like the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Task = Literal["binary", "multiclass", "ranking"]
+Policy = Literal["fail", "quarantine"]
+
+STORAGE_ENV = "RAYLINE_STORAGE"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class SpecError(Exception):
+    """An invalid spec: the message names the file, the field path and the reason."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CsvOptions(_Strict):
+    header: bool = True
+    column_names: list[str] | None = None
+    delimiter: str = ","
+    null_values: list[str] = Field(default_factory=lambda: ["", "NA", "null", "?"])
+    skip_initial_space: bool = True
+
+    @model_validator(mode="after")
+    def _names_without_header(self) -> CsvOptions:
+        if not self.header and not self.column_names:
+            raise ValueError("csv.column_names is required when csv.header is false")
+        return self
+
+
+class LibsvmOptions(_Strict):
+    num_features: int | None = Field(default=None, gt=0)
+    zero_based: bool = True
+    feature_prefix: str = "f"
+    query_file_suffix: str | None = ".query"
+
+
+class SourceSpec(_Strict):
+    """Where rows come from: files/URIs or a built-in generator (``synthetic:<kind>``)."""
+
+    uri: str
+    format: Literal["parquet", "csv", "jsonl", "libsvm"] | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    csv: CsvOptions = CsvOptions()
+    libsvm: LibsvmOptions = LibsvmOptions()
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.uri.startswith("synthetic:")
+
+    @property
+    def generator(self) -> str:
+        return self.uri.split(":", 1)[1]
+
+    @model_validator(mode="after")
+    def _params_only_for_generators(self) -> SourceSpec:
+        if self.params and not self.is_synthetic:
+            raise ValueError("params is only used by synthetic:<kind> sources")
+        if self.is_synthetic:
+            from components import generators
+
+            if self.generator not in generators.GENERATORS:
+                raise ValueError(
+                    f"unknown generator {self.generator!r}; choose one of "
+                    f"{', '.join('synthetic:' + g for g in generators.GENERATORS)}"
+                )
+            generators.plan_blocks(self.generator, self.params)  # validates the params
+        return self
+
+
+class ValidationRules(_Strict):
+    """What to do with each kind of bad row: fail the run, or quarantine the row."""
+
+    wrong_type: Policy = "fail"
+    null_label: Policy = "fail"
+    label_out_of_range: Policy = "fail"
+    missing_group: Policy = "fail"
+    missing_timestamp: Policy = "fail"
+    unexpected_columns: Literal["ignore", "fail"] = "ignore"
+
+
+class DataSpec(_Strict):
+    source: SourceSpec | None = None
+    sources: dict[Literal["train", "valid", "test"], SourceSpec] | None = None
+    label: str = "label"
+    label_mapping: dict[str, int] | None = None
+    num_classes: int | None = Field(default=None, ge=2)
+    max_relevance: int = Field(default=4, ge=1)
+    group: str | None = None
+    timestamp: str | None = None
+    keys: list[str] = Field(default_factory=list)
+    validation: ValidationRules = ValidationRules()
+
+    @model_validator(mode="after")
+    def _one_kind_of_source(self) -> DataSpec:
+        if (self.source is None) == (self.sources is None):
+            raise ValueError("give exactly one of data.source or data.sources (train/valid/test)")
+        if self.sources is not None and set(self.sources) != {"train", "valid", "test"}:
+            raise ValueError("data.sources needs train, valid and test")
+        return self
+
+
+class CategoricalFeature(_Strict):
+    name: str
+    encoding: Literal["vocab", "hash"] = "vocab"
+    min_frequency: int = Field(default=1, ge=1)
+    max_vocab_size: int = Field(default=100_000, ge=1)
+    hash_buckets: int = Field(default=1 << 18, ge=2)
+
+
+class FeatureSpec(_Strict):
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[CategoricalFeature | str] = Field(default_factory=list)
+    impute: Literal["median", "none"] = "median"
+    standardize: bool = False
+
+    def categorical_features(self) -> list[CategoricalFeature]:
+        return [c if isinstance(c, CategoricalFeature) else CategoricalFeature(name=c) for c in self.categorical]
+
+    def names(self) -> list[str]:
+        return self.numeric + [c.name for c in self.categorical_features()]
+
+    @model_validator(mode="after")
+    def _distinct(self) -> FeatureSpec:
+        names = self.names()
+        if not names:
+            raise ValueError("features: list at least one numeric or categorical column")
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"features listed more than once: {dupes}")
+        return self
+
+
+class SplitSpec(_Strict):
+    method: Literal["random", "group", "time", "explicit"] = "random"
+    train: float = Field(default=0.8, gt=0, lt=1)
+    valid: float = Field(default=0.1, gt=0, lt=1)
+    test: float = Field(default=0.1, gt=0, lt=1)
+    seed: int = 0
+    stratify: bool = True
+    valid_from: float | str | None = None
+    test_from: float | str | None = None
+
+    @model_validator(mode="after")
+    def _fractions(self) -> SplitSpec:
+        if self.method in ("random", "group") and abs(self.train + self.valid + self.test - 1) > 1e-9:
+            raise ValueError(
+                f"split fractions must sum to 1, got train+valid+test = "
+                f"{self.train + self.valid + self.test:g}"
+            )
+        if self.method == "time" and (self.valid_from is None or self.test_from is None):
+            raise ValueError("split.method time needs valid_from and test_from (timestamps)")
+        return self
+
+
+class ScalingSpec(_Strict):
+    num_workers: int = Field(default=1, ge=0)
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] | None = None
+
+    def worker_resources(self) -> dict[str, float]:
+        """Logical resources one training worker holds (what Ray Train will request)."""
+        res = dict(self.resources_per_worker or {"CPU": 1.0})
+        if self.use_gpu:
+            res.setdefault("GPU", 1.0)
+        return res
+
+
+class XGBoostModelSpec(_Strict):
+    kind: Literal["xgboost"] = "xgboost"
+    name: str = "xgboost"
+    params: dict[str, Any] = Field(default_factory=dict)
+    num_boost_round: int = Field(default=200, ge=1)
+    early_stopping_rounds: int | None = Field(default=20, ge=1)
+    report_every: int = Field(default=10, ge=1)
+    scaling: ScalingSpec = ScalingSpec()
+
+    @field_validator("params")
+    @classmethod
+    def _no_reserved(cls, params: dict[str, Any]) -> dict[str, Any]:
+        reserved = {"num_class", "device"} & set(params)
+        if reserved:
+            raise ValueError(
+                f"{sorted(reserved)} are set by rayline (from data.num_classes and scaling.use_gpu)"
+            )
+        return params
+
+
+# One family today; becomes a discriminated union on `kind` as families are added.
+ModelSpec = XGBoostModelSpec
+
+
+class EvaluationSpec(_Strict):
+    metric: str | None = None
+    ks: list[int] = Field(default_factory=lambda: [1, 3, 5, 10])
+    relevance_threshold: float = 1.0
+    threshold: float = Field(default=0.5, gt=0, lt=1)
+
+
+class RegistrySpec(_Strict):
+    model_name: str | None = None
+    promote: bool = True
+
+
+class RaySpec(_Strict):
+    address: str | None = None
+    num_cpus: int | None = Field(default=None, ge=1)
+    num_gpus: int | None = Field(default=None, ge=0)
+
+
+METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("auc", "logloss", "accuracy", "f1"),
+    "multiclass": ("accuracy", "macro_f1", "logloss"),
+    "ranking": ("ndcg@k", "map@k", "mrr"),
+}
+DEFAULT_METRIC = {"binary": "auc", "multiclass": "logloss", "ranking": "ndcg@10"}
+LOWER_IS_BETTER = {"logloss"}
+
+
+class PipelineSpec(_Strict):
+    name: str
+    task: Task
+    storage: str = "./storage"
+    data: DataSpec
+    features: FeatureSpec
+    split: SplitSpec = SplitSpec()
+    models: list[ModelSpec] = Field(min_length=1)
+    evaluation: EvaluationSpec = EvaluationSpec()
+    registry: RegistrySpec = RegistrySpec()
+    ray: RaySpec = RaySpec()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not _NAME_RE.match(name):
+            raise ValueError("use letters, digits, '_', '.', '-' (max 128), starting with a letter or digit")
+        return name
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PipelineSpec:
+        d = self.data
+        if self.task == "ranking" and not d.group:
+            raise ValueError("task ranking needs data.group (the query id column)")
+        if self.task == "multiclass" and d.num_classes is None:
+            raise ValueError("task multiclass needs data.num_classes")
+        if self.split.method == "group" and not d.group:
+            raise ValueError("split.method group needs data.group")
+        if self.split.method == "time" and not d.timestamp:
+            raise ValueError("split.method time needs data.timestamp")
+        if (self.split.method == "explicit") != (d.sources is not None):
+            raise ValueError("split.method explicit goes with data.sources (and only with it)")
+        if self.task == "ranking" and self.split.method == "random":
+            raise ValueError(
+                "task ranking with split.method random would cut queries across splits; "
+                "use split.method group (or time/explicit)"
+            )
+        special = [d.label] + ([d.group] if d.group else []) + ([d.timestamp] if d.timestamp else [])
+        clash = sorted(set(special) & set(self.features.names()))
+        if clash:
+            raise ValueError(f"label/group/timestamp columns cannot also be features: {clash}")
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be distinct, got {names}")
+        metric = self.selection_metric()
+        base = re.sub(r"@\d+$", "@k", metric)
+        if base not in METRICS[self.task]:
+            raise ValueError(
+                f"evaluation.metric {metric!r} is not a {self.task} metric; "
+                f"choose one of {', '.join(METRICS[self.task])}"
+            )
+        return self
+
+    def selection_metric(self) -> str:
+        return self.evaluation.metric or DEFAULT_METRIC[self.task]
+
+    def model_name(self) -> str:
+        return self.registry.model_name or self.name
+
+    def storage_root(self) -> str:
+        """The storage location: RAYLINE_STORAGE wins over the spec, for every command."""
+        return os.environ.get(STORAGE_ENV) or self.storage
+
+    def fingerprint(self) -> str:
+        """sha256 of the validated spec (canonical JSON), for lineage."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(payload).hexdigest()
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.0.c=value`` into a path and a YAML-parsed value."""
+    if "=" not in text:
+        raise SpecError(f"override {text!r}: expected key=value (e.g. models.0.num_boost_round=50)")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise SpecError(f"override {text!r}: empty key")
+    return path, yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_override(doc: Any, path: list[str], value: Any) -> None:
+    """Set ``value`` at ``path`` in a nested dict/list document, creating dicts as needed."""
+    node = doc
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        where = ".".join(path[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise SpecError(f"override {'.'.join(path)}: {where} is not an index of a list of {len(node)}")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise SpecError(f"override {'.'.join(path)}: {'.'.join(path[:i])} is not a mapping")
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: invalid spec ({err.error_count()} problem{'s' * (err.error_count() > 1)})"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after")) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  - {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PipelineSpec:
+    """Load, override and validate a spec file; raise SpecError naming the file and field."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read spec: {e.strerror or e}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(doc, dict):
+        raise SpecError(f"{path}: a spec is a YAML mapping, got {type(doc).__name__}")
+    for item in overrides:
+        key, value = parse_override(item)
+        apply_override(doc, key, value)
+    return spec_from_dict(doc, source=str(path))
+
+
+def spec_from_dict(doc: dict[str, Any], source: str = "<spec>") -> PipelineSpec:
+    try:
+        return PipelineSpec.model_validate(doc)
+    except ValidationError as e:
+        raise SpecError(_format_errors(source, e)) from None

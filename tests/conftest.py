@@ -1,0 +1,47 @@
+"""Shared fixtures: one local Ray cluster per test session (only tests that ask for it start it)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "pipelines" / "configs"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests by folder (tests/ray -> ray, tests/e2e -> e2e); skip gpu tests without CUDA."""
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for tier in ("ray", "e2e", "cluster", "gpu"):
+            if tier in parts:
+                item.add_marker(getattr(pytest.mark, tier))
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="needs CUDA"))
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """A local Ray with 4 logical CPUs (the machine may have 2 cores), shut down at the end."""
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+    import ray
+
+    ray.init(
+        num_cpus=4,
+        include_dashboard=True,
+        runtime_env={"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}},
+    )
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        yield
+    finally:
+        ray.shutdown()
