@@ -105,6 +105,7 @@ class Storage:
         self.fs = fs
         self.root = path.rstrip("/") or "/"
         self.local = _is_local_fs(fs)
+        self._posix = isinstance(fs, pafs.LocalFileSystem)
 
     def __repr__(self) -> str:
         return f"Storage({self.location!r})"
@@ -113,6 +114,7 @@ class Storage:
     def _derive(self, root: str, uri_path: str | None, location: str) -> Storage:
         new = object.__new__(Storage)
         new.fs, new.local, new.root, new.location = self.fs, self.local, root, location
+        new._posix = self._posix
         new._uri = (
             self._uri._replace(path=uri_path)
             if self._uri is not None and uri_path is not None
@@ -149,37 +151,77 @@ class Storage:
         return self._derive(parent_root, None, os.path.dirname(self.location)), name
 
     # -- queries ---------------------------------------------------------------------------
+    # On the local filesystem, listings and existence checks use os directly: pyarrow's
+    # LocalFileSystem directory listing was seen to silently omit entries that existed while
+    # other entries of the same directory were being created and deleted (pyarrow 26), which
+    # would break the claim protocol and could hide versions from readers.
     def _type(self, rel: str) -> Any:
         return self.fs.get_file_info(self.path(rel)).type
 
     def exists(self, rel: str = "") -> bool:
+        if self._posix:
+            return os.path.lexists(self.path(rel))
         return bool(self._type(rel) != pafs.FileType.NotFound)
 
     def is_file(self, rel: str) -> bool:
+        if self._posix:
+            return os.path.isfile(self.path(rel))
         return bool(self._type(rel) == pafs.FileType.File)
 
     def is_dir(self, rel: str = "") -> bool:
+        if self._posix:
+            return os.path.isdir(self.path(rel))
         return bool(self._type(rel) == pafs.FileType.Directory)
 
-    def _infos(self, rel: str, recursive: bool) -> list[Any]:
-        sel = pafs.FileSelector(self.path(rel), allow_not_found=True, recursive=recursive)
+    def entries(self, rel: str = "") -> list[tuple[str, bool, int | None]]:
+        """(name, is_dir, mtime_ns or None) of each entry directly under ``rel`` ([] if missing).
+        An entry that disappears while being listed is left out."""
+        return self._entries_at(self.path(rel))
+
+    def _entries_at(self, path: str) -> list[tuple[str, bool, int | None]]:
+        if self._posix:
+            out: list[tuple[str, bool, int | None]] = []
+            try:
+                with os.scandir(path) as it:
+                    for e in it:
+                        try:
+                            out.append((e.name, e.is_dir(), e.stat().st_mtime_ns))
+                        except FileNotFoundError:
+                            continue
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+            return out
+        sel = pafs.FileSelector(path, allow_not_found=True, recursive=False)
         try:
-            return list(self.fs.get_file_info(sel))
+            infos = self.fs.get_file_info(sel)
         except (FileNotFoundError, NotADirectoryError):
             return []
+        return [(i.base_name, i.type == pafs.FileType.Directory, i.mtime_ns) for i in infos]
 
     def list_dir(self, rel: str = "") -> dict[str, bool]:
         """The entries directly under ``rel``: name -> is_dir ({} when ``rel`` does not exist)."""
-        return {i.base_name: i.type == pafs.FileType.Directory for i in self._infos(rel, False)}
+        return {name: is_dir for name, is_dir, _ in self.entries(rel)}
 
     def walk_files(self, rel: str = "") -> list[str]:
         """Every file below ``rel``, as sorted paths relative to ``rel``."""
-        prefix = self.path(rel).rstrip("/") + "/"
-        out = []
-        for info in self._infos(rel, True):
-            if info.type == pafs.FileType.File and info.path.startswith(prefix):
-                out.append(info.path[len(prefix) :])
-        return sorted(out)
+        base = self.path(rel)
+        if self._posix:
+            found = []
+            for dirpath, _, filenames in os.walk(base):
+                sub = os.path.relpath(dirpath, base).replace(os.sep, "/")
+                found += [n if sub == "." else f"{sub}/{n}" for n in filenames]
+            return sorted(found)
+        prefix = base.rstrip("/") + "/"
+        sel = pafs.FileSelector(base, allow_not_found=True, recursive=True)
+        try:
+            infos = self.fs.get_file_info(sel)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(
+            i.path[len(prefix) :]
+            for i in infos
+            if i.type == pafs.FileType.File and i.path.startswith(prefix)
+        )
 
     def read_bytes(self, rel: str) -> bytes:
         """The file's content; FileNotFoundError if it does not exist."""
@@ -304,15 +346,12 @@ class Storage:
             f.write(b"")
         try:
             now = time.time_ns()
-            sel = pafs.FileSelector(parent, allow_not_found=True)
-            for info in self.fs.get_file_info(sel):
-                name = info.base_name
+            for name, _, mtime in self._entries_at(parent):
                 if name == base:
                     return False
-                if name.startswith(f"{base}.claim-") and name != claim:
-                    mtime = info.mtime_ns
-                    if mtime is None or now - int(mtime) < _STALE_CLAIM_NS:
-                        return False
+                live = mtime is None or now - mtime < _STALE_CLAIM_NS
+                if name.startswith(f"{base}.claim-") and name != claim and live:
+                    return False
             with self.fs.open_output_stream(path) as f:
                 f.write(data)
             return True

@@ -491,12 +491,8 @@ def _read_jsonl(path: str, data: bytes) -> tuple[pd.DataFrame, np.ndarray]:
 # libsvm -------------------------------------------------------------------------------------
 
 
-def _cast(values: Any, typ: pa.DataType) -> tuple[np.ndarray | None, int]:
-    """(values cast to ``typ``, -1), or (None, index of the first value that does not cast)."""
-    try:
-        return pc.cast(values, typ).to_numpy(zero_copy_only=False), -1
-    except pa.ArrowInvalid:
-        pass
+def _first_bad_cast(values: Any, typ: pa.DataType) -> int:
+    """Index of the first value that does not cast to ``typ`` (binary search over slices)."""
     lo, hi = 0, len(values)  # invariant: values[lo:hi] holds a bad value
     while hi - lo > 1:
         mid = (lo + hi) // 2
@@ -505,105 +501,162 @@ def _cast(values: Any, typ: pa.DataType) -> tuple[np.ndarray | None, int]:
             lo = mid
         except pa.ArrowInvalid:
             hi = mid
-    return None, lo
+    return lo
+
+
+def _blank_comments(data: bytes) -> np.ndarray:
+    """The bytes with every ``# comment`` (up to the end of its line) turned into spaces."""
+    buf = np.frombuffer(data, dtype=np.uint8).copy()
+    hashes = np.flatnonzero(buf == ord("#"))
+    newlines = np.flatnonzero(buf == ord("\n"))
+    line, first = np.unique(np.searchsorted(newlines, hashes), return_index=True)
+    mark = np.zeros(len(buf) + 1, dtype=np.int8)
+    mark[hashes[first]] = 1
+    mark[np.append(newlines, len(buf))[line]] = -1
+    buf[np.cumsum(mark[:-1], dtype=np.int8) > 0] = ord(" ")
+    return buf
+
+
+_POW10 = 10 ** np.arange(19, dtype=np.int64)
 
 
 def _read_libsvm(
     path: str, data: bytes, o: ReadOptions, fs: pafs.FileSystem, inner: str
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    text = _decode(path, data, "libsvm")
-    lines = pc.split_pattern(pa.array([text], pa.large_string()), "\n").flatten()
-    del text
-    if b"#" in data:
-        lines = pc.replace_substring_regex(lines, pattern="#.*", replacement="")
-    lines = pc.utf8_trim_whitespace(lines)
-    keep = pc.greater(pc.binary_length(lines), 0)
-    line_no = (np.flatnonzero(keep.to_numpy(zero_copy_only=False)) + 1).astype(np.int64)
-    lines = lines.filter(keep)
-    n = len(lines)
-    toks = pc.utf8_split_whitespace(lines)
-    counts = pc.list_value_length(toks).to_numpy(zero_copy_only=False).astype(np.int64)
-    flat = toks.flatten()
-    first = (
-        np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
-        if n
-        else np.zeros(0, np.int64)
+    """Vectorised: arrow splits lines and tokens, numpy checks the colons, one cast parses all numbers."""
+    raw = _blank_comments(data) if b"#" in data else data
+    whole = pa.LargeStringArray.from_buffers(
+        1, pa.py_buffer(np.array([0, len(data)], dtype=np.int64)), pa.py_buffer(raw)
     )
-    is_feat = np.ones(len(flat), dtype=bool)
+    lines = pc.ascii_trim_whitespace(pc.split_pattern(whole, "\n").flatten())
+    keep = pc.binary_length(lines).to_numpy() > 0
+    line_no = (np.flatnonzero(keep) + 1).astype(np.int64)
+    if not keep.all():
+        lines = lines.filter(pa.array(keep))
+    n = len(lines)
+    toks = pc.ascii_split_whitespace(lines)
+    row_off = toks.offsets.to_numpy().astype(np.int64)
+    flat = toks.flatten()
+    ntok = len(flat)
+    tok_off = np.frombuffer(flat.buffers()[1], dtype=np.int64)[flat.offset : flat.offset + ntok + 1]
+    tdata = np.frombuffer(flat.buffers()[2], dtype=np.uint8)
+    s, e = tok_off[:-1], tok_off[1:]
+    first = row_off[:-1] - row_off[0]  # the label token of each row
+    is_feat = np.ones(ntok, dtype=bool)
     is_feat[first] = False
-    ftoks = flat.filter(pa.array(is_feat))
-    row_of = np.repeat(np.arange(n, dtype=np.int64), counts - 1)
+    feat = np.flatnonzero(is_feat)
+    lo, hi = int(tok_off[0]), int(tok_off[-1])
+    colons = np.flatnonzero(tdata[lo:hi] == ord(":")) + lo
 
-    def bad(i_row: int, token: Any, what: str) -> SourceError:
-        return SourceError(f"{path}, line {line_no[i_row]}: cannot parse {str(token)!r} ({what})")
+    def bad(k: int, what: str) -> SourceError:
+        row = int(np.searchsorted(first, k, side="right")) - 1
+        token = bytes(tdata[s[k] : e[k]]).decode("utf-8", "replace")
+        return SourceError(f"{path}, line {line_no[row]}: cannot parse {token!r} ({what})")
 
-    label, i = _cast(flat.take(pa.array(first)), pa.float64())
-    if label is None:
-        raise bad(i, flat[int(first[i])], "the label must be a number")
+    # each feature token holds exactly one colon with text on both sides; labels hold none
+    if len(colons) != len(feat) or not (np.all(colons > s[feat]) and np.all(colons < e[feat] - 1)):
+        i0 = np.searchsorted(colons, s)
+        count = np.searchsorted(colons, e) - i0
+        at = colons[np.minimum(i0, len(colons) - 1)] if len(colons) else s
+        wrong = np.where(is_feat, (count != 1) | (at <= s) | (at >= e - 1), count > 0)
+        k = int(np.argmax(wrong))
+        raise bad(k, "index:value expected" if is_feat[k] else "the label must be a number")
+
+    # Two string slots per token over the token bytes without colons, cast in one go:
+    # label -> (label, null), feature -> (index, value), qid:Q -> (null, Q).
+    body = tdata[lo:hi]
+    compact = body[body != ord(":")]
+    removed = np.cumsum(is_feat) - is_feat  # colons removed before each token
+    mid = e - lo - removed
+    mid[feat] = colons - lo - removed[feat]
+    offsets = np.empty(2 * ntok + 1, dtype=np.int64)
+    offsets[0:-1:2], offsets[1::2], offsets[-1] = s - lo - removed, mid, len(compact)
+    fstart = s[feat]
+    is_qid = (colons - fstart == 3) & (tdata[fstart] == ord("q")) & (tdata[fstart + 1] == ord("i"))
+    is_qid &= tdata[fstart + 2] == ord("d")
+    valid = np.ones(2 * ntok, dtype=bool)
+    valid[2 * first + 1] = False
+    valid[2 * feat[is_qid]] = False
+    slots = pa.LargeStringArray.from_buffers(
+        2 * ntok,
+        pa.py_buffer(offsets),
+        pa.py_buffer(compact),
+        pa.py_buffer(np.packbits(valid, bitorder="little")),
+    )
+    try:
+        values = pc.cast(slots, pa.float64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:
+        i = _first_bad_cast(slots, pa.float64())
+        k = i // 2
+        if not is_feat[k]:
+            raise bad(k, "the label must be a number") from None
+        raise bad(
+            k, "the value must be a number" if i % 2 else "the index must be an integer"
+        ) from None
+    label = values[2 * first]
 
     qid: np.ndarray | None = None
-    is_q = pc.starts_with(ftoks, "qid:").to_numpy(zero_copy_only=False)
-    if is_q.any():
-        qtoks, qrows = ftoks.filter(pa.array(is_q)), row_of[is_q]
-        qvals, i = _cast(pc.utf8_slice_codeunits(qtoks, 4), pa.int64())
-        if qvals is None:
-            raise bad(int(qrows[i]), qtoks[i], "qid:<integer> expected")
+    if is_qid.any():
+        qk = feat[is_qid]
+        qv = values[2 * qk + 1]
+        wrong = ~(np.isfinite(qv) & (qv == np.round(qv)))
+        if wrong.any():
+            raise bad(int(qk[np.argmax(wrong)]), "qid:<integer> expected")
+        qrows = np.searchsorted(first, qk, side="right") - 1
         per_row = np.bincount(qrows, minlength=n)
-        if (per_row > 1).any():
-            r = int(np.argmax(per_row > 1))
-            raise SourceError(f"{path}, line {line_no[r]}: more than one qid: token")
-        if (per_row == 0).any():
-            r = int(np.argmax(per_row == 0))
-            raise SourceError(
-                f"{path}, line {line_no[r]}: no qid: token, while other lines have one"
+        if (per_row != 1).any():
+            r = int(np.argmax(per_row != 1))
+            what = (
+                "more than one qid: token"
+                if per_row[r] > 1
+                else "no qid: token, while other lines have one"
             )
+            raise SourceError(f"{path}, line {line_no[r]}: {what}")
         qid = np.empty(n, dtype=np.int64)
-        qid[qrows] = qvals
-        ftoks, row_of = ftoks.filter(pa.array(~is_q)), row_of[~is_q]
+        qid[qrows] = qv.astype(np.int64)
+        feat, colons = feat[~is_qid], colons[~is_qid]
 
-    parts = pc.split_pattern(ftoks, ":", max_splits=1)
-    pairs = pc.list_value_length(parts).to_numpy(zero_copy_only=False) == 2
-    if not pairs.all():
-        i = int(np.argmin(pairs))
-        raise bad(int(row_of[i]), ftoks[i], "index:value expected")
-    idx, i = _cast(pc.list_element(parts, 0), pa.int64())
-    if idx is None:
-        raise bad(int(row_of[i]), ftoks[i], "the index must be an integer")
-    val, i = _cast(pc.list_element(parts, 1), pa.float64())
-    if val is None:
-        raise bad(int(row_of[i]), ftoks[i], "the value must be a number")
-
+    # indices: plain integers (the text is as wide as the integer it parses to: no "1.0", "+1", "1e2")
+    idx = values[2 * feat]
+    whole_number = np.isfinite(idx) & (idx == np.round(idx)) & (np.abs(idx) < 2**53)
+    magnitude = np.where(whole_number, np.abs(idx), 0).astype(np.int64)
+    width = np.maximum(np.searchsorted(_POW10, magnitude, side="right"), 1) + (idx < 0)
+    wrong = ~whole_number | (width != colons - s[feat])
+    if wrong.any():
+        raise bad(int(feat[np.argmax(wrong)]), "the index must be an integer")
     base = 0 if o.zero_based else 1
-    col = idx - base
+    col = magnitude * np.where(idx < 0, -1, 1) - base
+    row_of = np.searchsorted(first, feat, side="right") - 1
     if len(col) and col.min() < 0:
         i = int(np.argmax(col < 0))
         raise SourceError(
-            f"{path}, line {line_no[row_of[i]]}: feature index {idx[i]} is below {base} (zero_based={o.zero_based})"
+            f"{path}, line {line_no[row_of[i]]}: feature index {col[i] + base} is below {base} "
+            f"(zero_based={o.zero_based})"
         )
     nf = o.num_features if o.num_features is not None else (int(col.max()) + 1 if len(col) else 0)
     if len(col) and col.max() >= nf:
         i = int(np.argmax(col >= nf))
         raise SourceError(
-            f"{path}, line {line_no[row_of[i]]}: feature index {idx[i]} is out of range for "
+            f"{path}, line {line_no[row_of[i]]}: feature index {col[i] + base} is out of range for "
             f"num_features={nf} (zero_based={o.zero_based})"
         )
     matrix = np.zeros((n, nf), dtype=np.float64)
-    matrix[row_of, col] = val
+    matrix[row_of, col] = values[2 * feat + 1]
 
     if o.query_file_suffix:
         sizes = _query_sizes(path, o.query_file_suffix, fs, inner, has_qid=qid is not None)
         if sizes is not None:
-            qpath = _sidecar_name(path, o.query_file_suffix)
             if int(sizes.sum()) != n:
                 raise SourceError(
-                    f"{qpath}: query sizes sum to {int(sizes.sum())} but {path} has {n} rows"
+                    f"{_sidecar_name(path, o.query_file_suffix)}: query sizes sum to {int(sizes.sum())} "
+                    f"but {path} has {n} rows"
                 )
             qid = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
 
     frame = pd.DataFrame(matrix, columns=[f"{o.feature_prefix}{j}" for j in range(nf)], copy=False)
     if qid is not None:
         frame.insert(0, "qid", qid)
-    frame.insert(0, "label", label.astype(np.float64))
+    frame.insert(0, "label", label)
     return frame, line_no
 
 

@@ -323,11 +323,14 @@ class Registry:
 
     def _publish_in_place(self, ms: Storage, src: Storage, manifest: dict[str, Any]) -> int:
         version = self._next_version(ms)
-        for _ in range(_MAX_ATTEMPTS):
-            if ms.create_exclusive(f"{_CLAIMS}/{version}", utc_now().encode()) and not ms.exists(
-                str(version)
-            ):
-                break
+        for attempt in range(_MAX_ATTEMPTS):
+            claim = f"{_CLAIMS}/{version}"
+            if ms.create_exclusive(claim, utc_now().encode()):
+                if not ms.exists(str(version)):
+                    break
+            elif not ms.exists(claim):  # every racer backed off: retry the same number
+                time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))
+                continue
             version = max(version + 1, self._next_version(ms))
         else:
             raise RegistryError(
@@ -443,12 +446,14 @@ class Registry:
         if cutoff < 1:
             return
         now = time.time_ns()
-        for name in log.list_dir():
+        for name, _, mtime in log.entries():
             m = _REV_RE.fullmatch(name)
-            if not m or int(m.group(1)) >= cutoff:
-                continue
-            mtime = log.fs.get_file_info(log.path(name)).mtime_ns
-            if mtime is not None and now - int(mtime) > _KEEP_REVISION_NS:
+            if (
+                m
+                and int(m.group(1)) < cutoff
+                and mtime is not None
+                and now - mtime > _KEEP_REVISION_NS
+            ):
                 log.delete_file(name)
 
 

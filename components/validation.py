@@ -13,8 +13,8 @@ and ``_reason`` (null for good rows).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -276,8 +276,10 @@ def coerce_frame(frame: pd.DataFrame, schema: DataSchema, source: str) -> pd.Dat
     out["_rule"] = marks.rule
     out["_reason"] = marks.reason
     result = pd.DataFrame(out)
+    # Arrow-backed strings: an all-null object column would otherwise reach Ray Data as
+    # pickled Python objects, which Arrow can neither group nor filter on.
     for col in [*schema.categorical, "_rule", "_reason", SOURCE_FILE]:
-        result[col] = result[col].astype(object)
+        result[col] = result[col].astype("string[pyarrow]")
     return result
 
 

@@ -102,8 +102,8 @@ def train(
     cbs = list(callbacks)
     if early_stopping_rounds and dvalid is not None:
         metric = params["eval_metric"][-1]
-        cbs.insert(
-            0,
+        # Appended last: xgboost stops calling callbacks after the first one that says stop.
+        cbs.append(
             xgboost.callback.EarlyStopping(
                 rounds=early_stopping_rounds, metric_name=metric, data_name="valid",
                 maximize=maximize(metric), save_best=True,

@@ -14,19 +14,23 @@ CONFIGS = ROOT / "pipelines" / "configs"
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark tests by folder (tests/ray -> ray, tests/e2e -> e2e); skip gpu tests without CUDA."""
-    try:
-        import torch
-
-        has_cuda = torch.cuda.is_available()
-    except ImportError:
-        has_cuda = False
     for item in items:
         parts = Path(str(item.fspath)).parts
         for tier in ("ray", "e2e", "cluster", "gpu"):
             if tier in parts:
                 item.add_marker(getattr(pytest.mark, tier))
-        if "gpu" in item.keywords and not has_cuda:
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if gpu_items and not _has_cuda():
+        for item in gpu_items:
             item.add_marker(pytest.mark.skip(reason="needs CUDA"))
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch  # imported only when gpu tests are collected: it is slow to import
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
 
 
 @pytest.fixture(scope="session")

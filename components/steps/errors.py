@@ -17,6 +17,9 @@ def find_user_error(exc: BaseException) -> Exception | None:
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, (SourceError, DataValidationError)):
+            return cause  # the original, without Ray's traceback text around its message
         if isinstance(e, (SourceError, DataValidationError)):
             return e
         # RayTaskError.as_instanceof_cause() subclasses the cause's type; .cause holds the original.

@@ -21,7 +21,14 @@ import ray.data
 import ray.train
 import xgboost
 from ray.data.expressions import col
-from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import (
+    Checkpoint,
+    CheckpointConfig,
+    DataConfig,
+    FailureConfig,
+    RunConfig,
+    ScalingConfig,
+)
 from ray.train.xgboost import XGBoostTrainer
 
 from components import xgboost_model
@@ -111,11 +118,14 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         params, dtrain, dvalid, job.num_boost_round, job.early_stopping_rounds, [reporter], init
     )
     best = int(booster.best_iteration) if "best_iteration" in booster.attributes() else booster.num_boosted_rounds() - 1
-    final = {"round": booster.num_boosted_rounds(), "best_iteration": best, "world_size": world,
+    rounds = len(reporter.history) or booster.num_boosted_rounds()
+    final = {"round": rounds, "best_iteration": best, "world_size": world,
              "train_rows": len(train_df), **(reporter.history[best] if best < len(reporter.history) else {})}
     _report(final, booster)
+    # The model travels back as the return value (rank 0's): in local mode (num_workers 0)
+    # the reported checkpoint is not persisted to storage.
     return {"history": reporter.history, "best_iteration": best, "seconds": time.time() - start,
-            "rounds": booster.num_boosted_rounds()}
+            "rounds": rounds, "model": xgboost_model.to_bytes(booster)}
 
 
 def shard_datasets(train: ray.data.Dataset, valid: ray.data.Dataset, num_workers: int) -> dict[str, ray.data.Dataset]:
@@ -152,16 +162,16 @@ def fit(job: XGBoostJob, train: ray.data.Dataset, valid: ray.data.Dataset, stora
     result = trainer.fit()
     if result.error is not None:
         raise result.error
-    if result.checkpoint is None:
-        raise RuntimeError(f"training run {run_name} finished without a checkpoint")
-    with result.checkpoint.as_directory() as d, open(os.path.join(d, MODEL_FILE), "rb") as fh:
-        model = fh.read()
     info = result.return_value or {}
+    if "model" not in info:
+        raise RuntimeError(f"training run {run_name} returned no model")
+    model = info["model"]
     history = info.get("history", [])
     best = int(info.get("best_iteration", 0))
     valid = {k.removeprefix("valid-"): v for k, v in (history[best] if best < len(history) else {}).items()
              if k.startswith("valid-")}
     return TrainOutcome(
         model=model, history=history, best_iteration=best, rounds=int(info.get("rounds", 0)),
-        seconds=time.time() - started, checkpoint_path=result.checkpoint.path, valid_metrics=valid,
+        seconds=time.time() - started, valid_metrics=valid,
+        checkpoint_path=result.checkpoint.path if job.num_workers > 0 and result.checkpoint else None,
     )

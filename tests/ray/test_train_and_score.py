@@ -46,7 +46,9 @@ def test_fit_features_through_ray_equals_pandas(ranking_splits: prepare.Splits) 
     config = FeatureConfig(numeric=FEATS, categorical=())
     via_ray = prepare.fit_features(ranking_splits.train, config)
     via_pandas = fit_transform([partial_stats(ranking_splits.train.to_pandas(), config)], config)
-    assert via_ray.numeric == via_pandas.numeric
+    for a, b in zip(via_ray.numeric, via_pandas.numeric, strict=True):
+        assert a.median == b.median  # exact: the same values, merged from per-block samples
+        assert a.mean == pytest.approx(b.mean, rel=1e-12) and a.std == pytest.approx(b.std, rel=1e-12)
 
 
 def test_shards_keep_queries_whole_and_drop_nothing(ranking_splits: prepare.Splits) -> None:
@@ -72,7 +74,8 @@ def test_xgboost_adapter_trains_and_scores(ranking_splits: prepare.Splits, tmp_p
     job = _job(sp, workers)
     out = train_xgboost.fit(job, sp.train, sp.valid, str(tmp_path / "train"), run_name=f"t{workers}")
     assert 1 <= out.rounds <= 20 and out.history and "valid-ndcg@10" in out.history[-1]
-    assert out.checkpoint_path and Path(out.checkpoint_path, "model.ubj").exists()
+    if workers:  # local mode keeps no checkpoint on storage
+        assert out.checkpoint_path and Path(out.checkpoint_path, "model.ubj").exists()
     # Bundle it and score the test split through Ray Data; compare with the pandas Predictor.
     meta = {"kind": "xgboost", "task": "ranking", "num_classes": None}
     bdir = tmp_path / "bundle"

@@ -18,7 +18,14 @@ from pathlib import Path
 import pytest
 
 from components import bundle
-from components.bundle import MANIFEST, BundleError, read_bundle_file, read_json, verify_bundle, write_bundle
+from components.bundle import (
+    MANIFEST,
+    BundleError,
+    read_bundle_file,
+    read_json,
+    verify_bundle,
+    write_bundle,
+)
 from components.registry import ModelVersion, Registry, RegistryError
 
 FILES = {
@@ -80,7 +87,8 @@ def test_write_bundle_refuses_existing_directory(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["../evil", "/abs/path", "a/../b", "./a", "a//b", "", "a\\b", MANIFEST, "MANIFEST.json/x"]
+    "name",
+    ["../evil", "/abs/path", "a/../b", "./a", "a//b", "", "a\\b", MANIFEST, "MANIFEST.json/x"],
 )
 def test_write_bundle_rejects_bad_names(tmp_path: Path, name: str) -> None:
     with pytest.raises(ValueError):
@@ -100,9 +108,9 @@ def test_tampered_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="sha256 mismatch") as e:
         verify_bundle(path)
     assert f"{path}/features.json" in str(e.value)
-    with pytest.raises(BundleError, match="features.json: sha256 mismatch"):
+    with pytest.raises(BundleError, match=r"features\.json: sha256 mismatch"):
         read_bundle_file(path, "features.json")
-    with pytest.raises(BundleError, match="features.json: sha256 mismatch"):
+    with pytest.raises(BundleError, match=r"features\.json: sha256 mismatch"):
         read_json(path, "features.json")
     # same size, different content
     data = bytearray(FILES["model.ubj"])
@@ -118,7 +126,7 @@ def test_missing_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="missing") as e:
         verify_bundle(path)
     assert f"{path}/extra/notes.txt" in str(e.value)
-    with pytest.raises(BundleError, match="notes.txt"):
+    with pytest.raises(BundleError, match=r"notes\.txt"):
         read_bundle_file(path, "extra/notes.txt", verify=False)
 
 
@@ -128,7 +136,7 @@ def test_extra_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="not listed") as e:
         verify_bundle(path)
     assert f"{path}/backdoor.py" in str(e.value)
-    with pytest.raises(BundleError, match="backdoor.py: not listed"):
+    with pytest.raises(BundleError, match=r"backdoor\.py: not listed"):
         read_bundle_file(path, "backdoor.py")
 
 
@@ -149,7 +157,9 @@ def test_malformed_manifest_is_refused(tmp_path: Path) -> None:
     (path / MANIFEST).write_text("{not json")
     with pytest.raises(BundleError, match=f"{MANIFEST}: not valid JSON"):
         verify_bundle(path)
-    (path / MANIFEST).write_text(json.dumps({"format": 1, "files": {"../x": {"sha256": "0", "bytes": 1}}}))
+    (path / MANIFEST).write_text(
+        json.dumps({"format": 1, "files": {"../x": {"sha256": "0", "bytes": 1}}})
+    )
     with pytest.raises(BundleError, match="unsafe file name"):
         verify_bundle(path)
 
@@ -184,7 +194,9 @@ def test_publish_increments_versions(tmp_path: Path) -> None:
     v1 = reg.publish("ranker", src)
     v2 = reg.publish("ranker", src, aliases=["candidate"])
     assert (v1.version, v2.version) == (1, 2)
-    assert v1 == ModelVersion("ranker", 1, str(tmp_path / "storage/registry/ranker/1"), v1.created_at, ())
+    assert v1 == ModelVersion(
+        "ranker", 1, str(tmp_path / "storage/registry/ranker/1"), v1.created_at, ()
+    )
     assert v2.aliases == ("candidate",)
     assert v1.path == reg.path("ranker", 1)
     assert [v.version for v in reg.versions("ranker")] == [1, 2]
@@ -199,7 +211,7 @@ def test_publish_refuses_a_broken_bundle_and_leaves_nothing(tmp_path: Path) -> N
     src = make_bundle(tmp_path)
     (src / "metrics.json").write_text("{}")
     reg = Registry(tmp_path / "storage")
-    with pytest.raises(BundleError, match="metrics.json: sha256 mismatch"):
+    with pytest.raises(BundleError, match=r"metrics\.json: sha256 mismatch"):
         reg.publish("m", src)
     assert reg.versions("m") == [] and reg.models() == []
     assert leftovers(tmp_path) == []
@@ -314,7 +326,11 @@ def test_aliases_history_and_previous(tmp_path: Path) -> None:
     assert reg.aliases("m")["production"] == 1 and reg.previous("m", "production") == 2
     history = reg.history("m")
     assert [(e["alias"], e["version"]) for e in history] == [
-        ("production", 1), ("production", 2), ("candidate", 3), ("production", 2), ("production", 1),
+        ("production", 1),
+        ("production", 2),
+        ("candidate", 3),
+        ("production", 2),
+        ("production", 1),
     ]
     assert all(e["at"].endswith("Z") for e in history)
     doc = json.loads((tmp_path / "storage/registry/m/aliases.json").read_text())
@@ -353,7 +369,9 @@ def test_alias_updates_are_atomic_and_never_lost(tmp_path: Path) -> None:
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(go, range(8)))
     aliases = reg.aliases("m")
-    assert {k: v for k, v in aliases.items() if k != "production"} == {f"a{i}": i % 4 + 1 for i in range(8)}
+    assert {k: v for k, v in aliases.items() if k != "production"} == {
+        f"a{i}": i % 4 + 1 for i in range(8)
+    }
     assert len(reg.history("m")) == 16
     doc = json.loads((tmp_path / "storage/registry/m/aliases.json").read_text())
     assert doc["revision"] == 16 and doc["aliases"] == aliases  # the snapshot ends up current
@@ -405,9 +423,14 @@ def test_resolve_defaults_and_errors(tmp_path: Path) -> None:
     assert reg.resolve("m", version=1).version == 1
     with pytest.raises(RegistryError, match=r"unknown model 'nope'.*registered models: m, other"):
         reg.resolve("nope")
-    with pytest.raises(RegistryError, match=r"no version 9; versions: 1, 2, 3; aliases: candidate -> 3, production -> 2"):
+    with pytest.raises(
+        RegistryError,
+        match=r"no version 9; versions: 1, 2, 3; aliases: candidate -> 3, production -> 2",
+    ):
         reg.resolve("m", version=9)
-    with pytest.raises(RegistryError, match=r"no alias 'staging'; versions: 1, 2, 3; aliases: candidate -> 3"):
+    with pytest.raises(
+        RegistryError, match=r"no alias 'staging'; versions: 1, 2, 3; aliases: candidate -> 3"
+    ):
         reg.resolve("m", alias="staging")
     with pytest.raises(ValueError, match="not both"):
         reg.resolve("m", version=1, alias="production")
@@ -418,7 +441,9 @@ def test_resolve_refuses_a_dangling_production_alias(tmp_path: Path) -> None:
     reg.publish("m", make_bundle(tmp_path))
     reg.publish("m", make_bundle(tmp_path, "b2"), aliases=["production"])
     (tmp_path / "storage/registry/m/2" / MANIFEST).unlink()  # version 2 is no longer complete
-    with pytest.raises(RegistryError, match="points to version 2, which does not exist; versions: 1"):
+    with pytest.raises(
+        RegistryError, match="points to version 2, which does not exist; versions: 1"
+    ):
         reg.resolve("m")
 
 
