@@ -151,10 +151,10 @@ class Storage:
         return self._derive(parent_root, None, os.path.dirname(self.location)), name
 
     # -- queries ---------------------------------------------------------------------------
-    # On the local filesystem, listings and existence checks use os directly: pyarrow's
-    # LocalFileSystem directory listing was seen to silently omit entries that existed while
-    # other entries of the same directory were being created and deleted (pyarrow 26), which
-    # would break the claim protocol and could hide versions from readers.
+    # On the local filesystem listings and existence checks use os directly (cheaper, and an
+    # entry that vanishes mid-listing is simply skipped). No listing, local or remote, is a
+    # snapshot: an entry created or deleted while it runs may or may not appear; only entries
+    # present for the whole listing are guaranteed. The claim protocol below relies on that.
     def _type(self, rel: str) -> Any:
         return self.fs.get_file_info(self.path(rel)).type
 
@@ -312,9 +312,13 @@ class Storage:
 
         Non-local (no conditional write in pyarrow.fs): a claim protocol. The writer puts
         ``<name>.claim-<uuid>`` next to ``rel`` and lists the directory; it proceeds only if
-        neither ``rel`` nor any other live claim is there. With read-after-write consistent
-        listings (local disks, S3, GCS) at most one of several racing writers proceeds (several
-        may all back off and retry). Claims older than five minutes are ignored as abandoned.
+        neither ``rel`` nor any other live claim is there. A loser deletes its claim; the winner
+        keeps it, so it is present for the whole of any rival's later listing (a listing is not a
+        snapshot: had the winner deleted its claim, a rival's listing could miss both the claim
+        and the just-created ``rel``). With read-after-write consistent listings (local disks,
+        S3, GCS) at most one of several racing writers proceeds; several may all back off and
+        retry. Claims older than five minutes are ignored as abandoned; :meth:`sweep_claims`
+        removes old ones.
         """
         path = self.path(rel)
         parent, base = posixpath.split(path)
@@ -344,6 +348,7 @@ class Storage:
         claim_path = posixpath.join(parent, claim)
         with self.fs.open_output_stream(claim_path) as f:
             f.write(b"")
+        won = False
         try:
             now = time.time_ns()
             for name, _, mtime in self._entries_at(parent):
@@ -354,10 +359,19 @@ class Storage:
                     return False
             with self.fs.open_output_stream(path) as f:
                 f.write(data)
+            won = True
             return True
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.delete_file(claim_path)
+            if not won:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.delete_file(claim_path)
+
+    def sweep_claims(self, rel: str = "", min_age_ns: int = 600 * 1_000_000_000) -> None:
+        """Delete ``*.claim-*`` files directly under ``rel`` older than ``min_age_ns``."""
+        now = time.time_ns()
+        for name, is_dir, mtime in self.entries(rel):
+            if ".claim-" in name and not is_dir and mtime is not None and now - mtime > min_age_ns:
+                self.delete_file(f"{rel}/{name}" if rel else name)
 
     @staticmethod
     def _create_exclusive_open(path: str, data: bytes) -> bool:

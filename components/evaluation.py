@@ -7,6 +7,7 @@ averaged per shard or dropped to equalise partitions.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,10 +42,9 @@ def baseline(
     label: str,
     train_label_mean: float,
     num_classes: int | None = None,
-    ks: Sequence[int] = (1, 3, 5, 10),
-    relevance_threshold: float = 1.0,
+    **eval_kwargs: Any,
 ) -> dict[str, float]:
-    """The same metrics for a model that knows nothing about the features.
+    """The same metrics for a model that knows nothing about the features (``evaluate``'s kwargs).
 
     binary: every row gets the training base rate; multiclass: the training class frequencies
     are not known here, so uniform probabilities (accuracy of a constant guess); ranking: a random
@@ -60,4 +60,4 @@ def baseline(
             frame[f"proba_{c}"] = 1.0 / k
     else:
         frame["score"] = unit_interval(scored["_row_key"].to_numpy(), seed=12345)
-    return evaluate(task, frame, label, ks=ks, relevance_threshold=relevance_threshold)
+    return evaluate(task, frame, label, **eval_kwargs)

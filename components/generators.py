@@ -213,7 +213,7 @@ def columns(kind: str, params: Mapping[str, Any]) -> dict[str, list[str]]:
 
 def generate_block(task: BlockTask) -> pd.DataFrame:
     """Generate one block (pure and deterministic: the same task gives the same frame)."""
-    p = _resolve(task.kind, task.params)
+    p = _resolve(task.kind, {"seed": task.seed, **task.params})
     if task.seed != p["seed"]:
         raise ValueError(f"BlockTask.seed {task.seed} differs from params['seed'] {p['seed']}")
     if task.index < 0 or task.rows < 0:
@@ -432,7 +432,7 @@ class _RankingModel:
 _QUERY_SHIFT_SD = 0.5  # query-level shift of every feature
 _QUERY_OFFSET_SD = 0.6  # unobserved query-level offset of the utility
 _RANKING_NOISE_SD = 0.45  # unobserved document-level noise of the utility
-_RELEVANCE_CDF = (0.45, 0.75, 0.90, 0.97)  # target share of labels <= 0, 1, 2, 3
+_RELEVANCE_CDF = (0.40, 0.70, 0.87, 0.96)  # target share of labels <= 0, 1, 2, 3
 
 
 @lru_cache(maxsize=16)
@@ -487,7 +487,7 @@ def _ranking_block(
     u = (_ranking_signal(model, z) - model.center) / model.spread + _ranking_noise(rng, sizes)
     label = np.searchsorted(model.thresholds, u, side="right").astype(np.int64)
     x = model.loc[:, None] + model.scale[:, None] * z
-    group_start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.float64) + start
+    group_start = (np.cumsum(sizes) - sizes + start).astype(np.float64)
     ts = _timestamps(rng, group_start, int(p["rows"]))
     out: dict[str, Any] = {
         "row_id": np.arange(start, start + n, dtype=np.int64),
@@ -542,7 +542,7 @@ def _ctr_model(seed: int, key: str) -> _CtrModel:
         effect_sd[j] = sd
     model = _CtrModel(
         mu=rng.uniform(0.0, 3.0, CTR_DENSE),
-        sigma=rng.uniform(0.8, 1.6, CTR_DENSE),
+        sigma=rng.uniform(1.0, 1.8, CTR_DENSE),
         dense_missing=rng.uniform(0.05, 0.2, CTR_DENSE),
         dense_w=dense_w,
         zipf_a=rng.uniform(1.05, 1.35, CTR_CATEGORICAL),
@@ -607,8 +607,8 @@ def _hex8(codes: np.ndarray) -> np.ndarray:
 
 def _ctr_strings(model: _CtrModel, col: int, idx: np.ndarray) -> np.ndarray:
     """Value indices -> distinct 8-hex strings (a seeded 32-bit bijection); formats each once."""
-    uniq, inverse = np.unique(idx, return_inverse=True)
-    x = uniq.astype(np.uint32) + model.salt[col]  # wraps mod 2**32: still one-to-one
+    inverse, uniq = pd.factorize(idx)  # hash-based: O(n), unlike a sort
+    x = np.asarray(uniq).astype(np.uint32) + model.salt[col]  # wraps mod 2**32: still one-to-one
     with np.errstate(over="ignore"):
         x ^= x >> np.uint32(16)
         x *= _LOWBIAS_M1
@@ -629,7 +629,7 @@ def _ctr_block(p: Mapping[str, Any], rng: np.random.Generator, index: int, start
     dense = np.maximum(np.floor(np.exp(model.mu[:, None] + model.sigma[:, None] * z)) - 1.0, 0.0)
     dense[rng.random(dense.shape) < model.dense_missing[:, None]] = np.nan
     cat_missing = rng.random(idx.shape) < model.cat_missing[:, None]
-    group_start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.float64) + start
+    group_start = (np.cumsum(sizes) - sizes + start).astype(np.float64)
     ts = _timestamps(rng, group_start, int(p["rows"]))
     out: dict[str, Any] = {
         "row_id": np.arange(start, start + n, dtype=np.int64),

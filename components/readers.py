@@ -593,12 +593,22 @@ def _read_libsvm(
         raise bad(
             k, "the value must be a number" if i % 2 else "the index must be an integer"
         ) from None
-    label = values[2 * first]
+    pairs = values.reshape(-1, 2)
+    label = pairs[first, 0]
+    # indices are plain integers: the text is as wide as the integer it parses to (no 1.0, +1, 1e2)
+    idx = pairs[feat, 0]
+    whole_number = np.isfinite(idx) & (idx == np.round(idx)) & (np.abs(idx) < 2**53)
+    magnitude = np.where(whole_number, np.abs(idx), 0).astype(np.int64)
+    width = np.maximum(np.searchsorted(_POW10, magnitude, side="right"), 1) + (idx < 0)
+    wrong = (~whole_number | (width != colons - s[feat])) & ~is_qid
+    if wrong.any():
+        raise bad(int(feat[np.argmax(wrong)]), "the index must be an integer")
+    per_row = np.zeros(n, dtype=np.int64)
 
     qid: np.ndarray | None = None
     if is_qid.any():
         qk = feat[is_qid]
-        qv = values[2 * qk + 1]
+        qv = pairs[qk, 1]
         wrong = ~(np.isfinite(qv) & (qv == np.round(qv)))
         if wrong.any():
             raise bad(int(qk[np.argmax(wrong)]), "qid:<integer> expected")
@@ -614,19 +624,11 @@ def _read_libsvm(
             raise SourceError(f"{path}, line {line_no[r]}: {what}")
         qid = np.empty(n, dtype=np.int64)
         qid[qrows] = qv.astype(np.int64)
-        feat, colons = feat[~is_qid], colons[~is_qid]
-
-    # indices: plain integers (the text is as wide as the integer it parses to: no "1.0", "+1", "1e2")
-    idx = values[2 * feat]
-    whole_number = np.isfinite(idx) & (idx == np.round(idx)) & (np.abs(idx) < 2**53)
-    magnitude = np.where(whole_number, np.abs(idx), 0).astype(np.int64)
-    width = np.maximum(np.searchsorted(_POW10, magnitude, side="right"), 1) + (idx < 0)
-    wrong = ~whole_number | (width != colons - s[feat])
-    if wrong.any():
-        raise bad(int(feat[np.argmax(wrong)]), "the index must be an integer")
+        keep_feat = ~is_qid
+        feat, idx, magnitude = feat[keep_feat], idx[keep_feat], magnitude[keep_feat]
+    row_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(row_off) - 1 - per_row)
     base = 0 if o.zero_based else 1
     col = magnitude * np.where(idx < 0, -1, 1) - base
-    row_of = np.searchsorted(first, feat, side="right") - 1
     if len(col) and col.min() < 0:
         i = int(np.argmax(col < 0))
         raise SourceError(
@@ -641,7 +643,7 @@ def _read_libsvm(
             f"num_features={nf} (zero_based={o.zero_based})"
         )
     matrix = np.zeros((n, nf), dtype=np.float64)
-    matrix[row_of, col] = values[2 * feat + 1]
+    matrix[row_of, col] = pairs[feat, 1]
 
     if o.query_file_suffix:
         sizes = _query_sizes(path, o.query_file_suffix, fs, inner, has_qid=qid is not None)

@@ -29,6 +29,14 @@ Nothing half-written is ever visible, and concurrent writers need no lock server
   rewritten from it atomically (``aliases.json.tmp-<uuid>`` + ``os.replace``) for people and tools
   that read it directly. Old revision files are pruned (the newest 32, and any from the last ten
   minutes, are kept).
+* On a non-local filesystem the exclusive creates use the claim protocol of
+  :meth:`Storage.create_exclusive` (it needs read-after-write consistent listings, as S3 and GCS
+  give), ``aliases.json`` is rewritten in place (an object PUT is all-or-nothing), and winning
+  ``*.claim-*`` markers stay in ``.claims/`` and ``.aliases/`` for ten minutes before they are
+  swept. Readers never depend on ``aliases.json`` while the revision log exists.
+
+Readers need no coordination: a listing may miss an entry created while it runs (it will be seen
+by the next call) but never shows a half-written version or alias state.
 """
 
 from __future__ import annotations
@@ -323,14 +331,17 @@ class Registry:
 
     def _publish_in_place(self, ms: Storage, src: Storage, manifest: dict[str, Any]) -> int:
         version = self._next_version(ms)
+        same = 0  # back-offs on this number (a crashed claimant's claim blocks it for a while)
         for attempt in range(_MAX_ATTEMPTS):
             claim = f"{_CLAIMS}/{version}"
             if ms.create_exclusive(claim, utc_now().encode()):
                 if not ms.exists(str(version)):
                     break
-            elif not ms.exists(claim):  # every racer backed off: retry the same number
+            elif not ms.exists(claim) and same < 10:  # all racers backed off: retry the number
+                same += 1
                 time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))
                 continue
+            same = 0
             version = max(version + 1, self._next_version(ms))
         else:
             raise RegistryError(
@@ -347,6 +358,7 @@ class Registry:
                 )
         dest.copy_from(src, MANIFEST, MANIFEST)  # last: the commit marker
         verify_bundle(dest.location)
+        ms.sweep_claims(_CLAIMS, min_age_ns=_KEEP_REVISION_NS)
         return version
 
     # -- aliases ---------------------------------------------------------------------------
@@ -455,6 +467,7 @@ class Registry:
                 and now - mtime > _KEEP_REVISION_NS
             ):
                 log.delete_file(name)
+        log.sweep_claims(min_age_ns=_KEEP_REVISION_NS)
 
 
 __all__ = ["ModelVersion", "Registry", "RegistryError"]

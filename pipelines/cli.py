@@ -77,8 +77,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.overrides)  # fails before Ray starts
-    if args.storage:
-        os.environ[STORAGE_ENV] = args.storage
     import ray
 
     from pipelines.cluster import check_cluster, connect
@@ -91,7 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print("rayline: the spec does not fit this cluster:\n  - " + "\n  - ".join(problems), file=sys.stderr)
             return 2
         try:
-            Runner(spec).run()
+            Runner(spec, storage=args.storage).run()
         except PipelineError as e:
             print(f"rayline: run failed: {e}", file=sys.stderr)
             return 1
@@ -148,7 +146,15 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # Overrides may come before or after options (`run SPEC --storage S k=v`): argparse stops
+    # collecting a positional list at the first option, so pick up the rest here.
+    args, extra = parser.parse_known_args(argv)
+    leftover = [e for e in extra if e.startswith("-") or "=" not in e]
+    if leftover or (extra and args.command not in ("run", "validate")):
+        parser.error(f"unrecognized arguments: {' '.join(leftover or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         if args.command == "validate":
             return cmd_validate(args)

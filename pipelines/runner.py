@@ -147,11 +147,13 @@ def source_config(src: SourceSpec) -> Any:
 class Runner:
     """Runs one pipeline spec on the connected Ray cluster."""
 
-    def __init__(self, spec: PipelineSpec, out: Printer = print, run_id: str | None = None) -> None:
+    def __init__(
+        self, spec: PipelineSpec, out: Printer = print, run_id: str | None = None, storage: str | None = None
+    ) -> None:
         self.spec = spec
         self.out = out
         self.run_id = run_id or new_run_id()
-        self.storage = os.path.abspath(spec.storage_root())
+        self.storage = os.path.abspath(storage or spec.storage_root())
         self.run_dir = os.path.join(self.storage, "runs", spec.name, self.run_id)
         self.schema = schema_from_spec(spec)
         self.report: dict[str, Any] = {"pipeline": spec.name, "run_id": self.run_id, "task": spec.task,
