@@ -33,8 +33,16 @@ SHARED = ROOT.parent / "shared" / "data"
 ROUNDS = 200
 PARAMS = {"tree_method": "hist", "eta": 0.1, "max_depth": 6}
 ADULT_NUMERIC = ["age", "fnlwgt", "education_num", "capital_gain", "capital_loss", "hours_per_week"]
-ADULT_CATEGORICAL = ["workclass", "education", "marital_status", "occupation", "relationship", "race", "sex",
-                     "native_country"]
+ADULT_CATEGORICAL = [
+    "workclass",
+    "education",
+    "marital_status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "native_country",
+]
 
 
 def generated_stand_ins(folder: Path) -> dict[str, dict[str, Any]]:
@@ -58,21 +66,50 @@ def generated_stand_ins(folder: Path) -> dict[str, dict[str, Any]]:
 
 def datasets(data_dir: Path | None) -> list[dict[str, Any]]:
     root = data_dir or SHARED
-    if (root / "adult" / "train.parquet").exists() and (root / "lightgbm_lambdarank" / "train.parquet").exists():
+    if (root / "adult" / "train.parquet").exists() and (
+        root / "lightgbm_lambdarank" / "train.parquet"
+    ).exists():
         return [
-            {"name": "adult", "task": "binary", "dir": root / "adult", "numeric": ADULT_NUMERIC,
-             "categorical": ADULT_CATEGORICAL, "group": None, "source": "shared"},
-            {"name": "lightgbm_lambdarank", "task": "ranking", "dir": root / "lightgbm_lambdarank",
-             "numeric": [f"f{i}" for i in range(300)], "categorical": [], "group": "qid", "source": "shared"},
+            {
+                "name": "adult",
+                "task": "binary",
+                "dir": root / "adult",
+                "numeric": ADULT_NUMERIC,
+                "categorical": ADULT_CATEGORICAL,
+                "group": None,
+                "source": "shared",
+            },
+            {
+                "name": "lightgbm_lambdarank",
+                "task": "ranking",
+                "dir": root / "lightgbm_lambdarank",
+                "numeric": [f"f{i}" for i in range(300)],
+                "categorical": [],
+                "group": "qid",
+                "source": "shared",
+            },
         ]
     tmp = Path(tempfile.mkdtemp(prefix="rayline-bench-"))
     gen = generated_stand_ins(tmp)
     return [
-        {"name": "generated_binary", "task": "binary", "dir": gen["binary"]["dir"],
-         "numeric": gen["binary"]["numeric"], "categorical": gen["binary"]["categorical"], "group": None,
-         "source": "generated"},
-        {"name": "generated_ranking", "task": "ranking", "dir": gen["ranking"]["dir"],
-         "numeric": gen["ranking"]["numeric"], "categorical": [], "group": "qid", "source": "generated"},
+        {
+            "name": "generated_binary",
+            "task": "binary",
+            "dir": gen["binary"]["dir"],
+            "numeric": gen["binary"]["numeric"],
+            "categorical": gen["binary"]["categorical"],
+            "group": None,
+            "source": "generated",
+        },
+        {
+            "name": "generated_ranking",
+            "task": "ranking",
+            "dir": gen["ranking"]["dir"],
+            "numeric": gen["ranking"]["numeric"],
+            "categorical": [],
+            "group": "qid",
+            "source": "generated",
+        },
     ]
 
 
@@ -106,26 +143,38 @@ def plain_xgboost(ds: dict[str, Any]) -> tuple[dict[str, float], float]:
 
 
 def spec_for(ds: dict[str, Any], workers: int, storage: str) -> dict[str, Any]:
-    src = {name: {"uri": str(ds["dir"] / f"{part}.parquet")}
-           for name, part in (("train", "train"), ("valid", "train"), ("test", "test"))}
+    src = {
+        name: {"uri": str(ds["dir"] / f"{part}.parquet")}
+        for name, part in (("train", "train"), ("valid", "train"), ("test", "test"))
+    }
     return {
         "name": f"bench-{ds['name']}",
         "task": ds["task"],
         "storage": storage,
         "data": {
-            "sources": src, "label": "label", "group": ds["group"],
+            "sources": src,
+            "label": "label",
+            "group": ds["group"],
             # The shared files are the given splits as they are: nothing may be dropped.
             "validation": {"unexpected_columns": "ignore"},
         },
         "features": {"numeric": ds["numeric"], "categorical": ds["categorical"], "impute": "none"},
         "split": {"method": "explicit"},
-        "models": [{
-            "name": "xgb", "kind": "xgboost",
-            "params": {"eta": PARAMS["eta"], "max_depth": PARAMS["max_depth"],
-                       "objective": "rank:ndcg" if ds["task"] == "ranking" else "binary:logistic"},
-            "num_boost_round": ROUNDS, "early_stopping_rounds": None, "report_every": 50,
-            "scaling": {"num_workers": workers, "resources_per_worker": {"CPU": 1}},
-        }],
+        "models": [
+            {
+                "name": "xgb",
+                "kind": "xgboost",
+                "params": {
+                    "eta": PARAMS["eta"],
+                    "max_depth": PARAMS["max_depth"],
+                    "objective": "rank:ndcg" if ds["task"] == "ranking" else "binary:logistic",
+                },
+                "num_boost_round": ROUNDS,
+                "early_stopping_rounds": None,
+                "report_every": 50,
+                "scaling": {"num_workers": workers, "resources_per_worker": {"CPU": 1}},
+            }
+        ],
         "evaluation": {"metric": "ndcg@10" if ds["task"] == "ranking" else "auc"},
     }
 
@@ -146,9 +195,17 @@ def rayline_run(ds: dict[str, Any], workers: int, storage: str) -> tuple[dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, help="folder with adult/ and lightgbm_lambdarank/ (default ../shared/data)")
-    ap.add_argument("--workers", type=int, default=1, help="Ray Train workers for rayline (default 1)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--data",
+        type=Path,
+        help="folder with adult/ and lightgbm_lambdarank/ (default ../shared/data)",
+    )
+    ap.add_argument(
+        "--workers", type=int, default=1, help="Ray Train workers for rayline (default 1)"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -161,21 +218,51 @@ def main(argv: list[str] | None = None) -> int:
             for k in sorted(base):
                 if k == "queries":
                     continue
-                rows.append({"dataset": ds["name"], "metric": k, "xgboost": base[k], "rayline": ours[k],
-                             "diff": ours[k] - base[k]})
-            rows.append({"dataset": ds["name"], "metric": "wall_seconds", "xgboost": t_base, "rayline": t_ours,
-                         "diff": t_ours / t_base})
-    md = ["| dataset | metric | plain xgboost | rayline | rayline - xgboost (time: ratio) |",
-          "| --- | --- | --- | --- | --- |"]
-    md += [f"| {r['dataset']} | {r['metric']} | {r['xgboost']:.4f} | {r['rayline']:.4f} | {r['diff']:+.4f} |"
-           for r in rows]
-    (args.out / "compare_xgboost.json").write_text(json.dumps(
-        {"workers": args.workers, "rounds": ROUNDS, "params": PARAMS, "rows": rows,
-         "python": sys.version.split()[0], "cpus": os.cpu_count()}, indent=1))
+                rows.append(
+                    {
+                        "dataset": ds["name"],
+                        "metric": k,
+                        "xgboost": base[k],
+                        "rayline": ours[k],
+                        "diff": ours[k] - base[k],
+                    }
+                )
+            rows.append(
+                {
+                    "dataset": ds["name"],
+                    "metric": "wall_seconds",
+                    "xgboost": t_base,
+                    "rayline": t_ours,
+                    "diff": t_ours / t_base,
+                }
+            )
+    md = [
+        "| dataset | metric | plain xgboost | rayline | rayline - xgboost (time: ratio) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    md += [
+        f"| {r['dataset']} | {r['metric']} | {r['xgboost']:.4f} | {r['rayline']:.4f} | {r['diff']:+.4f} |"
+        for r in rows
+    ]
+    (args.out / "compare_xgboost.json").write_text(
+        json.dumps(
+            {
+                "workers": args.workers,
+                "rounds": ROUNDS,
+                "params": PARAMS,
+                "rows": rows,
+                "python": sys.version.split()[0],
+                "cpus": os.cpu_count(),
+            },
+            indent=1,
+        )
+    )
     (args.out / "compare_xgboost.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     worst = max(abs(r["diff"]) for r in rows if r["metric"] != "wall_seconds")
-    print(f"\nlargest metric difference: {worst:.4f} ({'within' if worst <= 0.005 else 'OUTSIDE'} 0.005)")
+    print(
+        f"\nlargest metric difference: {worst:.4f} ({'within' if worst <= 0.005 else 'OUTSIDE'} 0.005)"
+    )
     return 0 if worst <= 0.005 else 1
 
 

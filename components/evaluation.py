@@ -27,12 +27,23 @@ def evaluate(
     """Metrics for a frame holding the label, the model output columns and (ranking) ``_group``."""
     y = scored[label].to_numpy(dtype=np.float64)
     if task == "binary":
-        return metrics.binary_metrics(y.astype(np.int64), scored["score"].to_numpy(), threshold=threshold)
+        return metrics.binary_metrics(
+            y.astype(np.int64), scored["score"].to_numpy(), threshold=threshold
+        )
     if task == "multiclass":
-        proba = scored[sorted((c for c in scored.columns if c.startswith("proba_")), key=lambda c: int(c[6:]))]
+        proba = scored[
+            sorted(
+                (str(c) for c in scored.columns if str(c).startswith("proba_")),
+                key=lambda c: int(str(c)[6:]),
+            )
+        ]
         return metrics.multiclass_metrics(y.astype(np.int64), proba.to_numpy())
     return metrics.ranking_metrics(
-        y, scored["score"].to_numpy(), scored["_group"].to_numpy(), ks=tuple(ks), threshold=relevance_threshold
+        y,
+        scored["score"].to_numpy(),
+        scored["_group"].to_numpy(),
+        ks=tuple(ks),
+        threshold=relevance_threshold,
     )
 
 

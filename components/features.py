@@ -109,7 +109,9 @@ class FeatureTransform:
         n = len(frame)
         out = np.empty((n, len(self.numeric) + len(self.categorical)), dtype=np.float32)
         for j, p in enumerate(self.numeric):
-            col = pd.to_numeric(frame[p.name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            col = pd.to_numeric(frame[p.name], errors="coerce").to_numpy(
+                dtype=np.float64, na_value=np.nan
+            )
             if self.impute == "median":
                 col = np.where(np.isnan(col), p.median, col)
             if self.standardize:
@@ -126,7 +128,7 @@ class FeatureTransform:
         missing = pd.isna(raw)
         text = np.where(missing, "", raw).astype(str).astype(object)
         if p.encoding == "vocab":
-            codes = self._index(p).get_indexer(text) + 1
+            codes = self._index(p).get_indexer(pd.Index(text, dtype=object)) + 1
         else:
             codes = (hash_strings(text) % np.uint64(p.hash_buckets)).astype(np.int64) + 1
         codes[missing] = 0
@@ -172,7 +174,9 @@ def partial_stats(frame: pd.DataFrame, config: FeatureConfig) -> dict[str, Any]:
     """Mergeable statistics of one batch (JSON-able)."""
     stats: dict[str, Any] = {"rows": len(frame), "numeric": {}, "categorical": {}}
     for name in config.numeric:
-        col = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        col = pd.to_numeric(frame[name], errors="coerce").to_numpy(
+            dtype=np.float64, na_value=np.nan
+        )
         ok = col[np.isfinite(col)]
         stats["numeric"][name] = {
             "count": int(ok.size),
@@ -202,11 +206,17 @@ def fit_transform(parts: list[dict[str, Any]], config: FeatureConfig) -> Feature
         var = max(sum(s["sumsq"] for s in ss) / count - mean * mean, 0.0)
         sample = np.concatenate([np.asarray(s["sample"], dtype=np.float64) for s in ss])
         sample = _even_sample(np.sort(sample), MAX_SAMPLE)
-        numeric.append(NumericParams(name=name, median=float(np.median(sample)), mean=mean, std=float(np.sqrt(var))))
+        numeric.append(
+            NumericParams(
+                name=name, median=float(np.median(sample)), mean=mean, std=float(np.sqrt(var))
+            )
+        )
     categorical = []
     for c in config.categorical:
         if c.encoding == "hash":
-            categorical.append(CategoricalParams(name=c.name, encoding="hash", hash_buckets=c.hash_buckets))
+            categorical.append(
+                CategoricalParams(name=c.name, encoding="hash", hash_buckets=c.hash_buckets)
+            )
             continue
         total: Counter[str] = Counter()
         for p in parts:

@@ -76,8 +76,9 @@ class _Param:
     high_open: bool = False
 
     def describe(self) -> str:
-        what = "an integer" if self.kind is int else "a number"
-        return f"{what} in [{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.kind is int:
+            return f"an integer in [{int(self.low)}, {int(self.high)}]"
+        return f"a number in [{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
 
 
 _COMMON: dict[str, _Param] = {
@@ -142,7 +143,9 @@ def _coerce(kind: str, name: str, spec: _Param, value: Any) -> int | float:
     return out
 
 
-def _resolve(kind: str, params: Mapping[str, Any] | None, require_rows: bool = True) -> dict[str, Any]:
+def _resolve(
+    kind: str, params: Mapping[str, Any] | None, require_rows: bool = True
+) -> dict[str, Any]:
     """Validated params with defaults filled in; ValueError naming any bad one."""
     _check_kind(kind)
     specs = _PARAMS[kind]
@@ -458,7 +461,9 @@ def _ranking_model(seed: int, key: str) -> _RankingModel:
     return replace(model, center=center, spread=spread, thresholds=thresholds)
 
 
-def _ranking_latent(rng: np.random.Generator, sizes: np.ndarray, nf: int) -> tuple[np.ndarray, np.ndarray]:
+def _ranking_latent(
+    rng: np.random.Generator, sizes: np.ndarray, nf: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Latent feature values (F, n): a query-level shift plus a document-level value."""
     n = int(sizes.sum())
     shift = rng.normal(0.0, _QUERY_SHIFT_SD, (nf, len(sizes)))
@@ -546,7 +551,9 @@ def _ctr_model(seed: int, key: str) -> _CtrModel:
         dense_missing=rng.uniform(0.05, 0.2, CTR_DENSE),
         dense_w=dense_w,
         zipf_a=rng.uniform(1.05, 1.35, CTR_CATEGORICAL),
-        cat_missing=np.where(rng.random(CTR_CATEGORICAL) < 0.5, rng.uniform(0.0, 0.1, CTR_CATEGORICAL), 0.0),
+        cat_missing=np.where(
+            rng.random(CTR_CATEGORICAL) < 0.5, rng.uniform(0.0, 0.1, CTR_CATEGORICAL), 0.0
+        ),
         salt=rng.integers(0, 2**32, CTR_CATEGORICAL, dtype=np.uint64).astype(np.uint32),
         effect_sd=effect_sd,
         effect_salt=int(rng.integers(0, 2**62)),
@@ -618,7 +625,9 @@ def _ctr_strings(model: _CtrModel, col: int, idx: np.ndarray) -> np.ndarray:
     return np.asarray(_hex8(x)[inverse])
 
 
-def _ctr_block(p: Mapping[str, Any], rng: np.random.Generator, index: int, start: int, n: int) -> pd.DataFrame:
+def _ctr_block(
+    p: Mapping[str, Any], rng: np.random.Generator, index: int, start: int, n: int
+) -> pd.DataFrame:
     card = int(p["cardinality"])
     model = _ctr_model(int(p["seed"]), _model_key("ctr", p))
     sizes = _group_sizes(rng, n, float(p["mean_request_size"]))
@@ -633,7 +642,9 @@ def _ctr_block(p: Mapping[str, Any], rng: np.random.Generator, index: int, start
     ts = _timestamps(rng, group_start, int(p["rows"]))
     out: dict[str, Any] = {
         "row_id": np.arange(start, start + n, dtype=np.int64),
-        "request_id": np.repeat(index * GROUP_STRIDE + np.arange(len(sizes), dtype=np.int64), sizes),
+        "request_id": np.repeat(
+            index * GROUP_STRIDE + np.arange(len(sizes), dtype=np.int64), sizes
+        ),
         "ts": np.repeat(ts, sizes),
     }
     for j in range(CTR_DENSE):

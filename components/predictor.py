@@ -43,9 +43,15 @@ class Predictor:
         meta = json.loads(bundle.read_bundle_file(path, "model.json", verify=False))
         kind = meta.get("kind")
         if kind not in MODEL_FILES:
-            raise bundle.BundleError(f"{path}: model kind {kind!r} is not supported by this rayline")
-        transform = FeatureTransform.from_json(bundle.read_bundle_file(path, "features.json", verify=False).decode())
-        schema = DataSchema.from_json(bundle.read_bundle_file(path, "schema.json", verify=False).decode())
+            raise bundle.BundleError(
+                f"{path}: model kind {kind!r} is not supported by this rayline"
+            )
+        transform = FeatureTransform.from_json(
+            bundle.read_bundle_file(path, "features.json", verify=False).decode()
+        )
+        schema = DataSchema.from_json(
+            bundle.read_bundle_file(path, "schema.json", verify=False).decode()
+        )
         raw = bundle.read_bundle_file(path, MODEL_FILES[kind], verify=False)
         model = xgboost_model.load_booster(raw)
         return cls(path=path, meta=meta, transform=transform, schema=schema, model=model)

@@ -36,7 +36,9 @@ class SplitPlan:
     test_from: float | None = None
 
 
-def stratified_cuts(u: np.ndarray, labels: np.ndarray, train: float, valid: float) -> dict[float, tuple[float, float]]:
+def stratified_cuts(
+    u: np.ndarray, labels: np.ndarray, train: float, valid: float
+) -> dict[float, tuple[float, float]]:
     """Per class, the u values below which exactly floor(n*train) and floor(n*(train+valid)) rows fall."""
     cuts: dict[float, tuple[float, float]] = {}
     for cls in np.unique(labels):
@@ -63,7 +65,9 @@ def assign_splits(frame: pd.DataFrame, plan: SplitPlan) -> np.ndarray:
     if plan.method == "time":
         ts = frame["_ts"].to_numpy()
         assert plan.valid_from is not None and plan.test_from is not None
-        return np.where(ts < plan.valid_from, TRAIN, np.where(ts < plan.test_from, VALID, TEST)).astype(np.int8)
+        return np.where(
+            ts < plan.valid_from, TRAIN, np.where(ts < plan.test_from, VALID, TEST)
+        ).astype(np.int8)
     if plan.method not in ("random", "group"):
         raise ValueError(f"split method {plan.method!r} is not assigned row by row")
     u = split_unit(frame, plan)

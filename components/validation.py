@@ -25,7 +25,17 @@ from components.hashing import hash_strings, mix64, to_int63
 ROW_RULES = ("wrong_type", "null_label", "label_out_of_range", "missing_group", "missing_timestamp")
 SOURCE_FILE = "_source_file"
 SOURCE_ROW = "_source_row"
-INTERNAL = ("_group", "_row_key", "_ts", "_rule", "_reason", "_split", "_bucket", SOURCE_FILE, SOURCE_ROW)
+INTERNAL = (
+    "_group",
+    "_row_key",
+    "_ts",
+    "_rule",
+    "_reason",
+    "_split",
+    "_bucket",
+    SOURCE_FILE,
+    SOURCE_ROW,
+)
 
 
 class DataValidationError(Exception):
@@ -119,7 +129,9 @@ class _Marks:
         self.rule = np.full(n, None, dtype=object)
         self.reason = np.full(n, None, dtype=object)
 
-    def mark(self, mask: np.ndarray, rule: str, reason: str | Callable[[Any], str], values: Any = None) -> None:
+    def mark(
+        self, mask: np.ndarray, rule: str, reason: str | Callable[[Any], str], values: Any = None
+    ) -> None:
         """Mark rows in ``mask``; ``reason`` is text, or a function of the row's value."""
         new = mask & (self.rule == None)  # noqa: E711 - elementwise on an object array
         if not new.any():
@@ -168,8 +180,15 @@ def _as_string(raw: pd.Series) -> np.ndarray:
 def _label_values(raw: pd.Series, schema: DataSchema, marks: _Marks) -> np.ndarray:
     col = schema.label
     if schema.label_mapping:
-        text = raw.astype(object).where(raw.notna(), None).map(lambda v: v if v is None else str(v).strip())
-        mapped = text.map(lambda v: schema.label_mapping.get(v) if v is not None else None)  # type: ignore[union-attr]
+        text = (
+            raw.astype(object)
+            .where(raw.notna(), None)
+            .map(lambda v: v if v is None else str(v).strip())
+        )
+        mapping = schema.label_mapping
+        mapped = pd.Series(
+            [mapping.get(v) if v is not None else None for v in text], dtype="float64"
+        )
         unmapped = text.notna().to_numpy() & mapped.isna().to_numpy()
         known = sorted(schema.label_mapping)
         marks.mark(
@@ -180,7 +199,9 @@ def _label_values(raw: pd.Series, schema: DataSchema, marks: _Marks) -> np.ndarr
         )
         return pd.to_numeric(mapped, errors="coerce").astype("float64").to_numpy(na_value=np.nan)
     values, bad = _as_numeric(raw)
-    marks.mark(bad, "wrong_type", lambda v: f"column {col!r}: {_short(v)} is not a number", raw.to_numpy())
+    marks.mark(
+        bad, "wrong_type", lambda v: f"column {col!r}: {_short(v)} is not a number", raw.to_numpy()
+    )
     return values
 
 
@@ -192,11 +213,16 @@ def _check_label_range(values: np.ndarray, schema: DataSchema, marks: _Marks) ->
     if schema.task == "binary":
         hi, what = 1, "0 or 1"
     elif schema.task == "multiclass":
-        hi, what = (schema.num_classes or 2) - 1, f"an integer class id 0..{(schema.num_classes or 2) - 1}"
+        hi, what = (
+            (schema.num_classes or 2) - 1,
+            f"an integer class id 0..{(schema.num_classes or 2) - 1}",
+        )
     else:
         hi, what = schema.max_relevance, f"an integer relevance 0..{schema.max_relevance}"
     bad = finite & (~integral | (values < 0) | (values > hi))
-    marks.mark(bad, "label_out_of_range", lambda v: f"column {col!r}: label {v:g} is not {what}", values)
+    marks.mark(
+        bad, "label_out_of_range", lambda v: f"column {col!r}: label {v:g} is not {what}", values
+    )
 
 
 def _group_keys(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -226,6 +252,13 @@ def _timestamps(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return values, bad
 
 
+def _not_a_number(col: str) -> Callable[[Any], str]:
+    def reason(value: Any) -> str:
+        return f"column {col!r}: {_short(value)} is not a finite number"
+
+    return reason
+
+
 def row_keys(source_file: pd.Series, source_row: pd.Series) -> np.ndarray:
     """A stable int64 key per row from its file name and row number (used by random splits)."""
     names = source_file.astype(str).str.rsplit("/", n=1).str[-1]
@@ -242,12 +275,7 @@ def coerce_frame(frame: pd.DataFrame, schema: DataSchema, source: str) -> pd.Dat
     out: dict[str, Any] = {}
     for col in schema.numeric:
         values, bad = _as_numeric(frame[col])
-        marks.mark(
-            bad,
-            "wrong_type",
-            lambda v, c=col: f"column {c!r}: {_short(v)} is not a finite number",
-            frame[col].to_numpy(),
-        )
+        marks.mark(bad, "wrong_type", _not_a_number(col), frame[col].to_numpy())
         out[col] = np.where(bad, np.nan, values)
     for col in schema.categorical:
         out[col] = _as_string(frame[col])
@@ -263,7 +291,11 @@ def coerce_frame(frame: pd.DataFrame, schema: DataSchema, source: str) -> pd.Dat
     if schema.timestamp:
         ts, bad = _timestamps(frame[schema.timestamp])
         marks.mark(bad, "wrong_type", f"column {schema.timestamp!r}: not a timestamp")
-        marks.mark(np.isnan(ts) & ~bad, "missing_timestamp", f"column {schema.timestamp!r}: timestamp is missing")
+        marks.mark(
+            np.isnan(ts) & ~bad,
+            "missing_timestamp",
+            f"column {schema.timestamp!r}: timestamp is missing",
+        )
         out["_ts"] = ts
     for key in schema.keys:
         if key not in out:

@@ -21,8 +21,14 @@ OBJECTIVES = {
     "ranking": ("rank:ndcg", "rank:pairwise", "rank:map"),
 }
 # rayline metric name -> XGBoost eval_metric (for early stopping on the validation split).
-_EVAL_METRIC = {"auc": "auc", "logloss": "logloss", "accuracy": "error", "f1": "logloss",
-                "macro_f1": "mlogloss", "mrr": "ndcg"}
+_EVAL_METRIC = {
+    "auc": "auc",
+    "logloss": "logloss",
+    "accuracy": "error",
+    "f1": "logloss",
+    "macro_f1": "mlogloss",
+    "mrr": "ndcg",
+}
 _MAXIMIZE = {"auc", "ndcg", "map", "pre"}
 
 
@@ -41,17 +47,33 @@ def maximize(xgb_metric: str) -> bool:
 
 
 def build_params(
-    task: str, user_params: dict[str, Any], metric: str, num_classes: int | None, use_gpu: bool, nthread: int | None
+    task: str,
+    user_params: dict[str, Any],
+    metric: str,
+    num_classes: int | None,
+    use_gpu: bool,
+    nthread: int | None,
 ) -> dict[str, Any]:
     """Full XGBoost params: sensible defaults for the task, the spec's params on top."""
     objective = user_params.get("objective", OBJECTIVES[task][0])
     if objective not in OBJECTIVES[task]:
-        raise ValueError(f"objective {objective!r} does not fit task {task}; use one of {OBJECTIVES[task]}")
-    params: dict[str, Any] = {"tree_method": "hist", "eta": 0.1, "max_depth": 6, "max_cat_to_onehot": 1}
+        raise ValueError(
+            f"objective {objective!r} does not fit task {task}; use one of {OBJECTIVES[task]}"
+        )
+    params: dict[str, Any] = {
+        "tree_method": "hist",
+        "eta": 0.1,
+        "max_depth": 6,
+        "max_cat_to_onehot": 1,
+    }
     params.update(user_params)
     params["objective"] = objective
     tracked = eval_metric(task, metric)
-    extra = {"binary": ["logloss", "auc"], "multiclass": ["mlogloss", "merror"], "ranking": ["ndcg@10"]}[task]
+    extra = {
+        "binary": ["logloss", "auc"],
+        "multiclass": ["mlogloss", "merror"],
+        "ranking": ["ndcg@10"],
+    }[task]
     # XGBoost early-stops on the LAST metric in the list.
     params["eval_metric"] = [m for m in extra if m != tracked] + [tracked]
     if task == "multiclass":
@@ -68,7 +90,9 @@ def sort_by_group(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values("_group", kind="stable").reset_index(drop=True)
 
 
-def dmatrix(frame: pd.DataFrame, transform: FeatureTransform, task: str, label: str | None) -> xgboost.DMatrix:
+def dmatrix(
+    frame: pd.DataFrame, transform: FeatureTransform, task: str, label: str | None
+) -> xgboost.DMatrix:
     """A DMatrix with categorical codes typed 'c' (native categorical splits) and qids for ranking."""
     if task == "ranking":
         frame = sort_by_group(frame)
@@ -105,14 +129,22 @@ def train(
         # Appended last: xgboost stops calling callbacks after the first one that says stop.
         cbs.append(
             xgboost.callback.EarlyStopping(
-                rounds=early_stopping_rounds, metric_name=metric, data_name="valid",
-                maximize=maximize(metric), save_best=True,
+                rounds=early_stopping_rounds,
+                metric_name=metric,
+                data_name="valid",
+                maximize=maximize(metric),
+                save_best=True,
             ),
         )
     done = init_model.num_boosted_rounds() if init_model is not None else 0
     return xgboost.train(
-        params, dtrain, num_boost_round=max(rounds - done, 0), evals=evals,
-        verbose_eval=False, callbacks=cbs, xgb_model=init_model,
+        params,
+        dtrain,
+        num_boost_round=max(rounds - done, 0),
+        evals=evals,
+        verbose_eval=False,
+        callbacks=cbs,
+        xgb_model=init_model,
     )
 
 
@@ -129,12 +161,16 @@ def load_booster(data: bytes) -> xgboost.Booster:
 def predict(booster: xgboost.Booster, x: np.ndarray, transform: FeatureTransform) -> np.ndarray:
     """Raw model output for a transformed matrix: P(1), class probabilities, or a ranking score."""
     d = xgboost.DMatrix(
-        x, feature_names=transform.feature_names, feature_types=transform.feature_types,
-        enable_categorical=True, missing=np.nan,
+        x,
+        feature_names=transform.feature_names,
+        feature_types=transform.feature_types,
+        enable_categorical=True,
+        missing=np.nan,
     )
     return np.asarray(booster.predict(d), dtype=np.float64)
 
 
 def feature_importance(booster: xgboost.Booster) -> dict[str, float]:
     """Total gain per feature (features never used are absent)."""
-    return {k: float(v) for k, v in booster.get_score(importance_type="total_gain").items()}
+    scores = booster.get_score(importance_type="total_gain")
+    return {k: float(v if isinstance(v, float) else sum(v)) for k, v in scores.items()}

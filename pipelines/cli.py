@@ -43,24 +43,38 @@ def _parser() -> argparse.ArgumentParser:
         "features, train, evaluate on the whole test split and register the model.",
     )
     run.add_argument("spec", help="path to a pipeline YAML (see pipelines/configs/)")
-    run.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                     help="dotted overrides applied before validation, e.g. models.0.num_boost_round=50")
-    run.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, spec ray.address, or local)")
+    run.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="dotted overrides applied before validation, e.g. models.0.num_boost_round=50",
+    )
+    run.add_argument(
+        "--address", help="Ray cluster address (default: RAY_ADDRESS, spec ray.address, or local)"
+    )
     run.add_argument("--storage", help=f"storage root (overrides the spec; same as {STORAGE_ENV})")
 
-    val = sub.add_parser("validate", help="validate a spec without starting Ray",
-                         description="Load the spec with overrides and report every problem, without starting Ray.")
+    val = sub.add_parser(
+        "validate",
+        help="validate a spec without starting Ray",
+        description="Load the spec with overrides and report every problem, without starting Ray.",
+    )
     val.add_argument("spec")
     val.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 
-    models = sub.add_parser("models", help="list and inspect registered models",
-                            description="Read the registry under the storage root.")
+    models = sub.add_parser(
+        "models",
+        help="list and inspect registered models",
+        description="Read the registry under the storage root.",
+    )
     models.add_argument("--storage", help=f"storage root (default: {STORAGE_ENV} or ./storage)")
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     msub.add_parser("list", help="every model with its versions and aliases")
     show = msub.add_parser("show", help="one version's metrics, lineage and files")
     show.add_argument("model")
-    show.add_argument("version", nargs="?", help="a version number or an alias (default: production)")
+    show.add_argument(
+        "version", nargs="?", help="a version number or an alias (default: production)"
+    )
     return p
 
 
@@ -70,8 +84,10 @@ def _storage(arg: str | None) -> str:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.overrides)
-    print(f"{args.spec}: valid {spec.task} spec {spec.name!r}; {len(spec.models)} model(s); "
-          f"storage {spec.storage_root()}")
+    print(
+        f"{args.spec}: valid {spec.task} spec {spec.name!r}; {len(spec.models)} model(s); "
+        f"storage {spec.storage_root()}"
+    )
     return 0
 
 
@@ -86,7 +102,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         problems = check_cluster(spec)
         if problems:
-            print("rayline: the spec does not fit this cluster:\n  - " + "\n  - ".join(problems), file=sys.stderr)
+            print(
+                "rayline: the spec does not fit this cluster:\n  - " + "\n  - ".join(problems),
+                file=sys.stderr,
+            )
             return 2
         try:
             Runner(spec, storage=args.storage).run()
@@ -139,7 +158,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         if name in manifest["files"]:
             doc = bundle.read_json(mv.path, name)
             if name == "model.json":
-                doc = {k: doc[k] for k in ("kind", "task", "best_iteration", "rounds", "params") if k in doc}
+                doc = {
+                    k: doc[k]
+                    for k in ("kind", "task", "best_iteration", "rounds", "params")
+                    if k in doc
+                }
             print(f"\n{name}:\n{json.dumps(doc, indent=1)}")
     print("\nfiles (sha256 verified): " + ", ".join(sorted(manifest["files"])))
     return 0

@@ -27,8 +27,12 @@ def connect(spec: PipelineSpec, address: str | None) -> bool:
         ray.init(address=target, runtime_env={"env_vars": dict(TRAIN_ENV)}, log_to_driver=True)
         local = False
     else:
-        ray.init(num_cpus=spec.ray.num_cpus, num_gpus=spec.ray.num_gpus, include_dashboard=True,
-                 runtime_env={"env_vars": dict(TRAIN_ENV)})
+        ray.init(
+            num_cpus=spec.ray.num_cpus,
+            num_gpus=spec.ray.num_gpus,
+            include_dashboard=True,
+            runtime_env={"env_vars": dict(TRAIN_ENV)},
+        )
         local = True
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = sys.stderr.isatty()

@@ -23,40 +23,66 @@ def _metric_table(report: dict[str, Any]) -> list[str]:
 
 def markdown(report: dict[str, Any]) -> str:
     """The report as markdown."""
-    out = [f"# rayline run `{report['pipeline']}` / `{report['run_id']}`", "",
-           f"- task: {report['task']}", f"- status: **{report['status']}**"]
+    out = [
+        f"# rayline run `{report['pipeline']}` / `{report['run_id']}`",
+        "",
+        f"- task: {report['task']}",
+        f"- status: **{report['status']}**",
+    ]
     if report.get("error"):
         out += ["", "## Error", "", "```", report["error"], "```"]
     data = report.get("data")
     if data:
-        out += ["", "## Data", "",
-                f"- rows read: {data['rows_read']:,} = rows used {data['rows_used']:,} "
-                f"+ rows quarantined {data['rows_quarantined']:,}",
-                f"- inputs (files or generator blocks): {data['inputs']}"]
+        out += [
+            "",
+            "## Data",
+            "",
+            f"- rows read: {data['rows_read']:,} = rows used {data['rows_used']:,} "
+            f"+ rows quarantined {data['rows_quarantined']:,}",
+            f"- inputs (files or generator blocks): {data['inputs']}",
+        ]
         if data.get("by_rule"):
-            out.append("- bad rows by rule: " + ", ".join(f"{k}: {v:,}" for k, v in sorted(data["by_rule"].items())))
+            out.append(
+                "- bad rows by rule: "
+                + ", ".join(f"{k}: {v:,}" for k, v in sorted(data["by_rule"].items()))
+            )
         for q in data.get("quarantine") or []:
             out.append(f"- quarantined rows (with reasons): `{q}`")
     splits = report.get("splits")
     if splits:
         out += ["", "## Splits", "", "| split | rows | queries |", "| --- | --- | --- |"]
         for name in ("train", "valid", "test"):
-            out.append(f"| {name} | {splits['rows'][name]:,} | {splits['groups'].get(name) or '-'} |")
+            out.append(
+                f"| {name} | {splits['rows'][name]:,} | {splits['groups'].get(name) or '-'} |"
+            )
     models = report.get("models")
     if models:
         metric = report.get("selection_metric")
-        out += ["", "## Models", "", f"| model | kind | rounds (best) | train s | valid {metric} |",
-                "| --- | --- | --- | --- | --- |"]
+        out += [
+            "",
+            "## Models",
+            "",
+            f"| model | kind | rounds (best) | train s | valid {metric} |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for m in models:
-            out.append(f"| {m['name']} | {m['kind']} | {m['rounds']} ({m['best_iteration'] + 1}) | "
-                       f"{m['train_seconds']} | {_fmt(m['valid'].get(metric))} |")
+            out.append(
+                f"| {m['name']} | {m['kind']} | {m['rounds']} ({m['best_iteration'] + 1}) | "
+                f"{m['train_seconds']} | {_fmt(m['valid'].get(metric))} |"
+            )
         out += ["", f"Winner on the validation split: **{report.get('winner')}**"]
     if report.get("test"):
-        out += ["", "## Test metrics (whole test split)", ""] + _metric_table(report)
+        out += ["", "## Test metrics (whole test split)", "", *_metric_table(report)]
     model = report.get("model")
     if model:
-        out += ["", "## Registry", "", f"- `{model['name']}` version **{model['version']}** "
-                f"(aliases: {', '.join(model['aliases']) or 'none'})", f"- bundle: `{model['path']}`"]
+        out += [
+            "",
+            "## Registry",
+            "",
+            f"- `{model['name']}` version **{model['version']}** "
+            f"(aliases: {', '.join(model['aliases']) or 'none'})",
+            f"- bundle: `{model['path']}`",
+        ]
     if report.get("step_seconds"):
         out += ["", "## Steps", "", "| step | seconds |", "| --- | --- |"]
         out += [f"| {k} | {v} |" for k, v in report["step_seconds"].items()]
@@ -71,17 +97,23 @@ def summary(report: dict[str, Any]) -> str:
     lines = [f"\nrun {report['run_id']}: {report['status']} in {report.get('seconds', '?')}s"]
     data = report.get("data")
     if data:
-        lines.append(f"  rows: {data['rows_read']:,} read = {data['rows_used']:,} used + "
-                     f"{data['rows_quarantined']:,} quarantined")
+        lines.append(
+            f"  rows: {data['rows_read']:,} read = {data['rows_used']:,} used + "
+            f"{data['rows_quarantined']:,} quarantined"
+        )
     if report.get("test"):
         lines.append("  test metrics (model vs. trivial baseline):")
         for k, v in report["test"].items():
             if k != "queries":
-                lines.append(f"    {k:<10} {_fmt(v)}   (baseline {_fmt(report['baseline'].get(k))})")
+                lines.append(
+                    f"    {k:<10} {_fmt(v)}   (baseline {_fmt(report['baseline'].get(k))})"
+                )
     model = report.get("model")
     if model:
-        lines.append(f"  registered {model['name']} v{model['version']} "
-                     f"[{', '.join(model['aliases'])}] at {model['path']}")
+        lines.append(
+            f"  registered {model['name']} v{model['version']} "
+            f"[{', '.join(model['aliases'])}] at {model['path']}"
+        )
     return "\n".join(lines)
 
 
@@ -89,7 +121,9 @@ def write(run_dir: str, report: dict[str, Any]) -> tuple[str, str]:
     """Write report.md and report.json into the run directory (each via a temp file + rename)."""
     os.makedirs(run_dir, exist_ok=True)
     paths = (os.path.join(run_dir, "report.md"), os.path.join(run_dir, "report.json"))
-    for path, text in zip(paths, (markdown(report), json.dumps(report, indent=1, default=str)), strict=True):
+    for path, text in zip(
+        paths, (markdown(report), json.dumps(report, indent=1, default=str)), strict=True
+    ):
         tmp = path + ".tmp"
         with open(tmp, "w") as fh:
             fh.write(text)

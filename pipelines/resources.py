@@ -52,7 +52,8 @@ def check_requests(
                     f"the cluster has {name} {have:g}; {hint}"
                 )
         if nodes and not any(
-            all(float(node.get(k, 0.0)) + 1e-9 >= v for k, v in req.per_worker.items()) for node in nodes
+            all(float(node.get(k, 0.0)) + 1e-9 >= v for k, v in req.per_worker.items())
+            for node in nodes
         ):
             problems.append(
                 f"{req.what}: no single node can hold one worker's {_fmt(req.per_worker)} "

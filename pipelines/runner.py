@@ -101,14 +101,21 @@ def _timestamp(value: float | str | None) -> float | None:
 def split_plan(spec: PipelineSpec) -> SplitPlan:
     s = spec.split
     return SplitPlan(
-        method=s.method, seed=s.seed, train=s.train, valid=s.valid, label=spec.data.label,
-        valid_from=_timestamp(s.valid_from), test_from=_timestamp(s.test_from),
+        method=s.method,
+        seed=s.seed,
+        train=s.train,
+        valid=s.valid,
+        label=spec.data.label,
+        valid_from=_timestamp(s.valid_from),
+        test_from=_timestamp(s.test_from),
     )
 
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None
@@ -148,7 +155,11 @@ class Runner:
     """Runs one pipeline spec on the connected Ray cluster."""
 
     def __init__(
-        self, spec: PipelineSpec, out: Printer = print, run_id: str | None = None, storage: str | None = None
+        self,
+        spec: PipelineSpec,
+        out: Printer = print,
+        run_id: str | None = None,
+        storage: str | None = None,
     ) -> None:
         self.spec = spec
         self.out = out
@@ -156,17 +167,26 @@ class Runner:
         self.storage = os.path.abspath(storage or spec.storage_root())
         self.run_dir = os.path.join(self.storage, "runs", spec.name, self.run_id)
         self.schema = schema_from_spec(spec)
-        self.report: dict[str, Any] = {"pipeline": spec.name, "run_id": self.run_id, "task": spec.task,
-                                       "run_dir": self.run_dir, "status": "running"}
+        self.report: dict[str, Any] = {
+            "pipeline": spec.name,
+            "run_id": self.run_id,
+            "task": spec.task,
+            "run_dir": self.run_dir,
+            "status": "running",
+        }
 
     # -- steps -----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         from components.steps import errors
 
         os.makedirs(self.run_dir, exist_ok=True)
-        Path(self.run_dir, "spec.yaml").write_text(yaml.safe_dump(self.spec.model_dump(mode="json"), sort_keys=False))
+        Path(self.run_dir, "spec.yaml").write_text(
+            yaml.safe_dump(self.spec.model_dump(mode="json"), sort_keys=False)
+        )
         timer = StepTimer(self.out, total=6)
-        self.out(f"rayline run {self.spec.name} ({self.spec.task}), run {self.run_id}\n  run dir: {self.run_dir}")
+        self.out(
+            f"rayline run {self.spec.name} ({self.spec.task}), run {self.run_id}\n  run dir: {self.run_dir}"
+        )
         started = time.time()
         try:
             with timer.step("ingest", "reading and validating with Ray Data"):
@@ -179,7 +199,9 @@ class Runner:
                 trained = self._train_all(transform, sp)
             with timer.step("evaluate", "scoring the whole test split with the winner's bundle"):
                 winner = self._evaluate(trained, sp)
-            with timer.step("register", f"publishing to the registry as {self.spec.model_name()!r}"):
+            with timer.step(
+                "register", f"publishing to the registry as {self.spec.model_name()!r}"
+            ):
                 version = self._register(winner, data, transform)
         except Exception as e:
             user = errors.find_user_error(e)
@@ -188,9 +210,17 @@ class Runner:
             if user is not None:
                 raise PipelineError(str(user)) from None
             raise
-        self.report.update(status="succeeded", step_seconds=timer.times, seconds=round(time.time() - started, 1),
-                           model={"name": self.spec.model_name(), "version": version.version, "path": version.path,
-                                  "aliases": list(version.aliases)})
+        self.report.update(
+            status="succeeded",
+            step_seconds=timer.times,
+            seconds=round(time.time() - started, 1),
+            model={
+                "name": self.spec.model_name(),
+                "version": version.version,
+                "path": version.path,
+                "aliases": list(version.aliases),
+            },
+        )
         paths = report.write(self.run_dir, self.report)
         self.out(report.summary(self.report))
         self.out(f"  report: {paths[0]}")
@@ -202,8 +232,16 @@ class Runner:
         d = self.spec.data
         policies = d.validation.model_dump()
         sources = {"all": d.source} if d.source is not None else dict(d.sources or {})
-        parts, data = {}, {"rows_read": 0, "rows_used": 0, "rows_quarantined": 0, "by_rule": {},
-                           "quarantine": [], "fingerprints": {}, "inputs": 0}
+        parts: dict[str, Any] = {}
+        data: dict[str, Any] = {
+            "rows_read": 0,
+            "rows_used": 0,
+            "rows_quarantined": 0,
+            "by_rule": {},
+            "quarantine": [],
+            "fingerprints": {},
+            "inputs": 0,
+        }
         for name, src in sources.items():
             assert src is not None
             res = ingest(source_config(src), self.schema, policies, self.run_dir, label=name)
@@ -217,8 +255,10 @@ class Runner:
                 data["by_rule"][rule] = data["by_rule"].get(rule, 0) + n
             if res.quarantine_path:
                 data["quarantine"].append(res.quarantine_path)
-            self.out(f"    {name}: {res.rows_read:,} rows read from {res.inputs} input(s) = {res.rows_used:,} used "
-                     f"+ {res.rows_quarantined:,} quarantined")
+            self.out(
+                f"    {name}: {res.rows_read:,} rows read from {res.inputs} input(s) = {res.rows_used:,} used "
+                f"+ {res.rows_quarantined:,} quarantined"
+            )
         self.report["data"] = data
         return parts, data
 
@@ -233,7 +273,9 @@ class Runner:
             sp = explicit_splits(parts, has_group)
         for name in ("train", "valid", "test"):
             if sp.rows[name] == 0:
-                raise PipelineError(f"split {name!r} is empty ({sp.rows}); check split fractions or time cut-offs")
+                raise PipelineError(
+                    f"split {name!r} is empty ({sp.rows}); check split fractions or time cut-offs"
+                )
         self.report["splits"] = {"rows": sp.rows, "groups": sp.groups}
         q = f", queries {sp.groups}" if has_group else ""
         self.out(f"    rows {sp.rows}{q}")
@@ -244,10 +286,15 @@ class Runner:
 
         transform = fit_features(train, feature_config(self.spec))
         cats = {c.name: c.cardinality for c in transform.categorical}
-        self.report["features"] = {"numeric": len(transform.numeric), "categorical": cats,
-                                   "rows_fitted": transform.rows_fitted}
-        self.out(f"    {len(transform.feature_names)} features ({len(transform.numeric)} numeric, "
-                 f"{len(transform.categorical)} categorical)")
+        self.report["features"] = {
+            "numeric": len(transform.numeric),
+            "categorical": cats,
+            "rows_fitted": transform.rows_fitted,
+        }
+        self.out(
+            f"    {len(transform.feature_names)} features ({len(transform.numeric)} numeric, "
+            f"{len(transform.categorical)} categorical)"
+        )
         return transform
 
     def _train_all(self, transform: FeatureTransform, sp: Any) -> list[dict[str, Any]]:
@@ -257,28 +304,59 @@ class Runner:
         trained = []
         label_mean = float(sp.train.mean(self.spec.data.label))
         for i, m in enumerate(self.spec.models):
-            params = xgboost_model.build_params(self.spec.task, m.params, metric, self.spec.data.num_classes,
-                                                m.scaling.use_gpu, nthread=None)
-            job = train_xgboost.XGBoostJob(
-                task=self.spec.task, label=self.spec.data.label, params=params,
-                num_boost_round=m.num_boost_round, early_stopping_rounds=m.early_stopping_rounds,
-                report_every=m.report_every, features_json=transform.to_json(),
-                num_workers=m.scaling.num_workers, use_gpu=m.scaling.use_gpu,
-                resources_per_worker=m.scaling.worker_resources() if m.scaling.num_workers > 0 else None,
+            params = xgboost_model.build_params(
+                self.spec.task,
+                m.params,
+                metric,
+                self.spec.data.num_classes,
+                m.scaling.use_gpu,
+                nthread=None,
             )
-            self.out(f"    models.{i} {m.name}: {m.kind}, {m.scaling.num_workers} worker(s), "
-                     f"up to {m.num_boost_round} rounds, objective {params['objective']}")
-            outcome = train_xgboost.fit(job, sp.train, sp.valid, os.path.join(self.run_dir, "train"),
-                                        run_name=f"{m.name}-{self.run_id}")
+            job = train_xgboost.XGBoostJob(
+                task=self.spec.task,
+                label=self.spec.data.label,
+                params=params,
+                num_boost_round=m.num_boost_round,
+                early_stopping_rounds=m.early_stopping_rounds,
+                report_every=m.report_every,
+                features_json=transform.to_json(),
+                num_workers=m.scaling.num_workers,
+                use_gpu=m.scaling.use_gpu,
+                resources_per_worker=m.scaling.worker_resources()
+                if m.scaling.num_workers > 0
+                else None,
+            )
+            self.out(
+                f"    models.{i} {m.name}: {m.kind}, {m.scaling.num_workers} worker(s), "
+                f"up to {m.num_boost_round} rounds, objective {params['objective']}"
+            )
+            outcome = train_xgboost.fit(
+                job,
+                sp.train,
+                sp.valid,
+                os.path.join(self.run_dir, "train"),
+                run_name=f"{m.name}-{self.run_id}",
+            )
             bundle_dir = os.path.join(self.run_dir, "candidates", m.name)
             self._write_bundle(bundle_dir, m, transform, outcome, extra={})
             valid_scores = self._score(sp.valid, bundle_dir)
-            valid_metrics = evaluation.evaluate(self.spec.task, valid_scores, self.spec.data.label,
-                                                **self._eval_kwargs())
-            trained.append({"index": i, "spec": m, "outcome": outcome, "bundle": bundle_dir,
-                            "valid": valid_metrics, "label_mean": label_mean})
-            self.out(f"    models.{i} {m.name}: {outcome.rounds} rounds (best {outcome.best_iteration + 1}) in "
-                     f"{outcome.seconds:.1f}s; valid {metric} = {valid_metrics[metric]:.4f}")
+            valid_metrics = evaluation.evaluate(
+                self.spec.task, valid_scores, self.spec.data.label, **self._eval_kwargs()
+            )
+            trained.append(
+                {
+                    "index": i,
+                    "spec": m,
+                    "outcome": outcome,
+                    "bundle": bundle_dir,
+                    "valid": valid_metrics,
+                    "label_mean": label_mean,
+                }
+            )
+            self.out(
+                f"    models.{i} {m.name}: {outcome.rounds} rounds (best {outcome.best_iteration + 1}) in "
+                f"{outcome.seconds:.1f}s; valid {metric} = {valid_metrics[metric]:.4f}"
+            )
         return trained
 
     def _eval_kwargs(self) -> dict[str, Any]:
@@ -294,7 +372,9 @@ class Runner:
 
         from components.steps.score import score_dataset
 
-        keep = [self.spec.data.label, "_row_key", *self.spec.data.keys] + (["_group"] if self.spec.data.group else [])
+        keep = [self.spec.data.label, "_row_key", *self.spec.data.keys] + (
+            ["_group"] if self.spec.data.group else []
+        )
         actors = max(1, int(ray.cluster_resources().get("CPU", 1) // 2))
         return score_dataset(ds, bundle_dir, keep, actors=actors).to_pandas()
 
@@ -308,14 +388,28 @@ class Runner:
         predictions = os.path.join(self.run_dir, "predictions_test.parquet")
         scored.to_parquet(predictions + ".tmp", index=False)
         os.replace(predictions + ".tmp", predictions)
-        test = evaluation.evaluate(self.spec.task, scored, self.spec.data.label, **self._eval_kwargs())
-        base = evaluation.baseline(self.spec.task, scored, self.spec.data.label, winner["label_mean"],
-                                   self.spec.data.num_classes, **self._eval_kwargs())
+        test = evaluation.evaluate(
+            self.spec.task, scored, self.spec.data.label, **self._eval_kwargs()
+        )
+        base = evaluation.baseline(
+            self.spec.task,
+            scored,
+            self.spec.data.label,
+            winner["label_mean"],
+            self.spec.data.num_classes,
+            **self._eval_kwargs(),
+        )
         winner["test"], winner["baseline"] = test, base
         self.report["models"] = [
-            {"name": t["spec"].name, "kind": t["spec"].kind, "valid": t["valid"], "rounds": t["outcome"].rounds,
-             "best_iteration": t["outcome"].best_iteration, "train_seconds": round(t["outcome"].seconds, 1),
-             "history": t["outcome"].history}
+            {
+                "name": t["spec"].name,
+                "kind": t["spec"].kind,
+                "valid": t["valid"],
+                "rounds": t["outcome"].rounds,
+                "best_iteration": t["outcome"].best_iteration,
+                "train_seconds": round(t["outcome"].seconds, 1),
+                "history": t["outcome"].history,
+            }
             for t in trained
         ]
         self.report["winner"] = winner["spec"].name
@@ -325,41 +419,77 @@ class Runner:
         self.report["predictions"] = predictions
         return winner
 
-    def _write_bundle(self, directory: str, m: Any, transform: FeatureTransform, outcome: Any,
-                      extra: dict[str, bytes]) -> None:
+    def _write_bundle(
+        self,
+        directory: str,
+        m: Any,
+        transform: FeatureTransform,
+        outcome: Any,
+        extra: dict[str, bytes],
+    ) -> None:
         booster = xgboost_model.load_booster(outcome.model)
-        meta = {"kind": m.kind, "name": m.name, "task": self.spec.task, "num_classes": self.spec.data.num_classes,
-                "threshold": self.spec.evaluation.threshold, "label": self.spec.data.label,
-                "label_mapping": self.spec.data.label_mapping, "features": transform.feature_names,
-                "best_iteration": outcome.best_iteration, "rounds": outcome.rounds, "params": m.params}
+        meta = {
+            "kind": m.kind,
+            "name": m.name,
+            "task": self.spec.task,
+            "num_classes": self.spec.data.num_classes,
+            "threshold": self.spec.evaluation.threshold,
+            "label": self.spec.data.label,
+            "label_mapping": self.spec.data.label_mapping,
+            "features": transform.feature_names,
+            "best_iteration": outcome.best_iteration,
+            "rounds": outcome.rounds,
+            "params": m.params,
+        }
         files = {
             "model.json": json.dumps(meta, indent=1, default=str).encode(),
             "model.ubj": outcome.model,
             "features.json": transform.to_json().encode(),
             "schema.json": self.schema.to_json().encode(),
-            "feature_importance.json": json.dumps(xgboost_model.feature_importance(booster), indent=1).encode(),
+            "feature_importance.json": json.dumps(
+                xgboost_model.feature_importance(booster), indent=1
+            ).encode(),
             **extra,
         }
         bundle.write_bundle(directory, files)
 
-    def _register(self, winner: dict[str, Any], data: dict[str, Any], transform: FeatureTransform) -> Any:
+    def _register(
+        self, winner: dict[str, Any], data: dict[str, Any], transform: FeatureTransform
+    ) -> Any:
         import ray
 
         m = winner["spec"]
-        metrics_doc = {"selection_metric": self.spec.selection_metric(), "test": winner["test"],
-                       "valid": winner["valid"], "baseline": winner["baseline"],
-                       "splits": self.report.get("splits"), "data": {k: v for k, v in data.items() if k != "quarantine"}}
-        lineage = {"pipeline": self.spec.name, "run_id": self.run_id, "run_dir": self.run_dir,
-                   "data_fingerprints": data["fingerprints"], "spec_sha256": self.spec.fingerprint(),
-                   "git_commit": git_commit(), "packages": package_versions(),
-                   "ray_job_id": ray.get_runtime_context().get_job_id(),
-                   "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                   "command": " ".join(sys.argv)}
+        metrics_doc = {
+            "selection_metric": self.spec.selection_metric(),
+            "test": winner["test"],
+            "valid": winner["valid"],
+            "baseline": winner["baseline"],
+            "splits": self.report.get("splits"),
+            "data": {k: v for k, v in data.items() if k != "quarantine"},
+        }
+        lineage = {
+            "pipeline": self.spec.name,
+            "run_id": self.run_id,
+            "run_dir": self.run_dir,
+            "data_fingerprints": data["fingerprints"],
+            "spec_sha256": self.spec.fingerprint(),
+            "git_commit": git_commit(),
+            "packages": package_versions(),
+            "ray_job_id": ray.get_runtime_context().get_job_id(),
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv),
+        }
         final_dir = os.path.join(self.run_dir, "bundle")
-        self._write_bundle(final_dir, m, transform, winner["outcome"], extra={
-            "metrics.json": json.dumps(metrics_doc, indent=1).encode(),
-            "lineage.json": json.dumps(lineage, indent=1).encode(),
-        })
+        self._write_bundle(
+            final_dir,
+            m,
+            transform,
+            winner["outcome"],
+            extra={
+                "metrics.json": json.dumps(metrics_doc, indent=1).encode(),
+                "lineage.json": json.dumps(lineage, indent=1).encode(),
+            },
+        )
         registry = Registry(self.storage)
         aliases = ["production"] if self.spec.registry.promote else ["candidate"]
         version = registry.publish(self.spec.model_name(), final_dir, aliases=aliases)

@@ -133,7 +133,10 @@ class FeatureSpec(_Strict):
     standardize: bool = False
 
     def categorical_features(self) -> list[CategoricalFeature]:
-        return [c if isinstance(c, CategoricalFeature) else CategoricalFeature(name=c) for c in self.categorical]
+        return [
+            c if isinstance(c, CategoricalFeature) else CategoricalFeature(name=c)
+            for c in self.categorical
+        ]
 
     def names(self) -> list[str]:
         return self.numeric + [c.name for c in self.categorical_features()]
@@ -161,7 +164,10 @@ class SplitSpec(_Strict):
 
     @model_validator(mode="after")
     def _fractions(self) -> SplitSpec:
-        if self.method in ("random", "group") and abs(self.train + self.valid + self.test - 1) > 1e-9:
+        if (
+            self.method in ("random", "group")
+            and abs(self.train + self.valid + self.test - 1) > 1e-9
+        ):
             raise ValueError(
                 f"split fractions must sum to 1, got train+valid+test = "
                 f"{self.train + self.valid + self.test:g}"
@@ -251,7 +257,9 @@ class PipelineSpec(_Strict):
     @classmethod
     def _name(cls, name: str) -> str:
         if not _NAME_RE.match(name):
-            raise ValueError("use letters, digits, '_', '.', '-' (max 128), starting with a letter or digit")
+            raise ValueError(
+                "use letters, digits, '_', '.', '-' (max 128), starting with a letter or digit"
+            )
         return name
 
     @model_validator(mode="after")
@@ -272,7 +280,9 @@ class PipelineSpec(_Strict):
                 "task ranking with split.method random would cut queries across splits; "
                 "use split.method group (or time/explicit)"
             )
-        special = [d.label] + ([d.group] if d.group else []) + ([d.timestamp] if d.timestamp else [])
+        special = (
+            [d.label] + ([d.group] if d.group else []) + ([d.timestamp] if d.timestamp else [])
+        )
         clash = sorted(set(special) & set(self.features.names()))
         if clash:
             raise ValueError(f"label/group/timestamp columns cannot also be features: {clash}")
@@ -323,7 +333,9 @@ def apply_override(doc: Any, path: list[str], value: Any) -> None:
         where = ".".join(path[: i + 1])
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise SpecError(f"override {'.'.join(path)}: {where} is not an index of a list of {len(node)}")
+                raise SpecError(
+                    f"override {'.'.join(path)}: {where} is not an index of a list of {len(node)}"
+                )
             if last:
                 node[int(part)] = value
             else:
@@ -340,7 +352,10 @@ def apply_override(doc: Any, path: list[str], value: Any) -> None:
 def _format_errors(source: str, err: ValidationError) -> str:
     lines = [f"{source}: invalid spec ({err.error_count()} problem{'s' * (err.error_count() > 1)})"]
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after")) or "(top level)"
+        loc = (
+            ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+            or "(top level)"
+        )
         msg = e["msg"].removeprefix("Value error, ")
         lines.append(f"  - {loc}: {msg}")
     return "\n".join(lines)

@@ -59,13 +59,17 @@ def read_tasks(source: SourceConfig) -> list[dict[str, Any]]:
     """One task per input file or generator block (JSON-able dicts)."""
     if source.is_synthetic:
         kind = source.uri.split(":", 1)[1]
-        return [{"block": dataclasses.asdict(t)} for t in generators.plan_blocks(kind, source.params)]
+        return [
+            {"block": dataclasses.asdict(t)} for t in generators.plan_blocks(kind, source.params)
+        ]
     return [{"path": p, "format": f} for p, f in readers.list_files(source.uri, source.format)]
 
 
 def fingerprint(source: SourceConfig, tasks: list[dict[str, Any]]) -> str:
     """Identity of the input: generator params, or file paths with sizes and mtimes."""
-    h = hashlib.sha256(json.dumps([source.uri, source.params], sort_keys=True, default=str).encode())
+    h = hashlib.sha256(
+        json.dumps([source.uri, source.params], sort_keys=True, default=str).encode()
+    )
     for t in tasks:
         if "path" in t and "://" not in t["path"]:
             st = os.stat(t["path"])
@@ -75,7 +79,9 @@ def fingerprint(source: SourceConfig, tasks: list[dict[str, Any]]) -> str:
     return h.hexdigest()
 
 
-def load_one(task: dict[str, Any], schema: DataSchema, read_options: dict[str, Any]) -> pd.DataFrame:
+def load_one(
+    task: dict[str, Any], schema: DataSchema, read_options: dict[str, Any]
+) -> pd.DataFrame:
     """Read one file or generate one block, then coerce and mark bad rows (pure, no Ray)."""
     if "block" in task:
         b = dict(task["block"])
@@ -91,7 +97,9 @@ def load_one(task: dict[str, Any], schema: DataSchema, read_options: dict[str, A
     return out
 
 
-def _load_batch(batch: pd.DataFrame, schema: DataSchema, read_options: dict[str, Any]) -> pd.DataFrame:
+def _load_batch(
+    batch: pd.DataFrame, schema: DataSchema, read_options: dict[str, Any]
+) -> pd.DataFrame:
     frames = [load_one(json.loads(t), schema, read_options) for t in batch["task"]]
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
@@ -113,7 +121,11 @@ def read_dataset(source: SourceConfig, schema: DataSchema) -> tuple[ray.data.Dat
 
 
 def ingest(
-    source: SourceConfig, schema: DataSchema, policies: dict[str, str], run_dir: str, label: str = "data"
+    source: SourceConfig,
+    schema: DataSchema,
+    policies: dict[str, str],
+    run_dir: str,
+    label: str = "data",
 ) -> IngestResult:
     """Read, validate and (by policy) fail on or quarantine bad rows; materialize good rows."""
     ds, inputs, fp = read_dataset(source, schema)
@@ -142,9 +154,13 @@ def ingest(
     good = marked.filter(expr=col("_ok") == True).drop_columns(DROP_AFTER_CHECK).materialize()  # noqa: E712
     rows_used = good.count()
     if rows_used + n_bad != rows_read:  # an invariant, not input validation
-        raise RuntimeError(f"row accounting broke: {rows_read} read != {rows_used} used + {n_bad} quarantined")
+        raise RuntimeError(
+            f"row accounting broke: {rows_read} read != {rows_used} used + {n_bad} quarantined"
+        )
     if rows_used == 0:
-        raise DataValidationError(f"{source.uri}: every one of the {rows_read} rows was quarantined")
+        raise DataValidationError(
+            f"{source.uri}: every one of the {rows_read} rows was quarantined"
+        )
     return IngestResult(good, rows_read, rows_used, n_bad, by_rule, inputs, fp, quarantine_path)
 
 

@@ -45,13 +45,17 @@ def _count_groups(ds: ray.data.Dataset, has_group: bool) -> int:
     return len(ds.unique("_group")) if has_group else 0
 
 
-def split_dataset(ds: ray.data.Dataset, plan: splits.SplitPlan, has_group: bool, stratify: bool) -> Splits:
+def split_dataset(
+    ds: ray.data.Dataset, plan: splits.SplitPlan, has_group: bool, stratify: bool
+) -> Splits:
     """Assign every row to train/valid/test (see components.splits) and materialize each part."""
     shard_key = "_group" if has_group else "_row_key"
     if plan.method == "random" and stratify:
         keys = ds.select_columns(["_row_key", plan.label]).to_pandas()
         u = splits.split_unit(keys, plan)
-        cuts = splits.stratified_cuts(u, keys[plan.label].to_numpy(dtype=np.float64), plan.train, plan.valid)
+        cuts = splits.stratified_cuts(
+            u, keys[plan.label].to_numpy(dtype=np.float64), plan.train, plan.valid
+        )
         plan = replace(plan, class_cuts=cuts)
     tagged = ds.map_batches(
         _add_split_columns, batch_format="pandas", fn_kwargs={"plan": plan, "shard_key": shard_key}
@@ -73,7 +77,9 @@ def explicit_splits(parts: dict[str, ray.data.Dataset], has_group: bool) -> Spli
     """Separate train/valid/test sources: add shard buckets and count."""
     shard_key = "_group" if has_group else "_row_key"
     tagged = {
-        name: ds.map_batches(_add_bucket, batch_format="pandas", fn_kwargs={"shard_key": shard_key}).materialize()
+        name: ds.map_batches(
+            _add_bucket, batch_format="pandas", fn_kwargs={"shard_key": shard_key}
+        ).materialize()
         for name, ds in parts.items()
     }
     rows = {name: d.count() for name, d in tagged.items()}

@@ -66,7 +66,9 @@ class TrainOutcome:
 
 
 def _metrics_at(history: dict[str, dict[str, list[float]]], i: int) -> dict[str, float]:
-    return {f"{d}-{m}": float(v[i]) for d, ms in history.items() for m, v in ms.items() if i < len(v)}
+    return {
+        f"{d}-{m}": float(v[i]) for d, ms in history.items() for m, v in ms.items() if i < len(v)
+    }
 
 
 class ReportEvery(xgboost.callback.TrainingCallback):
@@ -117,27 +119,51 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     booster = xgboost_model.train(
         params, dtrain, dvalid, job.num_boost_round, job.early_stopping_rounds, [reporter], init
     )
-    best = int(booster.best_iteration) if "best_iteration" in booster.attributes() else booster.num_boosted_rounds() - 1
+    best = (
+        int(booster.best_iteration)
+        if "best_iteration" in booster.attributes()
+        else booster.num_boosted_rounds() - 1
+    )
     rounds = len(reporter.history) or booster.num_boosted_rounds()
-    final = {"round": rounds, "best_iteration": best, "world_size": world,
-             "train_rows": len(train_df), **(reporter.history[best] if best < len(reporter.history) else {})}
+    final = {
+        "round": rounds,
+        "best_iteration": best,
+        "world_size": world,
+        "train_rows": len(train_df),
+        **(reporter.history[best] if best < len(reporter.history) else {}),
+    }
     _report(final, booster)
     # The model travels back as the return value (rank 0's): in local mode (num_workers 0)
     # the reported checkpoint is not persisted to storage.
-    return {"history": reporter.history, "best_iteration": best, "seconds": time.time() - start,
-            "rounds": rounds, "model": xgboost_model.to_bytes(booster)}
+    return {
+        "history": reporter.history,
+        "best_iteration": best,
+        "seconds": time.time() - start,
+        "rounds": rounds,
+        "model": xgboost_model.to_bytes(booster),
+    }
 
 
-def shard_datasets(train: ray.data.Dataset, valid: ray.data.Dataset, num_workers: int) -> dict[str, ray.data.Dataset]:
+def shard_datasets(
+    train: ray.data.Dataset, valid: ray.data.Dataset, num_workers: int
+) -> dict[str, ray.data.Dataset]:
     """One training dataset per rank (whole buckets, so whole queries) plus the full validation set."""
     if num_workers <= 1:
         return {"train_r0": train, "valid": valid}
-    shards = {f"train_r{r}": train.filter(expr=(col("_bucket") % num_workers) == r).materialize()
-              for r in range(num_workers)}
+    shards = {
+        f"train_r{r}": train.filter(expr=(col("_bucket") % num_workers) == r).materialize()
+        for r in range(num_workers)
+    }
     return {**shards, "valid": valid}
 
 
-def fit(job: XGBoostJob, train: ray.data.Dataset, valid: ray.data.Dataset, storage_path: str, run_name: str) -> TrainOutcome:
+def fit(
+    job: XGBoostJob,
+    train: ray.data.Dataset,
+    valid: ray.data.Dataset,
+    storage_path: str,
+    run_name: str,
+) -> TrainOutcome:
     """Run the XGBoostTrainer and return the final model and its metric history."""
     datasets = shard_datasets(train, valid, job.num_workers)
     scaling = ScalingConfig(
@@ -162,16 +188,25 @@ def fit(job: XGBoostJob, train: ray.data.Dataset, valid: ray.data.Dataset, stora
     result = trainer.fit()
     if result.error is not None:
         raise result.error
-    info = result.return_value or {}
+    info = getattr(result, "return_value", None) or {}  # Train V2: rank 0's return value
     if "model" not in info:
         raise RuntimeError(f"training run {run_name} returned no model")
     model = info["model"]
     history = info.get("history", [])
     best = int(info.get("best_iteration", 0))
-    valid = {k.removeprefix("valid-"): v for k, v in (history[best] if best < len(history) else {}).items()
-             if k.startswith("valid-")}
+    valid_metrics = {
+        k.removeprefix("valid-"): v
+        for k, v in (history[best] if best < len(history) else {}).items()
+        if k.startswith("valid-")
+    }
     return TrainOutcome(
-        model=model, history=history, best_iteration=best, rounds=int(info.get("rounds", 0)),
-        seconds=time.time() - started, valid_metrics=valid,
-        checkpoint_path=result.checkpoint.path if job.num_workers > 0 and result.checkpoint else None,
+        model=model,
+        history=history,
+        best_iteration=best,
+        rounds=int(info.get("rounds", 0)),
+        seconds=time.time() - started,
+        valid_metrics=valid_metrics,
+        checkpoint_path=result.checkpoint.path
+        if job.num_workers > 0 and result.checkpoint
+        else None,
     )

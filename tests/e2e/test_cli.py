@@ -39,7 +39,9 @@ def _last_report(storage: str, pipeline: str) -> dict:
 
 
 @pytest.mark.parametrize("name", list(FLOORS))
-def test_tiny_spec_runs_and_registers(name: str, storage: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_tiny_spec_runs_and_registers(
+    name: str, storage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["run", str(TINY / f"{name}.yaml"), "--storage", storage]) == 0
     out = capsys.readouterr().out
     assert "[1/6] ingest" in out and "[6/6] register: done" in out and "registered tiny-" in out
@@ -77,7 +79,9 @@ def test_same_rows_same_scores_in_a_fresh_process(storage: str, tmp_path: Path) 
     scored = pd.read_parquet(report["predictions"])
     # Rebuild the raw rows straight from the generator (no Ray, no ingest step).
     params = {"rows": 4000, "seed": 1, "block_rows": 1000}
-    raw = pd.concat([generators.generate_block(t) for t in generators.plan_blocks("binary", params)])
+    raw = pd.concat(
+        [generators.generate_block(t) for t in generators.plan_blocks("binary", params)]
+    )
     rows = raw.set_index("row_id").loc[scored["row_id"].to_numpy()].reset_index()
     rows_path, out_path = tmp_path / "rows.parquet", tmp_path / "scores.npy"
     rows.to_parquet(rows_path)
@@ -93,24 +97,47 @@ def test_same_rows_same_scores_in_a_fresh_process(storage: str, tmp_path: Path) 
 
 def test_bad_spec_fails_before_ray_with_field_path(tmp_path: Path) -> None:
     spec = tmp_path / "bad.yaml"
-    spec.write_text((TINY / "ranking.yaml").read_text().replace("num_boost_round: 30", "num_boost_rounds: 30"))
-    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:1"}  # would hang or fail loudly if Ray were contacted
+    spec.write_text(
+        (TINY / "ranking.yaml").read_text().replace("num_boost_round: 30", "num_boost_rounds: 30")
+    )
+    env = {
+        **os.environ,
+        "RAY_ADDRESS": "127.0.0.1:1",
+    }  # would hang or fail loudly if Ray were contacted
     for cmd in ("validate", "run"):
-        res = subprocess.run([sys.executable, "-m", "pipelines", cmd, str(spec)], capture_output=True, text=True,
-                             env=env, cwd=ROOT, timeout=60)
+        res = subprocess.run(
+            [sys.executable, "-m", "pipelines", cmd, str(spec)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=60,
+        )
         assert res.returncode == 2, res.stderr
         assert str(spec) in res.stderr and "models.0.num_boost_rounds" in res.stderr
 
 
-def test_spec_that_does_not_fit_the_cluster(storage: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["run", str(TINY / "ranking.yaml"), "--storage", storage,
-                 "models.0.scaling.num_workers=2", "models.0.scaling.use_gpu=true"])
+def test_spec_that_does_not_fit_the_cluster(
+    storage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "run",
+            str(TINY / "ranking.yaml"),
+            "--storage",
+            storage,
+            "models.0.scaling.num_workers=2",
+            "models.0.scaling.use_gpu=true",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "need GPU 2" in err and "use_gpu: false" in err
 
 
-def test_bad_data_fails_with_file_row_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_data_fails_with_file_row_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     csv = tmp_path / "d.csv"
     lines = ["num_0,label,row_id"] + [f"{i % 7},{i % 2},{i}" for i in range(200)]
     lines[42] = "oops,1,41"
@@ -119,7 +146,7 @@ def test_bad_data_fails_with_file_row_column(tmp_path: Path, capsys: pytest.Capt
     spec.write_text(f"""
 name: bad-data
 task: binary
-storage: {tmp_path / 'storage'}
+storage: {tmp_path / "storage"}
 data: {{source: {{uri: {csv}}}, keys: [row_id]}}
 features: {{numeric: [num_0]}}
 models: [{{num_boost_round: 5, scaling: {{num_workers: 0}}}}]

@@ -15,9 +15,23 @@ from components.validation import DataSchema, DataValidationError
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
-BINARY = DataSchema(task="binary", numeric=("num_0", "num_1"), categorical=("cat_0",), label="label",
-                    keys=("row_id",))
-FAIL = {r: "fail" for r in ("wrong_type", "null_label", "label_out_of_range", "missing_group", "missing_timestamp")}
+BINARY = DataSchema(
+    task="binary",
+    numeric=("num_0", "num_1"),
+    categorical=("cat_0",),
+    label="label",
+    keys=("row_id",),
+)
+FAIL = {
+    r: "fail"
+    for r in (
+        "wrong_type",
+        "null_label",
+        "label_out_of_range",
+        "missing_group",
+        "missing_timestamp",
+    )
+}
 QUARANTINE = dict.fromkeys(FAIL, "quarantine")
 
 
@@ -36,14 +50,18 @@ def test_generated_data_equals_pandas_path(tmp_path: Path) -> None:
     res = _ingest(src, BINARY, FAIL, tmp_path)
     assert res.inputs == 3 and res.rows_read == res.rows_used == 3000 and res.rows_quarantined == 0
     got = res.dataset.to_pandas().sort_values("row_id").reset_index(drop=True)
-    want = pd.concat([load_one(t, BINARY, {}) for t in read_tasks(src)]).drop(columns=["_rule", "_reason", "_ok"])
+    want = pd.concat([load_one(t, BINARY, {}) for t in read_tasks(src)]).drop(
+        columns=["_rule", "_reason", "_ok"]
+    )
     want = want.sort_values("row_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(_plain(got[want.columns]), _plain(want))
 
 
 def _plain(df: pd.DataFrame) -> pd.DataFrame:
     """Values only: Ray returns Arrow-backed dtypes (NA), pandas numpy ones (NaN)."""
-    return pd.DataFrame({c: [None if pd.isna(v) else v for v in df[c].tolist()] for c in df.columns})
+    return pd.DataFrame(
+        {c: [None if pd.isna(v) else v for v in df[c].tolist()] for c in df.columns}
+    )
 
 
 def _csv(tmp_path: Path, text: str, name: str = "d.csv") -> str:
@@ -71,12 +89,20 @@ def test_wrong_type_fails_naming_file_row_and_column(tmp_path: Path) -> None:
     with pytest.raises(DataValidationError) as e:
         _ingest(SourceConfig(path), BINARY, FAIL, tmp_path)
     msg = str(e.value)
-    assert f"{path}, row 3" in msg and "column 'num_1'" in msg and "'four'" in msg and "wrong_type" in msg
+    assert (
+        f"{path}, row 3" in msg
+        and "column 'num_1'" in msg
+        and "'four'" in msg
+        and "wrong_type" in msg
+    )
 
 
 @pytest.mark.parametrize(
     ("row", "rule", "needle"),
-    [("3,4,b,,2", "null_label", "label is missing"), ("3,4,b,7,2", "label_out_of_range", "not 0 or 1")],
+    [
+        ("3,4,b,,2", "null_label", "label is missing"),
+        ("3,4,b,7,2", "label_out_of_range", "not 0 or 1"),
+    ],
 )
 def test_bad_labels_fail(tmp_path: Path, row: str, rule: str, needle: str) -> None:
     path = _csv(tmp_path, GOOD_CSV.replace("3,4,b,1,2", row))
@@ -100,7 +126,9 @@ def test_missing_column_names_file_and_column(tmp_path: Path) -> None:
 
 
 def test_unexpected_column_when_strict(tmp_path: Path) -> None:
-    path = _csv(tmp_path, "num_0,num_1,cat_0,label,row_id,extra\n1,2,a,0,1,x\n3,4,b,1,2,y\n5,6,a,0,3,z\n")
+    path = _csv(
+        tmp_path, "num_0,num_1,cat_0,label,row_id,extra\n1,2,a,0,1,x\n3,4,b,1,2,y\n5,6,a,0,3,z\n"
+    )
     strict = DataSchema(**{**BINARY.__dict__, "unexpected_columns": "fail"})
     with pytest.raises(DataValidationError, match=r"unexpected column \['extra'\]"):
         _ingest(SourceConfig(path), strict, FAIL, tmp_path)
@@ -116,7 +144,7 @@ def test_empty_input(tmp_path: Path) -> None:
 def test_corrupt_file_is_named(tmp_path: Path) -> None:
     bad = tmp_path / "broken.parquet"
     bad.write_bytes(b"PAR1 this is not parquet")
-    with pytest.raises(SourceError, match="broken.parquet"):
+    with pytest.raises(SourceError, match=r"broken\.parquet"):
         _ingest(SourceConfig(str(bad)), BINARY, FAIL, tmp_path)
 
 
@@ -148,7 +176,9 @@ def test_libsvm_with_query_file(tmp_path: Path) -> None:
     lines = ["2 0:1.5 3:0.2", "0 1:0.7", "1 0:0.1 2:2.0 # a comment", "4 3:1.0"]
     (tmp_path / "r.svm").write_text("\n".join(lines) + "\n")
     (tmp_path / "r.svm.query").write_text("3\n1\n")
-    schema = DataSchema(task="ranking", numeric=("f0", "f1", "f2", "f3"), categorical=(), label="label", group="qid")
+    schema = DataSchema(
+        task="ranking", numeric=("f0", "f1", "f2", "f3"), categorical=(), label="label", group="qid"
+    )
     src = SourceConfig(str(tmp_path / "r.svm"), format="libsvm", read_options={"num_features": 4})
     df = _ingest(src, schema, FAIL, tmp_path).dataset.to_pandas().sort_values("_source_row")
     assert df["qid"].tolist() == [0, 0, 0, 1]

@@ -19,15 +19,21 @@ from components.validation import DataSchema
 pytestmark = pytest.mark.usefixtures("ray_session")
 
 FEATS = tuple(f"f{i}" for i in range(10))
-RANK = DataSchema(task="ranking", numeric=FEATS, categorical=(), label="label", group="qid", keys=("row_id",))
+RANK = DataSchema(
+    task="ranking", numeric=FEATS, categorical=(), label="label", group="qid", keys=("row_id",)
+)
 POLICIES: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
 def ranking_splits(tmp_path_factory: pytest.TempPathFactory) -> prepare.Splits:
-    src = SourceConfig("synthetic:ranking", params={"rows": 6000, "n_features": 10, "block_rows": 2000, "seed": 5})
+    src = SourceConfig(
+        "synthetic:ranking", params={"rows": 6000, "n_features": 10, "block_rows": 2000, "seed": 5}
+    )
     res = ingest(src, RANK, POLICIES, str(tmp_path_factory.mktemp("ingest")))
-    sp = prepare.split_dataset(res.dataset, SplitPlan("group", seed=0, train=0.7, valid=0.15), True, False)
+    sp = prepare.split_dataset(
+        res.dataset, SplitPlan("group", seed=0, train=0.7, valid=0.15), True, False
+    )
     sp.rows["ingested"] = res.rows_used
     return sp
 
@@ -48,7 +54,9 @@ def test_fit_features_through_ray_equals_pandas(ranking_splits: prepare.Splits) 
     via_pandas = fit_transform([partial_stats(ranking_splits.train.to_pandas(), config)], config)
     for a, b in zip(via_ray.numeric, via_pandas.numeric, strict=True):
         assert a.median == b.median  # exact: the same values, merged from per-block samples
-        assert a.mean == pytest.approx(b.mean, rel=1e-12) and a.std == pytest.approx(b.std, rel=1e-12)
+        assert a.mean == pytest.approx(b.mean, rel=1e-12) and a.std == pytest.approx(
+            b.std, rel=1e-12
+        )
 
 
 def test_shards_keep_queries_whole_and_drop_nothing(ranking_splits: prepare.Splits) -> None:
@@ -62,31 +70,52 @@ def _job(sp: prepare.Splits, workers: int) -> train_xgboost.XGBoostJob:
     transform = prepare.fit_features(sp.train, FeatureConfig(numeric=FEATS, categorical=()))
     params = xgboost_model.build_params("ranking", {"eta": 0.2}, "ndcg@10", None, False, nthread=1)
     return train_xgboost.XGBoostJob(
-        task="ranking", label="label", params=params, num_boost_round=20, early_stopping_rounds=5,
-        report_every=5, features_json=transform.to_json(), num_workers=workers,
+        task="ranking",
+        label="label",
+        params=params,
+        num_boost_round=20,
+        early_stopping_rounds=5,
+        report_every=5,
+        features_json=transform.to_json(),
+        num_workers=workers,
         resources_per_worker={"CPU": 0.5} if workers else None,
     )
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_xgboost_adapter_trains_and_scores(ranking_splits: prepare.Splits, tmp_path: Path, workers: int) -> None:
+def test_xgboost_adapter_trains_and_scores(
+    ranking_splits: prepare.Splits, tmp_path: Path, workers: int
+) -> None:
     sp = ranking_splits
     job = _job(sp, workers)
-    out = train_xgboost.fit(job, sp.train, sp.valid, str(tmp_path / "train"), run_name=f"t{workers}")
+    out = train_xgboost.fit(
+        job, sp.train, sp.valid, str(tmp_path / "train"), run_name=f"t{workers}"
+    )
     assert 1 <= out.rounds <= 20 and out.history and "valid-ndcg@10" in out.history[-1]
     if workers:  # local mode keeps no checkpoint on storage
         assert out.checkpoint_path and Path(out.checkpoint_path, "model.ubj").exists()
     # Bundle it and score the test split through Ray Data; compare with the pandas Predictor.
     meta = {"kind": "xgboost", "task": "ranking", "num_classes": None}
     bdir = tmp_path / "bundle"
-    bundle.write_bundle(bdir, {"model.json": __import__("json").dumps(meta).encode(), "model.ubj": out.model,
-                               "features.json": job.features_json.encode(), "schema.json": RANK.to_json().encode()})
-    scored = score.score_dataset(sp.test, str(bdir), ["label", "_group", "row_id"], actors=2, batch_size=500)
+    bundle.write_bundle(
+        bdir,
+        {
+            "model.json": __import__("json").dumps(meta).encode(),
+            "model.ubj": out.model,
+            "features.json": job.features_json.encode(),
+            "schema.json": RANK.to_json().encode(),
+        },
+    )
+    scored = score.score_dataset(
+        sp.test, str(bdir), ["label", "_group", "row_id"], actors=2, batch_size=500
+    )
     got = scored.to_pandas().sort_values("row_id").reset_index(drop=True)
     assert len(got) == sp.rows["test"]
     test_rows = sp.test.to_pandas().sort_values("row_id").reset_index(drop=True)
     want = Predictor.load(bdir).predict(test_rows)
     np.testing.assert_allclose(got["score"].to_numpy(), want, rtol=0, atol=1e-6)
     m = evaluation.evaluate("ranking", got, "label")
-    base = evaluation.baseline("ranking", pd.concat([got, test_rows[["_row_key"]]], axis=1), "label", 0.0)
+    base = evaluation.baseline(
+        "ranking", pd.concat([got, test_rows[["_row_key"]]], axis=1), "label", 0.0
+    )
     assert m["ndcg@10"] > base["ndcg@10"] + 0.05

@@ -354,6 +354,16 @@ def test_concurrent_publishes_non_local(tmp_path: Path, non_local: None) -> None
     assert [c for c in claims if ".claim-" not in c] == [str(v) for v in sorted(versions, key=str)]
 
 
+def test_non_local_publish_skips_a_crashed_claim(tmp_path: Path, non_local: None) -> None:
+    src = make_bundle(tmp_path)
+    claims = tmp_path / "storage/registry/m/.claims"
+    claims.mkdir(parents=True)
+    (claims / "1.claim-crashed").write_bytes(b"")  # a writer died between claim and create
+    reg = Registry(tmp_path / "storage")
+    assert reg.publish("m", src).version == 2
+    assert [v.version for v in reg.versions("m")] == [2]
+
+
 def test_registry_behind_a_uri(tmp_path: Path) -> None:
     src = make_bundle(tmp_path)
     reg = Registry(f"file://{tmp_path}/storage")

@@ -14,7 +14,9 @@ def test_fits() -> None:
 
 
 def test_gpu_that_does_not_exist() -> None:
-    problems = check_requests([WorkerRequest("models.0 (x)", 2, {"CPU": 1.0, "GPU": 1.0})], {"CPU": 4.0}, [{"CPU": 4.0}])
+    problems = check_requests(
+        [WorkerRequest("models.0 (x)", 2, {"CPU": 1.0, "GPU": 1.0})], {"CPU": 4.0}, [{"CPU": 4.0}]
+    )
     assert any("need GPU 2" in p and "has GPU 0" in p and "use_gpu: false" in p for p in problems)
 
 

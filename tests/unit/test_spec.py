@@ -96,7 +96,9 @@ def test_reserved_xgboost_params() -> None:
 
 
 def test_overrides_are_applied_and_validated(tmp_path: Path) -> None:
-    spec = load_spec(CONFIGS / "ranking.yaml", ["models.0.num_boost_round=7", "data.source.params.rows=500"])
+    spec = load_spec(
+        CONFIGS / "ranking.yaml", ["models.0.num_boost_round=7", "data.source.params.rows=500"]
+    )
     assert spec.models[0].num_boost_round == 7
     assert spec.data.source is not None and spec.data.source.params["rows"] == 500
     with pytest.raises(SpecError, match=r"models\.0\.num_boost_round"):

@@ -5,26 +5,41 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from components.splits import TEST, TRAIN, VALID, SplitPlan, assign_splits, split_unit, stratified_cuts
+from components.splits import (
+    TEST,
+    TRAIN,
+    VALID,
+    SplitPlan,
+    assign_splits,
+    split_unit,
+    stratified_cuts,
+)
 from components.validation import row_keys
 
 
 def rows(n: int = 20_000, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "_row_key": row_keys(pd.Series(["f.parquet"] * n), pd.Series(np.arange(n))),
-        "_group": rng.integers(0, 2000, n),
-        "label": (rng.random(n) < 0.07).astype(float),
-        "_ts": np.arange(n, dtype=float),
-    })
+    return pd.DataFrame(
+        {
+            "_row_key": row_keys(pd.Series(["f.parquet"] * n), pd.Series(np.arange(n))),
+            "_group": rng.integers(0, 2000, n),
+            "label": (rng.random(n) < 0.07).astype(float),
+            "_ts": np.arange(n, dtype=float),
+        }
+    )
 
 
 def test_random_split_is_reproducible_and_seeded() -> None:
     df = rows()
     plan = SplitPlan("random", seed=1, train=0.8, valid=0.1)
-    a, b = assign_splits(df, plan), assign_splits(df.sample(frac=1, random_state=3).sort_index(), plan)
+    a, b = (
+        assign_splits(df, plan),
+        assign_splits(df.sample(frac=1, random_state=3).sort_index(), plan),
+    )
     np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(a, assign_splits(df, SplitPlan("random", seed=2, train=0.8, valid=0.1)))
+    assert not np.array_equal(
+        a, assign_splits(df, SplitPlan("random", seed=2, train=0.8, valid=0.1))
+    )
     frac = np.bincount(a, minlength=3) / len(a)
     np.testing.assert_allclose(frac, [0.8, 0.1, 0.1], atol=0.015)
 
@@ -40,8 +55,12 @@ def test_stratified_split_is_exact_per_class() -> None:
         assert (s[m] == TRAIN).sum() == int(n * 0.8)
         assert (s[m] == VALID).sum() == int(n * 0.9) - int(n * 0.8)
     # Blocks assigned separately give the same answer as the whole frame.
-    parts = np.concatenate([assign_splits(df.iloc[i : i + 5000], SplitPlan("random", 0, 0.8, 0.1, cuts))
-                            for i in range(0, len(df), 5000)])
+    parts = np.concatenate(
+        [
+            assign_splits(df.iloc[i : i + 5000], SplitPlan("random", 0, 0.8, 0.1, cuts))
+            for i in range(0, len(df), 5000)
+        ]
+    )
     np.testing.assert_array_equal(parts, s)
 
 

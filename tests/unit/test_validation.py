@@ -28,7 +28,9 @@ def frame(**cols) -> pd.DataFrame:
 
 
 def test_good_rows_are_typed_and_unmarked() -> None:
-    out = coerce_frame(frame(x=["1.5", "2", None], c=[1.0, "b", None], y=["0", "1", "1"]), schema(), "f")
+    out = coerce_frame(
+        frame(x=["1.5", "2", None], c=[1.0, "b", None], y=["0", "1", "1"]), schema(), "f"
+    )
     assert out["x"].tolist()[:2] == [1.5, 2.0] and np.isnan(out["x"].iloc[2])
     assert out["c"].tolist()[:2] == ["1", "b"] and pd.isna(out["c"].iloc[2])
     assert out["y"].tolist() == [0.0, 1.0, 1.0]
@@ -84,8 +86,16 @@ def test_string_group_ids_hash_stably() -> None:
 
 def test_timestamps_numbers_and_iso_strings() -> None:
     s = schema(timestamp="t")
-    out = coerce_frame(frame(x=[1, 2, 3, 4], c=["a"] * 4, y=[0, 1, 0, 1],
-                             t=["1767225600", "2026-01-01T00:00:00Z", "yesterday", None]), s, "f")
+    out = coerce_frame(
+        frame(
+            x=[1, 2, 3, 4],
+            c=["a"] * 4,
+            y=[0, 1, 0, 1],
+            t=["1767225600", "2026-01-01T00:00:00Z", "yesterday", None],
+        ),
+        s,
+        "f",
+    )
     assert out["_ts"].iloc[0] == out["_ts"].iloc[1] == 1767225600.0
     assert rules(out) == [None, None, "wrong_type", "missing_timestamp"]
 
