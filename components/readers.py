@@ -531,6 +531,9 @@ def _read_libsvm(
     if not keep.all():
         lines = lines.filter(pa.array(keep))
     n = len(lines)
+    if n == 0:
+        empty = np.zeros((0, o.num_features or 0))
+        return _libsvm_frame(path, o, fs, inner, np.zeros(0), None, empty), line_no
     toks = pc.ascii_split_whitespace(lines)
     row_off = toks.offsets.to_numpy().astype(np.int64)
     flat = toks.flatten()
@@ -587,6 +590,8 @@ def _read_libsvm(
         k = i // 2
         if not is_feat[k]:
             raise bad(k, "the label must be a number") from None
+        if np.any(feat[is_qid] == k):
+            raise bad(k, "qid:<integer> expected") from None
         raise bad(
             k, "the value must be a number" if i % 2 else "the index must be an integer"
         ) from None
@@ -638,21 +643,34 @@ def _read_libsvm(
     matrix = np.zeros((n, nf), dtype=np.float64)
     matrix[row_of, col] = pairs[feat, 1]
 
+    return _libsvm_frame(path, o, fs, inner, label, qid, matrix), line_no
+
+
+def _libsvm_frame(
+    path: str,
+    o: ReadOptions,
+    fs: pafs.FileSystem,
+    inner: str,
+    label: np.ndarray,
+    qid: np.ndarray | None,
+    matrix: np.ndarray,
+) -> pd.DataFrame:
+    """label, qid (from the tokens or the sidecar query file) and the feature columns."""
+    n, nf = matrix.shape
     if o.query_file_suffix:
         sizes = _query_sizes(path, o.query_file_suffix, fs, inner, has_qid=qid is not None)
         if sizes is not None:
             if int(sizes.sum()) != n:
                 raise SourceError(
-                    f"{_sidecar_name(path, o.query_file_suffix)}: query sizes sum to {int(sizes.sum())} "
-                    f"but {path} has {n} rows"
+                    f"{_sidecar_name(path, o.query_file_suffix)}: query sizes sum to "
+                    f"{int(sizes.sum())} but {path} has {n} rows"
                 )
             qid = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
-
     frame = pd.DataFrame(matrix, columns=[f"{o.feature_prefix}{j}" for j in range(nf)], copy=False)
     if qid is not None:
         frame.insert(0, "qid", qid)
     frame.insert(0, "label", label)
-    return frame, line_no
+    return frame
 
 
 def _sidecar_name(path: str, suffix: str) -> str:

@@ -139,7 +139,7 @@ def test_generator_specific_column_names() -> None:
     assert ctr["categorical"] == [f"C{i}" for i in range(1, 27)]
 
 
-# --------------------------------------------------------------------------- label and value statistics
+# --------------------------------------------------------------------------- labels and values
 
 
 def test_label_ranges_and_rates(learn_frames: dict[str, pd.DataFrame]) -> None:
@@ -195,9 +195,9 @@ def test_ctr_categoricals_are_hex_high_cardinality_and_zipf_like(
 ) -> None:
     c1 = learn_frames["ctr"]["C1"].dropna()
     assert c1.str.fullmatch(r"[0-9a-f]{8}").all()
-    freq = c1.value_counts(normalize=True)
-    assert freq.iloc[0] > 0.01  # a frequent head ...
-    assert c1.nunique() > 2000 and (freq * len(c1) == 1).sum() > 1000  # ... and a long rare tail
+    counts = c1.value_counts()
+    assert counts.iloc[0] > 0.01 * len(c1)  # a frequent head ...
+    assert len(counts) > 1000 and (counts == 1).sum() > 500  # ... and a long tail of rare values
     small = frame("ctr", rows=5000, cardinality=30)
     assert small["C5"].nunique() <= 30
 
@@ -307,7 +307,7 @@ def test_ctr_is_learnable(learn_frames: dict[str, pd.DataFrame]) -> None:
 
 
 def _mean_ndcg10(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:
-    """Mean NDCG@10 over queries, gains 2**rel - 1 (skips one-row queries and those with no gain)."""
+    """Mean NDCG@10 over queries, gains 2**rel - 1 (one-row and no-gain queries skipped)."""
     values = []
     for idx in pd.Series(np.arange(len(groups))).groupby(groups).indices.values():
         rel = labels[idx]

@@ -1,0 +1,446 @@
+"""Readers: every format round-trips with the right file and line per row; bad inputs are named."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components import readers
+from components.readers import (
+    FORMATS,
+    ReadOptions,
+    SourceError,
+    detect_format,
+    list_files,
+    read_file,
+)
+
+CSV = ReadOptions(format="csv")
+JSONL = ReadOptions(format="jsonl")
+PARQUET = ReadOptions(format="parquet")
+LIBSVM = ReadOptions(format="libsvm")
+
+
+def write(path: Path, text: str | bytes) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_bytes(text.encode())
+    return str(path)
+
+
+def data(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=["_source_file", "_source_row"])
+
+
+def rows(frame: pd.DataFrame) -> list[int]:
+    assert frame["_source_row"].dtype == np.int64
+    return frame["_source_row"].tolist()
+
+
+# --- round trips -----------------------------------------------------------------------------
+
+
+def test_parquet_round_trip_keeps_types(tmp_path: Path) -> None:
+    want = pd.DataFrame({"x": [1.5, 2.5, np.nan], "n": [1, 2, 3], "c": ["a", None, "c"]})
+    path = str(tmp_path / "d.parquet")
+    want.to_parquet(path)
+    got = read_file(path, PARQUET)
+    pd.testing.assert_frame_equal(data(got), want)
+    assert rows(got) == [1, 2, 3]
+    assert set(got["_source_file"]) == {path}
+
+
+def test_parquet_stored_index_becomes_a_column(tmp_path: Path) -> None:
+    path = str(tmp_path / "d.parquet")
+    pd.DataFrame({"x": [1, 2]}, index=pd.Index([7, 9], name="key")).to_parquet(path)
+    got = read_file(path, PARQUET)
+    assert list(got.columns[:2]) == ["key", "x"] and got["key"].tolist() == [7, 9]
+
+
+def test_csv_with_header_reads_strings_and_line_numbers(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.csv", "a,b,c\n1,x,2.5\n\n3,y,\n")
+    got = read_file(path, CSV)
+    assert list(data(got).columns) == ["a", "b", "c"]
+    assert got["a"].tolist() == ["1", "3"] and got["b"].tolist() == ["x", "y"]
+    assert got["c"].iloc[0] == "2.5" and pd.isna(got["c"].iloc[1])
+    assert rows(got) == [2, 4]  # the header is line 1; the blank line 3 keeps its number
+
+
+def test_csv_without_header_needs_names(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.csv", "1,2\n3,4\n")
+    got = read_file(path, ReadOptions(format="csv", header=False, column_names=("p", "q")))
+    assert data(got).to_dict("list") == {"p": ["1", "3"], "q": ["2", "4"]}
+    assert rows(got) == [1, 2]
+    with pytest.raises(ValueError, match="column_names is required"):
+        ReadOptions(format="csv", header=False)
+
+
+def test_csv_names_replace_the_header(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.csv", "a,b\n1,2\n")
+    got = read_file(path, ReadOptions(format="csv", column_names=("x", "y")))
+    assert data(got).to_dict("list") == {"x": ["1"], "y": ["2"]} and rows(got) == [2]
+    with pytest.raises(SourceError, match=r"d\.csv, line 1: 2 fields but 3 column_names"):
+        read_file(path, ReadOptions(format="csv", column_names=("x", "y", "z")))
+
+
+def test_csv_custom_delimiter_and_null_markers(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.tsv", "a\tb\n1\t-\n-\tNA\n")
+    got = read_file(path, ReadOptions(format="csv", delimiter="\t", null_values=("-",)))
+    assert got["a"].tolist()[0] == "1" and pd.isna(got["a"].iloc[1])
+    assert pd.isna(got["b"].iloc[0]) and got["b"].iloc[1] == "NA"  # NA is not a marker here
+
+
+def test_csv_crlf_spaces_and_trailing_dots_like_uci_adult(tmp_path: Path) -> None:
+    text = "39, State-gov, 77516, >50K.\r\n50, ?, 83311, <=50K\r\n\r\n38, Private, 215646, >50K\r\n"
+    path = write(tmp_path / "adult.data", text)
+    opts = ReadOptions(
+        format="csv", header=False, column_names=("age", "workclass", "fnlwgt", "label")
+    )
+    got = read_file(path, opts)
+    assert got["age"].tolist() == ["39", "50", "38"]
+    assert got["workclass"].iloc[0] == "State-gov" and pd.isna(got["workclass"].iloc[1])
+    assert got["label"].tolist() == [">50K.", "<=50K", ">50K"]
+    assert rows(got) == [1, 2, 4]
+
+
+def test_csv_quoted_fields_use_the_exact_parser(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.csv", 'id,text\n1, "a, b"\n2,"two\nlines"\n3,""\n')
+    got = read_file(path, CSV)
+    assert got["text"].tolist()[:2] == ["a, b", "two\nlines"] and pd.isna(got["text"].iloc[2])
+    assert rows(got) == [2, 3, 5]
+
+
+def test_csv_without_skipping_spaces_keeps_them(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.csv", "a, b\n1, 2\n")
+    got = read_file(path, ReadOptions(format="csv", skip_initial_space=False))
+    assert list(data(got).columns) == ["a", "b"] and got["b"].tolist() == [" 2"]
+
+
+def test_csv_fast_and_exact_parsers_agree(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    lines = ["k,v,w"] + [
+        f"{i}, {rng.choice(['x', 'NA', '', 'y z'])},{rng.random():.3f}" for i in range(500)
+    ]
+    plain = "\r\n".join(lines) + "\r\n"
+    fast = read_file(write(tmp_path / "plain.csv", plain), CSV)
+    # a quote anywhere sends the file to the Python parser; the quoted field reads the same
+    exact = read_file(write(tmp_path / "quoted.csv", plain.replace("k,v,w", 'k,v,"w"')), CSV)
+    pd.testing.assert_frame_equal(data(fast), data(exact))
+    assert rows(fast) == rows(exact) == list(range(2, 502))
+
+
+def test_gzip_csv(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv.gz"
+    path.write_bytes(gzip.compress(b"a,b\n1,2\n"))
+    assert detect_format(str(path)) == "csv"
+    assert read_file(str(path), CSV)["b"].tolist() == ["2"]
+
+
+def test_jsonl_round_trip(tmp_path: Path) -> None:
+    text = '{"a": 1, "b": "x"}\n\n{"a": 2, "b": null}\r\n  \n{"a": 3, "b": "z"}\n'
+    got = read_file(write(tmp_path / "d.jsonl", text), JSONL)
+    assert got["a"].tolist() == [1, 2, 3]
+    assert got["b"].tolist()[0] == "x" and pd.isna(got["b"].iloc[1])
+    assert rows(got) == [1, 3, 5]
+
+
+def test_jsonl_mixed_types_still_read(tmp_path: Path) -> None:
+    got = read_file(write(tmp_path / "d.jsonl", '{"a": 1}\n{"a": "two"}\n'), JSONL)
+    assert got["a"].tolist() == [1, "two"] and rows(got) == [1, 2]
+
+
+def test_libsvm_with_qid_comments_and_blank_lines(tmp_path: Path) -> None:
+    text = "# header comment\n2 qid:7 0:1.5 3:-2e-1 # note\n\n0 qid:7 1:0.7\n1 qid:9 2:3\n"
+    got = read_file(write(tmp_path / "r.svm", text), LIBSVM)
+    assert list(data(got).columns) == ["label", "qid", "f0", "f1", "f2", "f3"]
+    assert got["label"].dtype == np.float64 and got["qid"].dtype == np.int64
+    assert got["label"].tolist() == [2.0, 0.0, 1.0] and got["qid"].tolist() == [7, 7, 9]
+    np.testing.assert_array_equal(
+        got[["f0", "f1", "f2", "f3"]].to_numpy(), [[1.5, 0, 0, -0.2], [0, 0.7, 0, 0], [0, 0, 3, 0]]
+    )
+    assert rows(got) == [2, 4, 5]
+
+
+def test_libsvm_one_based_fixed_width_prefix(tmp_path: Path) -> None:
+    path = write(tmp_path / "r.libsvm", "1 1:0.5 3:1\r\n0 2:2\r\n")
+    got = read_file(
+        path, ReadOptions(format="libsvm", zero_based=False, num_features=5, feature_prefix="x")
+    )
+    assert list(data(got).columns) == ["label", "x0", "x1", "x2", "x3", "x4"]
+    assert (
+        got["x0"].tolist() == [0.5, 0.0]
+        and got["x2"].tolist() == [1.0, 0.0]
+        and got["x1"].tolist() == [0, 2]
+    )
+    with pytest.raises(SourceError, match=r"r\.libsvm, line 1: feature index 0 is below 1"):
+        read_file(
+            write(tmp_path / "r.libsvm", "1 0:1\n"), ReadOptions(format="libsvm", zero_based=False)
+        )
+
+
+def test_libsvm_sidecar_query_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "r.svm", "2 0:1.5 3:0.2\n0 1:0.7\n1 0:0.1 2:2.0 # c\n4 3:1.0\n")
+    write(tmp_path / "r.svm.query", "3\n1\n")
+    got = read_file(path, LIBSVM)
+    assert got["qid"].tolist() == [0, 0, 0, 1] and list(data(got).columns[:2]) == ["label", "qid"]
+    assert "qid" not in read_file(path, ReadOptions(format="libsvm", query_file_suffix=None))
+
+
+def test_libsvm_num_features_pads_absent_columns(tmp_path: Path) -> None:
+    got = read_file(
+        write(tmp_path / "r.svm", "1 0:1\n0\n"), ReadOptions(format="libsvm", num_features=3)
+    )
+    assert list(data(got).columns) == ["label", "f0", "f1", "f2"]
+    assert got[["f0", "f1", "f2"]].to_numpy().tolist() == [[1, 0, 0], [0, 0, 0]]
+
+
+# --- listing ---------------------------------------------------------------------------------
+
+
+def test_directory_listing_is_recursive_sorted_and_skips_hidden(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    for name in (
+        "b.csv",
+        "a.parquet",
+        "sub/c.jsonl",
+        "r.svm",
+        "r.svm.query",
+        "_SUCCESS",
+        ".hidden.csv",
+        ".cache/x.csv",
+        "_temporary/y.csv",
+        "README",
+    ):
+        write(root / name, "x")
+    got = list_files(str(root), None)
+    assert got == [
+        (str(root / "a.parquet"), "parquet"),
+        (str(root / "b.csv"), "csv"),
+        (str(root / "r.svm"), "libsvm"),
+        (str(root / "sub" / "c.jsonl"), "jsonl"),
+    ]
+    explicit = list_files(str(root), "csv")  # a given format takes every visible file but sidecars
+    assert [os.path.basename(p) for p, _ in explicit] == [
+        "README",
+        "a.parquet",
+        "b.csv",
+        "r.svm",
+        "c.jsonl",
+    ]
+    assert {f for _, f in explicit} == {"csv"}
+
+
+def test_glob_patterns(tmp_path: Path) -> None:
+    for name in (
+        "d/part-0.csv",
+        "d/part-1.csv",
+        "d/x/part-2.csv",
+        "d/x/y/part-3.csv",
+        "d/other.csv",
+        "d/p.parquet",
+    ):
+        write(tmp_path / name, "a\n1\n")
+
+    def names(pattern: str) -> list[str]:
+        return [os.path.relpath(p, tmp_path) for p, _ in list_files(str(tmp_path / pattern), None)]
+
+    assert names("d/*.csv") == ["d/other.csv", "d/part-0.csv", "d/part-1.csv"]
+    assert names("d/**/part-*.csv") == [
+        "d/part-0.csv",
+        "d/part-1.csv",
+        "d/x/part-2.csv",
+        "d/x/y/part-3.csv",
+    ]
+    assert names("d/*/part-?.csv") == ["d/x/part-2.csv"]
+    assert names("d/part-[1].csv") == ["d/part-1.csv"]
+    assert names("d/*") == ["d/other.csv", "d/p.parquet", "d/part-0.csv", "d/part-1.csv"]
+
+
+def test_file_uri(tmp_path: Path) -> None:
+    path = write(tmp_path / "d" / "a.csv", "k\n1\n2\n")
+    write(tmp_path / "d" / "b.csv", "k\n3\n")
+    uri = (tmp_path / "d").as_uri()
+    files = list_files(uri, None)
+    assert files == [(f"{uri}/a.csv", "csv"), (f"{uri}/b.csv", "csv")]
+    assert list_files(f"{uri}/*.csv", None) == files
+    got = read_file(files[0][0], CSV)
+    assert got["k"].tolist() == ["1", "2"] and rows(got) == [2, 3]
+    assert set(got["_source_file"]) == {f"{uri}/a.csv"}
+    assert list_files(Path(path).as_uri(), "csv") == [(Path(path).as_uri(), "csv")]
+
+
+def test_single_file_and_detect_format(tmp_path: Path) -> None:
+    path = write(tmp_path / "rank.train", "1 1:1\n")
+    assert list_files(path, "libsvm") == [(path, "libsvm")]
+    expected = {
+        "a.parquet": "parquet",
+        "a.PQ": "parquet",
+        "a.tsv": "csv",
+        "a.ndjson": "jsonl",
+        "a.json": "jsonl",
+        "a.svm": "libsvm",
+        "a.libsvm.gz": "libsvm",
+        "s3://b/k/a.csv": "csv",
+    }
+    for name, fmt in expected.items():
+        assert detect_format(name) == fmt and fmt in FORMATS
+
+
+# --- bad inputs: the message names the file (and the line) ---------------------------------
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nowhere")
+    with pytest.raises(SourceError, match=f"{missing}: no such file or directory"):
+        list_files(missing, None)
+    with pytest.raises(SourceError, match=r"no input files match .*nowhere/\*\.csv"):
+        list_files(missing + "/*.csv", None)
+    with pytest.raises(SourceError, match=f"{missing}/x.csv: cannot read as csv"):
+        read_file(missing + "/x.csv", CSV)
+
+
+def test_empty_directory_and_unmatched_glob(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match=f"no input files match {tmp_path / 'empty'}"):
+        list_files(str(tmp_path / "empty"), None)
+    write(tmp_path / "d" / "notes.txt", "x")
+    with pytest.raises(
+        SourceError, match=r"no input files match .*/d .*unknown extension.*notes\.txt"
+    ):
+        list_files(str(tmp_path / "d"), None)
+    with pytest.raises(SourceError, match=r"no input files match .*\*\.parquet"):
+        list_files(str(tmp_path / "d" / "*.parquet"), None)
+
+
+def test_corrupt_parquet(tmp_path: Path) -> None:
+    path = write(tmp_path / "broken.parquet", b"PAR1 this is not parquet")
+    with pytest.raises(SourceError, match=r"broken\.parquet: cannot read as parquet: ") as e:
+        read_file(path, PARQUET)
+    assert "Traceback" not in str(e.value)
+    good = tmp_path / "good.parquet"
+    pd.DataFrame({"x": range(1000)}).to_parquet(good)
+    truncated = write(tmp_path / "truncated.parquet", good.read_bytes()[:-100])
+    with pytest.raises(SourceError, match=r"truncated\.parquet: cannot read as parquet"):
+        read_file(truncated, PARQUET)
+
+
+def test_binary_garbage_in_csv(tmp_path: Path) -> None:
+    path = write(tmp_path / "bin.csv", b"a,b\n1,2\n\x89PNG\xff\xfe\x00,\x01\n")
+    with pytest.raises(SourceError, match=r"bin\.csv: cannot read as csv: not UTF-8 text \(line 3"):
+        read_file(path, CSV)
+
+
+def test_csv_wrong_field_count_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.csv", "a,b\n1,2\n\n3,4,5\n")
+    with pytest.raises(
+        SourceError, match=r"d\.csv, line 4: expected 2 fields \(as on line 1\), got 3"
+    ):
+        read_file(path, CSV)
+    with pytest.raises(SourceError, match=r"empty\.csv: cannot read as csv: the file is empty"):
+        read_file(write(tmp_path / "empty.csv", ""), CSV)
+
+
+def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path / "secret.csv", "a\n1\n")
+    if os.geteuid() == 0:  # root reads files whatever their mode: fail the open instead
+
+        def denied(*_: object) -> bytes:
+            raise PermissionError(13, "Permission denied", path)
+
+        monkeypatch.setattr(readers, "_read_bytes", denied)
+    else:
+        os.chmod(path, 0)
+    with pytest.raises(
+        SourceError, match=r"secret\.csv: cannot read as csv: .*[Pp]ermission denied"
+    ):
+        read_file(path, CSV)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "token", "what"),
+    [
+        ("1 0:1\n\n0 1:abc\n", 3, "1:abc", "the value must be a number"),
+        ("1 0:1\n0 1-2\n", 2, "1-2", "index:value expected"),
+        ("1 0:1\nyes 1:2\n", 2, "yes", "the label must be a number"),
+        ("1 x:1\n", 1, "x:1", "the index must be an integer"),
+        ("1 2.5:1\n", 1, "2.5:1", "the index must be an integer"),
+        ("1 qid:a 0:1\n", 1, "qid:a", r"qid:<integer> expected"),
+        ("1 qid:1.5 0:1\n", 1, "qid:1.5", r"qid:<integer> expected"),
+    ],
+)
+def test_malformed_libsvm_token(
+    tmp_path: Path, text: str, line: int, token: str, what: str
+) -> None:
+    path = write(tmp_path / "bad.svm", text)
+    with pytest.raises(
+        SourceError, match=rf"bad\.svm, line {line}: cannot parse '{token}' \(({what})"
+    ) as e:
+        read_file(path, LIBSVM)
+    assert str(e.value).startswith(path)
+
+
+def test_libsvm_index_out_of_range(tmp_path: Path) -> None:
+    path = write(tmp_path / "r.svm", "1 0:1\n0 9:1\n")
+    with pytest.raises(
+        SourceError, match=r"r\.svm, line 2: feature index 9 is out of range for num_features=4"
+    ):
+        read_file(path, ReadOptions(format="libsvm", num_features=4))
+
+
+def test_libsvm_qid_on_some_lines_only(tmp_path: Path) -> None:
+    path = write(tmp_path / "r.svm", "1 qid:1 0:1\n0 1:1\n")
+    with pytest.raises(SourceError, match=r"r\.svm, line 2: no qid: token"):
+        read_file(path, LIBSVM)
+
+
+def test_sidecar_sum_mismatch_names_both_files(tmp_path: Path) -> None:
+    path = write(tmp_path / "r.svm", "1 0:1\n0 1:1\n1 0:2\n")
+    query = write(tmp_path / "r.svm.query", "2\n2\n")
+    with pytest.raises(SourceError) as e:
+        read_file(path, LIBSVM)
+    assert str(e.value) == f"{query}: query sizes sum to 4 but {path} has 3 rows"
+    write(tmp_path / "r.svm.query", "2\nx\n")
+    with pytest.raises(SourceError, match=r"r\.svm\.query, line 2: cannot parse 'x'"):
+        read_file(path, LIBSVM)
+
+
+def test_malformed_json_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.jsonl", '{"a": 1}\n\n{"a": 2,,}\n{"a": 3}\n')
+    with pytest.raises(SourceError, match=r"d\.jsonl, line 3: cannot parse JSON"):
+        read_file(path, JSONL)
+    path = write(tmp_path / "e.jsonl", '{"a": 1}\n[1, 2]\n')
+    with pytest.raises(SourceError, match=r"e\.jsonl, line 2: expected a JSON object, got list"):
+        read_file(path, JSONL)
+
+
+def test_unknown_extension(tmp_path: Path) -> None:
+    path = write(tmp_path / "data.xlsx", "x")
+    with pytest.raises(SourceError, match=r"data\.xlsx: cannot tell the format .*\.parquet"):
+        list_files(path, None)
+    with pytest.raises(SourceError, match=r"x\.parquet\.gz: cannot tell the format"):
+        detect_format("x.parquet.gz")
+
+
+def test_reserved_column_in_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.csv", "a,_source_row\n1,2\n")
+    with pytest.raises(
+        SourceError, match=r"d\.csv: the file has the reserved column\(s\) \['_source_row'\]"
+    ):
+        read_file(path, CSV)
+
+
+def test_bad_options() -> None:
+    with pytest.raises(ValueError, match="unknown format"):
+        ReadOptions(format="xls")
+    with pytest.raises(ValueError, match="delimiter"):
+        ReadOptions(format="csv", delimiter=";;")
+    with pytest.raises(ValueError, match="unknown format"):
+        list_files(".", "xls")
+    assert ReadOptions(format="csv", column_names=["a", "b"]).column_names == ("a", "b")  # type: ignore[arg-type]
