@@ -571,9 +571,11 @@ def _read_libsvm(
     mid[feat] = colons - lo - removed[feat]
     offsets = np.empty(2 * ntok + 1, dtype=np.int64)
     offsets[0:-1:2], offsets[1::2], offsets[-1] = s - lo - removed, mid, len(compact)
-    fstart = s[feat]
-    is_qid = (colons - fstart == 3) & (tdata[fstart] == ord("q")) & (tdata[fstart + 1] == ord("i"))
-    is_qid &= tdata[fstart + 2] == ord("d")
+    is_qid = np.zeros(len(feat), dtype=bool)
+    maybe = np.flatnonzero(colons - s[feat] == 3)
+    maybe = maybe[tdata[s[feat[maybe]]] == ord("q")]
+    at = s[feat[maybe]]
+    is_qid[maybe[(tdata[at + 1] == ord("i")) & (tdata[at + 2] == ord("d"))]] = True
     valid = np.ones(2 * ntok, dtype=bool)
     valid[2 * first + 1] = False
     valid[2 * feat[is_qid]] = False

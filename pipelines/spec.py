@@ -35,7 +35,7 @@ class _Strict(BaseModel):
 class CsvOptions(_Strict):
     header: bool = True
     column_names: list[str] | None = None
-    delimiter: str = ","
+    delimiter: str | None = None  # None: tab for .tsv files, comma otherwise
     null_values: list[str] = Field(default_factory=lambda: ["", "NA", "null", "?"])
     skip_initial_space: bool = True
 

@@ -27,6 +27,18 @@ from components import generators, readers
 from components.validation import DataSchema, DataValidationError, coerce_frame, describe_bad_rows
 
 DROP_AFTER_CHECK = ["_rule", "_reason", "_ok"]
+QID_FILE_STRIDE = 1_000_000_000
+
+
+def _exists(path: str) -> bool:
+    import pyarrow.fs
+
+    fs, inner = (
+        pyarrow.fs.FileSystem.from_uri(path)
+        if "://" in path
+        else (pyarrow.fs.LocalFileSystem(), path)
+    )
+    return bool(fs.get_file_info(inner).type != pyarrow.fs.FileType.NotFound)
 
 
 @dataclass(frozen=True)
@@ -62,7 +74,9 @@ def read_tasks(source: SourceConfig) -> list[dict[str, Any]]:
         return [
             {"block": dataclasses.asdict(t)} for t in generators.plan_blocks(kind, source.params)
         ]
-    return [{"path": p, "format": f} for p, f in readers.list_files(source.uri, source.format)]
+    suffix = source.read_options.get("query_file_suffix", ".query")
+    files = readers.list_files(source.uri, source.format, query_file_suffix=suffix)
+    return [{"path": p, "format": f, "index": i} for i, (p, f) in enumerate(files)]
 
 
 def fingerprint(source: SourceConfig, tasks: list[dict[str, Any]]) -> str:
@@ -91,7 +105,14 @@ def load_one(
         frame["_source_row"] = np.arange(1, len(frame) + 1, dtype=np.int64)
     else:
         name = task["path"]
-        frame = readers.read_file(name, readers.ReadOptions(format=task["format"], **read_options))
+        opts = dict(read_options)
+        if opts.get("delimiter") is None:  # by extension: tab for .tsv, else comma
+            opts["delimiter"] = "\t" if name.lower().removesuffix(".gz").endswith(".tsv") else ","
+        frame = readers.read_file(name, readers.ReadOptions(format=task["format"], **opts))
+        suffix = opts.get("query_file_suffix", ".query")
+        if task["format"] == "libsvm" and suffix and "qid" in frame and _exists(name + suffix):
+            # Sidecar query files number queries from 0 in every file: keep them apart.
+            frame["qid"] = frame["qid"] + task["index"] * QID_FILE_STRIDE
     out = coerce_frame(frame, schema, source=name)
     out["_ok"] = out["_rule"].isna()
     return out

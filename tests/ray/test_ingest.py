@@ -184,3 +184,20 @@ def test_libsvm_with_query_file(tmp_path: Path) -> None:
     assert df["qid"].tolist() == [0, 0, 0, 1]
     np.testing.assert_allclose(df["f0"], [1.5, 0.0, 0.1, 0.0])
     assert df["label"].tolist() == [2, 0, 1, 4]
+
+
+def test_sidecar_queries_of_different_files_stay_apart(tmp_path: Path) -> None:
+    for name in ("a.svm", "b.svm"):
+        (tmp_path / name).write_text("1 0:1.0\n0 0:2.0\n")
+        (tmp_path / f"{name}.query").write_text("2\n")
+    schema = DataSchema(task="ranking", numeric=("f0",), categorical=(), label="label", group="qid")
+    src = SourceConfig(str(tmp_path), format="libsvm", read_options={"num_features": 1})
+    df = _ingest(src, schema, FAIL, tmp_path).dataset.to_pandas()
+    assert df.groupby("_source_file")["_group"].nunique().tolist() == [1, 1]
+    assert df["_group"].nunique() == 2
+
+
+def test_tsv_is_tab_separated_by_default(tmp_path: Path) -> None:
+    path = _csv(tmp_path, GOOD_CSV.replace(",", "\t"), name="d.tsv")
+    opts = {"delimiter": None}
+    assert _ingest(SourceConfig(path, read_options=opts), BINARY, FAIL, tmp_path).rows_used == 3
