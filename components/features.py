@@ -124,9 +124,9 @@ class FeatureTransform:
 
     def codes(self, p: CategoricalParams, values: pd.Series) -> np.ndarray:
         """Integer codes of one categorical column (0 = missing or out of vocabulary)."""
-        raw = values.to_numpy(dtype=object)
+        raw = categorical_strings(values)
         missing = pd.isna(raw)
-        text = np.where(missing, "", raw).astype(str).astype(object)
+        text = np.where(missing, "", raw).astype(object)
         if p.encoding == "vocab":
             codes = self._index(p).get_indexer(pd.Index(text, dtype=object)) + 1
         else:
@@ -164,6 +164,28 @@ class FeatureTransform:
         )
 
 
+def categorical_strings(raw: pd.Series) -> np.ndarray:
+    """Categorical values as strings, the same at ingest and at serving time.
+
+    Integral floats print like integers (3.0 -> "3": a CSV or JSON reader may have parsed an id
+    as a float); nulls stay None.
+    """
+    missing = raw.isna().to_numpy()
+    if pd.api.types.is_float_dtype(raw.dtype):
+        vals = raw.to_numpy(dtype=np.float64, na_value=np.nan)
+        integral = ~missing & np.isfinite(vals) & (np.mod(np.nan_to_num(vals), 1) == 0)
+        text = vals.astype(str).astype(object)
+        text[integral] = vals[integral].astype(np.int64).astype(str)
+    else:
+        values = raw.to_numpy(dtype=object)
+        text = raw.astype(str).to_numpy(dtype=object)
+        if raw.dtype == object:  # mixed values
+            for i in np.flatnonzero([isinstance(v, float) and v.is_integer() for v in values]):
+                text[i] = str(int(values[i]))
+    text[missing] = None
+    return text
+
+
 def _even_sample(values: np.ndarray, limit: int) -> np.ndarray:
     if len(values) <= limit:
         return values
@@ -186,7 +208,7 @@ def partial_stats(frame: pd.DataFrame, config: FeatureConfig) -> dict[str, Any]:
         }
     for c in config.categorical:
         if c.encoding == "vocab":
-            counts = frame[c.name].dropna().astype(str).value_counts()
+            counts = pd.Series(categorical_strings(frame[c.name])).dropna().value_counts()
             stats["categorical"][c.name] = {str(k): int(v) for k, v in counts.items()}
     return stats
 

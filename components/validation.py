@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from components.features import categorical_strings
 from components.hashing import hash_strings, mix64, to_int63
 
 ROW_RULES = ("wrong_type", "null_label", "label_out_of_range", "missing_group", "missing_timestamp")
@@ -72,14 +73,14 @@ class DataSchema:
         cols += [k for k in self.keys if k not in cols]
         return cols
 
-    def unlabeled(self) -> DataSchema:
-        """The same schema for scoring: no label, no group or timestamp needed."""
+    def unlabeled(self, keys: tuple[str, ...] = ()) -> DataSchema:
+        """The same schema for scoring: no label, group or timestamp; ``keys`` carried along."""
         return DataSchema(
             task=self.task,
             numeric=self.numeric,
             categorical=self.categorical,
             label=self.label,
-            keys=(),
+            keys=keys,
             label_mapping=self.label_mapping,
             num_classes=self.num_classes,
             max_relevance=self.max_relevance,
@@ -157,24 +158,6 @@ def _as_numeric(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         present &= raw.astype(str).str.strip().ne("").to_numpy()
     bad = present & ~np.isfinite(values)
     return values, bad
-
-
-def _as_string(raw: pd.Series) -> np.ndarray:
-    """Categorical values as strings (integral floats print without '.0'); nulls stay None."""
-    missing = raw.isna().to_numpy()
-    if pd.api.types.is_float_dtype(raw.dtype):
-        vals = raw.to_numpy(dtype=np.float64, na_value=np.nan)
-        integral = ~missing & np.isfinite(vals) & (np.mod(np.nan_to_num(vals), 1) == 0)
-        text = vals.astype(str).astype(object)
-        text[integral] = vals[integral].astype(np.int64).astype(str)
-    else:
-        values = raw.to_numpy(dtype=object)
-        text = raw.astype(str).to_numpy(dtype=object)
-        if raw.dtype == object:  # mixed values: print integral floats the way integers print
-            for i in np.flatnonzero([isinstance(v, float) and v.is_integer() for v in values]):
-                text[i] = str(int(values[i]))
-    text[missing] = None
-    return text
 
 
 def _label_values(raw: pd.Series, schema: DataSchema, marks: _Marks) -> np.ndarray:
@@ -278,7 +261,7 @@ def coerce_frame(frame: pd.DataFrame, schema: DataSchema, source: str) -> pd.Dat
         marks.mark(bad, "wrong_type", _not_a_number(col), frame[col].to_numpy())
         out[col] = np.where(bad, np.nan, values)
     for col in schema.categorical:
-        out[col] = _as_string(frame[col])
+        out[col] = categorical_strings(frame[col])
     if schema.require_label:
         label = _label_values(frame[schema.label], schema, marks)
         _check_label_range(label, schema, marks)

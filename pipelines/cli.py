@@ -9,7 +9,12 @@ import sys
 import textwrap
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
+from components.bundle import BundleError
+from components.registry import Registry, RegistryError
 from pipelines.spec import STORAGE_ENV, SpecError, load_spec
+from serve.config import ServeArgs
 
 EPILOG = textwrap.dedent(
     """\
@@ -19,6 +24,8 @@ EPILOG = textwrap.dedent(
       rayline validate pipelines/configs/classification.yaml
       rayline models list
       rayline models show ranking-demo 2
+      rayline deploy ranking-demo --version 2 max_replicas=4
+      rayline predict ranking-demo data/candidates.parquet scored/ --keys request_id,item_id
 
     Storage: the spec's `storage` (default ./storage), or the RAYLINE_STORAGE environment variable,
     which wins for every command so `rayline models` finds what `rayline run` wrote.
@@ -53,6 +60,56 @@ def _parser() -> argparse.ArgumentParser:
         "--address", help="Ray cluster address (default: RAY_ADDRESS, spec ray.address, or local)"
     )
     run.add_argument("--storage", help=f"storage root (overrides the spec; same as {STORAGE_ENV})")
+    run.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="return once the endpoint answers instead of serving until Ctrl-C "
+        "(needs a running cluster: --address or RAY_ADDRESS, so the endpoint outlives the command)",
+    )
+
+    dep = sub.add_parser(
+        "deploy",
+        help="serve a registered model version on Ray Serve",
+        description="Deploy (or switch, without downtime) a registered version as a Ray Serve "
+        "application named after the model. Serving options are KEY=VALUE pairs of a spec's "
+        "serve: section (e.g. max_replicas=4 port=8001).",
+    )
+    dep.add_argument("model")
+    which = dep.add_mutually_exclusive_group()
+    which.add_argument("--version", type=int, help="a version number")
+    which.add_argument("--alias", default="production", help="an alias (default: production)")
+    dep.add_argument(
+        "options", nargs="*", metavar="KEY=VALUE", help="serve options (see serve/config.py)"
+    )
+    dep.add_argument("--storage", help=f"storage root (default: {STORAGE_ENV} or ./storage)")
+    dep.add_argument(
+        "--address",
+        help="Ray cluster address (default: RAY_ADDRESS); required to outlive the command",
+    )
+
+    pred = sub.add_parser(
+        "predict",
+        help="score a dataset offline with Ray Data (batch inference)",
+        description="Read INPUT (a file, directory, glob or URI), score every row with the model "
+        "bundle through a Ray Data actor pool, and write Parquet to OUTPUT with the scores, "
+        "the --keys columns and each row's source file and row number.",
+    )
+    pred.add_argument("model")
+    pred.add_argument("input")
+    pred.add_argument("output")
+    pwhich = pred.add_mutually_exclusive_group()
+    pwhich.add_argument("--version", type=int)
+    pwhich.add_argument("--alias", default="production")
+    pred.add_argument(
+        "--format", choices=["parquet", "csv", "jsonl", "libsvm"], help="default: by extension"
+    )
+    pred.add_argument(
+        "--keys", default="", help="comma-separated input columns to copy to the output"
+    )
+    pred.add_argument("--concurrency", type=int, default=2, help="scoring actors (default 2)")
+    pred.add_argument("--batch-size", type=int, default=4096, help="rows per batch (default 4096)")
+    pred.add_argument("--storage", help=f"storage root (default: {STORAGE_ENV} or ./storage)")
+    pred.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
 
     val = sub.add_parser(
         "validate",
@@ -98,6 +155,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipelines.cluster import check_cluster, connect
     from pipelines.runner import PipelineError, Runner
 
+    target = args.address or os.environ.get("RAY_ADDRESS") or spec.ray.address
+    if args.no_wait and spec.serve.enabled and not target and not ray.is_initialized():
+        print(
+            "rayline: --no-wait needs a running Ray cluster (--address or RAY_ADDRESS): a local Ray "
+            "started by this command stops with it. Start one with `ray start --head`, or drop --no-wait.",
+            file=sys.stderr,
+        )
+        return 2
     local = connect(spec, args.address)
     try:
         problems = check_cluster(spec)
@@ -108,19 +173,117 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
             return 2
         try:
-            Runner(spec, storage=args.storage).run()
+            runner = Runner(spec, storage=args.storage)
+            report = runner.run()
         except PipelineError as e:
             print(f"rayline: run failed: {e}", file=sys.stderr)
             return 1
+        if report.get("endpoint"):
+            serve_args = spec.serve_args(runner.storage, report["endpoint"]["version"])
+            _print_endpoint(serve_args, report["model"]["path"])
+            if local and not args.no_wait:
+                _serve_until_interrupted()
     finally:
         if local:
             ray.shutdown()
     return 0
 
 
+def _print_endpoint(serve_args: ServeArgs, bundle_path: str) -> None:
+    from pipelines.deploy import curl_examples
+
+    key_env = serve_args.api_key_env
+    if not (serve_args.api_key_file or (key_env and os.environ.get(key_env))):
+        serve_args = serve_args.model_copy(update={"api_key_env": None})
+        print(
+            f"\n  note: no API key is set (export {key_env or 'RAYLINE_API_KEY'} before starting Ray, or set "
+            f"serve.api_key_file): anyone who can reach {serve_args.host}:{serve_args.port} can call it"
+        )
+    print("\n  try it:\n" + curl_examples(serve_args, bundle_path), flush=True)
+
+
+def _serve_until_interrupted() -> None:
+    import time
+
+    from ray import serve
+
+    print(
+        "\n  serving until Ctrl-C (with a running cluster, --no-wait returns instead)", flush=True
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\n  stopping the endpoint", flush=True)
+        serve.shutdown()
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    import ray
+
+    from pipelines.deploy import deploy
+    from pipelines.spec import parse_override
+
+    options: dict[str, object] = {}
+    for item in args.options:
+        path, value = parse_override(item)
+        options[".".join(path)] = value
+    try:
+        base = {"storage": _storage(args.storage), "model": args.model, "version": args.version}
+        serve_args = ServeArgs.model_validate({**base, "alias": args.alias, **options})
+    except ValidationError as e:
+        print(f"rayline: invalid serve options: {e}", file=sys.stderr)
+        return 2
+    target = args.address or os.environ.get("RAY_ADDRESS")
+    if target:
+        ray.init(address=target)
+    else:
+        ray.init()
+    try:
+        info = deploy(serve_args)
+        _print_endpoint(
+            serve_args.model_copy(update={"version": info["version"]}),
+            Registry(serve_args.storage).path(args.model, info["version"]),
+        )
+        if not target:
+            _serve_until_interrupted()
+    finally:
+        ray.shutdown()
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import ray
+
+    from pipelines.batch import predict
+
+    target = args.address or os.environ.get("RAY_ADDRESS")
+    ray.init(address=target) if target else ray.init()
+    try:
+        mv = Registry(_storage(args.storage)).resolve(
+            args.model, version=args.version, alias=None if args.version else args.alias
+        )
+        keys = [k for k in args.keys.split(",") if k]
+        result = predict(
+            mv.path,
+            args.input,
+            args.output,
+            fmt=args.format,
+            keys=keys,
+            concurrency=args.concurrency,
+            batch_size=args.batch_size,
+        )
+    finally:
+        ray.shutdown()
+    print(
+        f"scored {result['rows_in']:,} rows with {mv.model} v{mv.version} -> {result['rows_out']:,} rows in "
+        f"{args.output} ({result['seconds']:.1f}s)"
+    )
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from components import bundle
-    from components.registry import Registry, RegistryError
 
     reg = Registry(_storage(args.storage))
     if args.models_command == "list":
@@ -174,19 +337,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     # collecting a positional list at the first option, so pick up the rest here.
     args, extra = parser.parse_known_args(argv)
     leftover = [e for e in extra if e.startswith("-") or "=" not in e]
-    if leftover or (extra and args.command not in ("run", "validate")):
+    if leftover or (extra and args.command not in ("run", "validate", "deploy")):
         parser.error(f"unrecognized arguments: {' '.join(leftover or extra)}")
-    if extra:
+    if extra and args.command == "deploy":
+        args.options = [*args.options, *extra]
+    elif extra:
         args.overrides = [*args.overrides, *extra]
     try:
         if args.command == "validate":
             return cmd_validate(args)
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "deploy":
+            return cmd_deploy(args)
+        if args.command == "predict":
+            return cmd_predict(args)
         return cmd_models(args)
     except SpecError as e:
         print(f"rayline: {e}", file=sys.stderr)
         return 2
+    except (RegistryError, BundleError) as e:
+        print(f"rayline: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("rayline: interrupted", file=sys.stderr)
         return 130

@@ -114,6 +114,8 @@ def summary(report: dict[str, Any]) -> str:
             f"  registered {model['name']} v{model['version']} "
             f"[{', '.join(model['aliases'])}] at {model['path']}"
         )
+    if report.get("endpoint"):
+        lines.append(f"  serving {report['endpoint']['url']} (v{report['endpoint']['version']})")
     return "\n".join(lines)
 
 

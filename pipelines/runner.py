@@ -183,7 +183,8 @@ class Runner:
         Path(self.run_dir, "spec.yaml").write_text(
             yaml.safe_dump(self.spec.model_dump(mode="json"), sort_keys=False)
         )
-        timer = StepTimer(self.out, total=6)
+        serving = self.spec.serve.enabled
+        timer = StepTimer(self.out, total=7 if serving else 6)
         self.out(
             f"rayline run {self.spec.name} ({self.spec.task}), run {self.run_id}\n  run dir: {self.run_dir}"
         )
@@ -225,6 +226,12 @@ class Runner:
         self.out(report.summary(self.report))
         self.out(f"  report: {paths[0]}")
         return self.report
+
+    def _serve(self, version: Any) -> None:
+        from pipelines.deploy import deploy
+
+        args = self.spec.serve_args(self.storage, version.version)
+        self.report["endpoint"] = deploy(args, out=self.out)
 
     def _ingest(self) -> tuple[dict[str, Any], dict[str, Any]]:
         from components.steps.ingest import ingest

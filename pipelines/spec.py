@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from serve.config import ServeArgs, ServeOptions
+
 Task = Literal["binary", "multiclass", "ranking"]
 Policy = Literal["fail", "quarantine"]
 
@@ -242,6 +244,8 @@ LOWER_IS_BETTER = {"logloss"}
 
 
 class PipelineSpec(_Strict):
+    """A whole pipeline: data, features, split, models, evaluation, registry, serving, Ray."""
+
     name: str
     task: Task
     storage: str = "./storage"
@@ -251,6 +255,7 @@ class PipelineSpec(_Strict):
     models: list[ModelSpec] = Field(min_length=1)
     evaluation: EvaluationSpec = EvaluationSpec()
     registry: RegistrySpec = RegistrySpec()
+    serve: ServeOptions = ServeOptions()
     ray: RaySpec = RaySpec()
 
     @field_validator("name")
@@ -307,6 +312,12 @@ class PipelineSpec(_Strict):
     def storage_root(self) -> str:
         """The storage location: RAYLINE_STORAGE wins over the spec, for every command."""
         return os.environ.get(STORAGE_ENV) or self.storage
+
+    def serve_args(self, storage: str, version: int | None = None) -> ServeArgs:
+        """The app builder's arguments for serving this pipeline's model."""
+        return ServeArgs(
+            **self.serve.model_dump(), storage=storage, model=self.model_name(), version=version
+        )
 
     def fingerprint(self) -> str:
         """sha256 of the validated spec (canonical JSON), for lineage."""

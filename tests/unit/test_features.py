@@ -91,3 +91,20 @@ def test_missing_feature_column_is_named() -> None:
         assert "'b'" in str(e)
     else:
         raise AssertionError("expected KeyError")
+
+
+def test_categorical_ids_code_the_same_whatever_their_parsed_type() -> None:
+    """An id read as 3 (int), 3.0 (float, e.g. a CSV column with nulls) or "3" is one category."""
+    df = pd.DataFrame(
+        {"a": [1.0, 2.0, 3.0], "b": [0.0, 0.0, 0.0], "c": ["3", "3", "x"], "h": ["3", "3", "3"]}
+    )
+    t = fit_transform([partial_stats(df, CONFIG)], CONFIG)
+    for values in (pd.Series([3, 3]), pd.Series([3.0, None]), pd.Series(["3", 3.0], dtype=object)):
+        assert (
+            t.codes(t.categorical[0], values)[0]
+            == t.codes(t.categorical[0], pd.Series(["3"]))[0]
+            == 1
+        )
+        assert (
+            t.codes(t.categorical[1], values)[0] == t.codes(t.categorical[1], pd.Series(["3"]))[0]
+        )

@@ -1,0 +1,90 @@
+"""Deploy a registered model version as a Ray Serve application (the CLI's edge into Serve)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from components.features import FeatureTransform
+from components.predictor import Predictor
+from components.registry import Registry
+from serve.config import ServeArgs
+
+
+def endpoint(args: ServeArgs) -> str:
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    return f"http://{host}:{args.port}{args.prefix()}"
+
+
+def deploy(
+    args: ServeArgs, out: Callable[[str], None] = print, timeout_s: float = 120.0
+) -> dict[str, Any]:
+    """Start Serve's HTTP proxy if needed, run (or update) the app, wait until /healthz answers."""
+    from ray import serve
+
+    from serve.app import build_app
+
+    registry = Registry(args.storage)
+    if args.version is None:
+        version = registry.resolve(args.model, alias=args.alias).version
+        args = args.model_copy(update={"version": version})
+    serve.start(http_options={"host": args.host, "port": args.port})
+    started = time.time()
+    out(
+        f"    deploying {args.model} v{args.version} at {endpoint(args)} "
+        f"({args.min_replicas}-{args.max_replicas} replicas)"
+    )
+    serve.run(build_app(args.model_dump()), name=args.model, route_prefix=args.prefix())
+    wait_healthy(endpoint(args), args.version, timeout_s)
+    out(f"    serving after {time.time() - started:.1f}s")
+    return {"url": endpoint(args), "model": args.model, "version": args.version}
+
+
+def wait_healthy(url: str, version: int | None, timeout_s: float) -> None:
+    """Poll GET /healthz until it answers 200 with the expected version."""
+    deadline = time.time() + timeout_s
+    last = ""
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=5) as resp:
+                body = json.loads(resp.read())
+                if version is None or body.get("version") == version:
+                    return
+                last = f"serving version {body.get('version')}"
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            last = str(e)
+        time.sleep(0.5)
+    raise TimeoutError(f"{url}/healthz did not answer 200 within {timeout_s:.0f}s ({last})")
+
+
+def example_row(transform: FeatureTransform) -> dict[str, Any]:
+    """A plausible request row: numeric medians and each categorical's most frequent value."""
+    row: dict[str, Any] = {p.name: round(p.median, 4) for p in transform.numeric}
+    for c in transform.categorical:
+        row[c.name] = c.vocabulary[0] if c.vocabulary else "some-value"
+    return row
+
+
+def curl_examples(args: ServeArgs, bundle_path: str) -> str:
+    """Ready-to-run curl commands for the deployed model."""
+    predictor = Predictor.load(bundle_path)
+    row = example_row(predictor.transform)
+    url = endpoint(args)
+    auth = f' -H "Authorization: Bearer ${args.api_key_env}"' if args.api_key_env else ""
+    lines = [f"  curl -s {url}/healthz"]
+    if predictor.task == "ranking":
+        other = {k: (v + 1 if isinstance(v, float) else v) for k, v in row.items()}
+        body = json.dumps({"candidates": [row, other], "top_k": 2})
+        lines.append(f"  curl -s{auth} -H 'Content-Type: application/json' {url}/rank -d '{body}'")
+    else:
+        body = json.dumps({"rows": [row]})
+        lines.append(
+            f"  curl -s{auth} -H 'Content-Type: application/json' {url}/predict -d '{body}'"
+        )
+    lines.append(f"  curl -s{auth} {url}/model")
+    lines.append(f"  open {url}/docs for the OpenAPI page")
+    return "\n".join(lines)

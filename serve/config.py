@@ -1,0 +1,81 @@
+"""Serving options (a spec's ``serve:`` section) and the app builder's arguments. No Ray here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Fields that reach replicas through user_config (a change is applied by reconfigure()).
+USER_CONFIG_FIELDS = (
+    "storage",
+    "model",
+    "version",
+    "max_rows",
+    "max_candidates",
+    "max_body_bytes",
+    "max_batch_size",
+    "batch_wait_timeout_s",
+    "api_key_env",
+    "api_key_file",
+)
+
+
+class ServeOptions(BaseModel):
+    """How a model is served: where, how many replicas, batching, limits, auth."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    route_prefix: str | None = Field(default=None, description="default: /<model name>")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=2, ge=1)
+    target_ongoing_requests: float = Field(default=4, gt=0)
+    upscale_delay_s: float = Field(default=5.0, ge=0)
+    downscale_delay_s: float = Field(default=30.0, ge=0)
+    max_ongoing_requests: int = Field(default=32, ge=1)
+    max_batch_size: int = Field(default=16, ge=1)
+    batch_wait_timeout_s: float = Field(default=0.002, ge=0, le=1)
+    num_cpus: float = Field(default=0.5, ge=0)
+    num_gpus: float = Field(default=0, ge=0)
+    max_rows: int = Field(default=1000, ge=1)
+    max_candidates: int = Field(default=1000, ge=1)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    api_key_env: str | None = "RAYLINE_API_KEY"
+    api_key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServeOptions:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) is more than max_replicas ({self.max_replicas})"
+            )
+        if self.max_batch_size > self.max_ongoing_requests:
+            raise ValueError(
+                f"max_batch_size ({self.max_batch_size}) is more than max_ongoing_requests "
+                f"({self.max_ongoing_requests}): a replica never holds enough requests to fill such a batch"
+            )
+        if self.target_ongoing_requests > self.max_ongoing_requests:
+            raise ValueError(
+                "target_ongoing_requests is more than max_ongoing_requests: autoscaling would never trigger"
+            )
+        if self.route_prefix is not None and not self.route_prefix.startswith("/"):
+            raise ValueError("route_prefix must start with '/'")
+        return self
+
+
+class ServeArgs(ServeOptions):
+    """Arguments of ``serve.app:build_app``: the options plus which model version to serve."""
+
+    storage: str
+    model: str
+    version: int | None = Field(default=None, ge=1)
+    alias: str = "production"
+
+    def user_config(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in USER_CONFIG_FIELDS}
+
+    def prefix(self) -> str:
+        return self.route_prefix or f"/{self.model}"

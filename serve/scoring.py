@@ -1,0 +1,201 @@
+"""Request rows -> a frame the Predictor scores -> response bodies. No Ray here.
+
+Every problem with a request becomes a ``RequestError`` with FastAPI's error layout
+(``detail: [{"loc": [...], "msg": ..., "type": ...}]``) and a 4xx status, naming the row and
+the feature. Categorical values never seen in training are not errors: the feature transform
+maps them to the out-of-vocabulary code, exactly as in offline evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from components import bundle
+from components.predictor import Predictor
+from serve.schemas import (
+    FeatureInfo,
+    ModelInfo,
+    PredictResponse,
+    RankedCandidate,
+    RankResponse,
+    Row,
+    RowPrediction,
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_rows: int = 1000
+    max_candidates: int = 1000
+    max_body_bytes: int = 4 * 1024 * 1024
+
+
+class RequestError(Exception):
+    """A bad request: ``status`` (4xx) and FastAPI-style ``detail`` entries."""
+
+    def __init__(self, status: int, detail: list[dict[str, Any]]) -> None:
+        super().__init__(detail[0]["msg"] if detail else "bad request")
+        self.status = status
+        self.detail = detail
+
+
+def _error(loc: list[str | int], msg: str, kind: str) -> dict[str, Any]:
+    return {"loc": loc, "msg": msg, "type": kind}
+
+
+class ModelScorer:
+    """A loaded bundle plus the request checks and response building around it."""
+
+    def __init__(self, predictor: Predictor, model: str, version: int, limits: Limits) -> None:
+        self.predictor = predictor
+        self.model = model
+        self.version = version
+        self.limits = limits
+        t = predictor.transform
+        self.numeric = [p.name for p in t.numeric]
+        self.categorical = [p.name for p in t.categorical]
+        self.features = self.numeric + self.categorical
+        self._feature_set = set(self.features)
+
+    @classmethod
+    def load(cls, bundle_path: str, model: str, version: int, limits: Limits) -> ModelScorer:
+        return cls(Predictor.load(bundle_path), model, version, limits)
+
+    # -- request checks ----------------------------------------------------------------------
+    def frame(self, rows: list[Row], where: str, limit: int) -> pd.DataFrame:
+        """Check rows (limit, missing and unknown features, types) and build the frame."""
+        if len(rows) > limit:
+            raise RequestError(
+                413,
+                [
+                    _error(
+                        ["body", where],
+                        f"{len(rows)} {where} is more than the limit of {limit}",
+                        "too_long",
+                    )
+                ],
+            )
+        errors = []
+        for i, row in enumerate(rows):
+            keys = row.keys()
+            if keys != self._feature_set:
+                missing = sorted(self._feature_set - keys)
+                unknown = sorted(keys - self._feature_set)
+                if missing:
+                    errors.append(
+                        _error(["body", where, i], f"missing feature(s) {missing}", "missing")
+                    )
+                for name in unknown:
+                    errors.append(
+                        _error(
+                            ["body", where, i, name], f"unknown feature {name!r}", "extra_forbidden"
+                        )
+                    )
+            if len(errors) >= 20:
+                break
+        if errors:
+            raise RequestError(422, errors)
+        frame = pd.DataFrame.from_records(rows, columns=self.features)
+        for name in self.numeric:
+            col = frame[name]
+            if col.dtype == object:  # some value is not a number (or bool)
+                for i, v in enumerate(col):
+                    if v is not None and (
+                        isinstance(v, (str, bool)) or not isinstance(v, (int, float))
+                    ):
+                        errors.append(
+                            _error(
+                                ["body", where, i, name],
+                                f"feature {name!r} is numeric, got {v!r}",
+                                "float_type",
+                            )
+                        )
+                        if len(errors) >= 20:
+                            break
+        if errors:
+            raise RequestError(422, errors)
+        return frame
+
+    def merge_query(self, query: Row | None, candidates: list[Row]) -> list[Row]:
+        """Query/context features apply to every candidate; a feature may not be in both."""
+        if not query:
+            return candidates
+        merged = []
+        for i, cand in enumerate(candidates):
+            both = sorted(query.keys() & cand.keys())
+            if both:
+                raise RequestError(
+                    422,
+                    [
+                        _error(
+                            ["body", "candidates", i],
+                            f"feature(s) {both} given in both query and candidate",
+                            "value_error",
+                        )
+                    ],
+                )
+            merged.append({**query, **cand})
+        return merged
+
+    # -- responses ---------------------------------------------------------------------------
+    def predict_response(self, out: np.ndarray) -> PredictResponse:
+        task = self.predictor.task
+        if task == "multiclass":
+            preds = [RowPrediction(probabilities=p.tolist(), label=int(p.argmax())) for p in out]
+        elif task == "binary":
+            threshold = float(self.predictor.meta.get("threshold", 0.5))
+            preds = [RowPrediction(score=float(s), label=int(s >= threshold)) for s in out]
+        else:
+            preds = [RowPrediction(score=float(s)) for s in out]
+        return PredictResponse(model=self.model, version=self.version, predictions=preds)
+
+    def rank_response(self, scores: np.ndarray, top_k: int | None) -> RankResponse:
+        if scores.ndim != 1:
+            raise RequestError(
+                400,
+                [_error(["body"], "a multiclass model cannot rank; use /predict", "value_error")],
+            )
+        # Highest score first; equal scores keep request order (stable sort on -score).
+        order = np.argsort(-scores, kind="stable")
+        if top_k is not None:
+            order = order[:top_k]
+        ranked = [RankedCandidate(index=int(i), score=float(scores[i])) for i in order]
+        return RankResponse(model=self.model, version=self.version, ranked=ranked)
+
+    def info(self) -> ModelInfo:
+        path = self.predictor.path
+        manifest = bundle.verify_bundle(path)
+        docs = {
+            name: json.loads(bundle.read_bundle_file(path, name, verify=False))
+            for name in ("metrics.json", "lineage.json")
+            if name in manifest["files"]
+        }
+        feats = [FeatureInfo(name=n, type="numeric") for n in self.numeric] + [
+            FeatureInfo(name=n, type="categorical") for n in self.categorical
+        ]
+        return ModelInfo(
+            model=self.model,
+            version=self.version,
+            task=self.predictor.task,
+            kind=str(self.predictor.meta.get("kind")),
+            features=feats,
+            metrics=docs.get("metrics.json", {}),
+            lineage=docs.get("lineage.json", {}),
+            limits={
+                "max_rows": self.limits.max_rows,
+                "max_candidates": self.limits.max_candidates,
+                "max_body_bytes": self.limits.max_body_bytes,
+            },
+        )
+
+
+def score_frames(predictor: Predictor, frames: list[pd.DataFrame]) -> list[np.ndarray]:
+    """One vectorised predict for a batch of requests, split back per request."""
+    sizes = [len(f) for f in frames]
+    out = predictor.predict(pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0])
+    return list(np.split(out, np.cumsum(sizes)[:-1]))
