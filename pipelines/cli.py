@@ -218,6 +218,19 @@ def _serve_until_interrupted() -> None:
         serve.shutdown()
 
 
+def _ray_init(address: str | None) -> bool:
+    """Connect to ``address`` or start a local Ray; False when this process is already connected."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init()
+    return True
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     import ray
 
@@ -235,20 +248,18 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         print(f"rayline: invalid serve options: {e}", file=sys.stderr)
         return 2
     target = args.address or os.environ.get("RAY_ADDRESS")
-    if target:
-        ray.init(address=target)
-    else:
-        ray.init()
+    started = _ray_init(target)
     try:
         info = deploy(serve_args)
         _print_endpoint(
             serve_args.model_copy(update={"version": info["version"]}),
             Registry(serve_args.storage).path(args.model, info["version"]),
         )
-        if not target:
+        if started and not target:
             _serve_until_interrupted()
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
     return 0
 
 
@@ -257,8 +268,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from pipelines.batch import predict
 
-    target = args.address or os.environ.get("RAY_ADDRESS")
-    ray.init(address=target) if target else ray.init()
+    started = _ray_init(args.address or os.environ.get("RAY_ADDRESS"))
     try:
         mv = Registry(_storage(args.storage)).resolve(
             args.model, version=args.version, alias=None if args.version else args.alias
@@ -274,7 +284,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
         )
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
     print(
         f"scored {result['rows_in']:,} rows with {mv.model} v{mv.version} -> {result['rows_out']:,} rows in "
         f"{args.output} ({result['seconds']:.1f}s)"

@@ -38,7 +38,7 @@ def deploy(
         f"    deploying {args.model} v{args.version} at {endpoint(args)} "
         f"({args.min_replicas}-{args.max_replicas} replicas)"
     )
-    serve.run(build_app(args.model_dump()), name=args.model, route_prefix=args.prefix())
+    serve.run(build_app(args.model_dump()), name=args.app_name(), route_prefix=args.prefix())
     wait_healthy(endpoint(args), args.version, timeout_s)
     out(f"    serving after {time.time() - started:.1f}s")
     return {"url": endpoint(args), "model": args.model, "version": args.version}

@@ -9,8 +9,6 @@ Endpoints (under the route prefix): POST /predict, POST /rank, GET /healthz, GET
 and FastAPI's /docs and /openapi.json.
 """
 
-from __future__ import annotations
-
 import hmac
 import os
 from typing import Any

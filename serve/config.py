@@ -79,3 +79,7 @@ class ServeArgs(ServeOptions):
 
     def prefix(self) -> str:
         return self.route_prefix or f"/{self.model}"
+
+    def app_name(self) -> str:
+        """The Serve application's name: one application per route prefix."""
+        return self.prefix().strip("/").replace("/", "-") or self.model

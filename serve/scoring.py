@@ -103,20 +103,24 @@ class ModelScorer:
         frame = pd.DataFrame.from_records(rows, columns=self.features)
         for name in self.numeric:
             col = frame[name]
-            if col.dtype == object:  # some value is not a number (or bool)
-                for i, v in enumerate(col):
-                    if v is not None and (
-                        isinstance(v, (str, bool)) or not isinstance(v, (int, float))
-                    ):
-                        errors.append(
-                            _error(
-                                ["body", where, i, name],
-                                f"feature {name!r} is numeric, got {v!r}",
-                                "float_type",
-                            )
+            if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(
+                col.dtype
+            ):
+                continue
+            # Some value is a string or a boolean (JSON true is not a number here).
+            for i, v in enumerate(col.tolist()):
+                if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool)):
+                    if isinstance(v, float) and np.isnan(v):
+                        continue
+                    errors.append(
+                        _error(
+                            ["body", where, i, name],
+                            f"feature {name!r} is numeric, got {v!r}",
+                            "float_type",
                         )
-                        if len(errors) >= 20:
-                            break
+                    )
+            if len(errors) >= 20:
+                break
         if errors:
             raise RequestError(422, errors)
         return frame
