@@ -203,10 +203,14 @@ def _print_endpoint(serve_args: ServeArgs, bundle_path: str) -> None:
 
 
 def _serve_until_interrupted() -> None:
+    import signal
     import time
 
     from ray import serve
 
+    # Ray Train leaves its own SIGINT handler installed after fit(); Ctrl-C must stop serving.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(
         "\n  serving until Ctrl-C (with a running cluster, --no-wait returns instead)", flush=True
     )

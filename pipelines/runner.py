@@ -204,6 +204,11 @@ class Runner:
                 "register", f"publishing to the registry as {self.spec.model_name()!r}"
             ):
                 version = self._register(winner, data, transform)
+            if serving and "production" in version.aliases:
+                with timer.step("serve", "deploying the production version on Ray Serve"):
+                    self._serve(version)
+            elif serving:
+                self.out("    not serving: the new version is only a candidate (registry.promote is false)")
         except Exception as e:
             user = errors.find_user_error(e)
             self.report.update(status="failed", error=str(user or e), step_seconds=timer.times)
