@@ -101,7 +101,9 @@ def dmatrix(
     if label is not None:
         kwargs["label"] = frame[label].to_numpy(dtype=np.float32)
     if task == "ranking" and "_group" in frame:
-        kwargs["qid"] = frame["_group"].to_numpy()
+        # Dense 0..G-1 ids in row order: XGBoost stores qids as 32-bit, and group keys
+        # (hashes of string ids, generator ids) can exceed that and wrap out of order.
+        kwargs["qid"] = pd.factorize(frame["_group"].to_numpy())[0].astype(np.uint32)
     return xgboost.DMatrix(
         x,
         feature_names=transform.feature_names,

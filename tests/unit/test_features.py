@@ -108,3 +108,16 @@ def test_categorical_ids_code_the_same_whatever_their_parsed_type() -> None:
         assert (
             t.codes(t.categorical[1], values)[0] == t.codes(t.categorical[1], pd.Series(["3"]))[0]
         )
+
+
+def test_ranking_dmatrix_accepts_64_bit_group_keys() -> None:
+    """Group keys beyond 2**32 (hashed string ids) must not reach XGBoost's 32-bit qids."""
+    from components import xgboost_model
+
+    cfg = FeatureConfig(numeric=("a",), categorical=())
+    df = pd.DataFrame({"a": np.arange(6.0), "label": [1, 0, 2, 0, 1, 0],
+                       "_group": [7 * 2**40, 7 * 2**40, 3, 3, 2**62, 2**62]})
+    t = fit_transform([partial_stats(df, cfg)], cfg)
+    d = xgboost_model.dmatrix(df, t, "ranking", "label")
+    assert d.num_row() == 6
+    assert list(d.get_uint_info("group_ptr")) == [0, 2, 4, 6]
