@@ -208,7 +208,9 @@ class Runner:
                 with timer.step("serve", "deploying the production version on Ray Serve"):
                     self._serve(version)
             elif serving:
-                self.out("    not serving: the new version is only a candidate (registry.promote is false)")
+                self.out(
+                    "    not serving: the new version is only a candidate (registry.promote is false)"
+                )
         except Exception as e:
             user = errors.find_user_error(e)
             self.report.update(status="failed", error=str(user or e), step_seconds=timer.times)

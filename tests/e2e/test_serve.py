@@ -472,3 +472,73 @@ def test_killing_a_replica_under_load(served: dict) -> None:
     assert back_after is not None and back_after <= 30, f"replicas back after {back_after}"
     assert failed / len(statuses) <= 0.001, f"{failed} of {len(statuses)} requests failed"
     assert len(statuses) >= 1000
+
+
+def test_no_wait_on_a_running_cluster_leaves_the_endpoint_up(served: dict, tmp_path: Path) -> None:
+    """`rayline run --address ... --no-wait` returns once serving; the endpoint outlives it."""
+    import os
+    import subprocess
+    import sys
+
+    import ray
+
+    gcs = ray.get_runtime_context().gcs_address
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    overrides = [
+        "serve.enabled=true",
+        f"serve.port={PORT}",
+        "serve.route_prefix=/nowait",
+        "serve.num_cpus=0.25",
+        "serve.max_replicas=1",
+        "serve.api_key_env=null",
+    ]
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "run",
+            str(TINY / "ranking.yaml"),
+            "--address",
+            gcs,
+            "--no-wait",
+            "--storage",
+            str(tmp_path / "storage"),
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"curl -s http://127.0.0.1:{PORT}/nowait/healthz" in res.stdout
+    r = httpx.get(f"http://127.0.0.1:{PORT}/nowait/healthz")
+    assert r.status_code == 200 and r.json()["model"] == "tiny-ranking"
+
+
+def test_no_wait_without_a_cluster_is_refused(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "run",
+            str(TINY / "ranking.yaml"),
+            "--no-wait",
+            "serve.enabled=true",
+            "--storage",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert res.returncode == 2 and "--no-wait needs a running Ray cluster" in res.stderr
+    assert not (tmp_path / "runs").exists()

@@ -115,8 +115,13 @@ def test_ranking_dmatrix_accepts_64_bit_group_keys() -> None:
     from components import xgboost_model
 
     cfg = FeatureConfig(numeric=("a",), categorical=())
-    df = pd.DataFrame({"a": np.arange(6.0), "label": [1, 0, 2, 0, 1, 0],
-                       "_group": [7 * 2**40, 7 * 2**40, 3, 3, 2**62, 2**62]})
+    df = pd.DataFrame(
+        {
+            "a": np.arange(6.0),
+            "label": [1, 0, 2, 0, 1, 0],
+            "_group": [7 * 2**40, 7 * 2**40, 3, 3, 2**62, 2**62],
+        }
+    )
     t = fit_transform([partial_stats(df, cfg)], cfg)
     d = xgboost_model.dmatrix(df, t, "ranking", "label")
     assert d.num_row() == 6
