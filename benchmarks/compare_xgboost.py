@@ -176,6 +176,7 @@ def spec_for(ds: dict[str, Any], workers: int, storage: str) -> dict[str, Any]:
             }
         ],
         "evaluation": {"metric": "ndcg@10" if ds["task"] == "ranking" else "auc"},
+        "serve": {"enabled": False},
     }
 
 

@@ -58,7 +58,13 @@ def wait_healthy(url: str, version: int | None, timeout_s: float) -> None:
         except (urllib.error.URLError, OSError, ValueError) as e:
             last = str(e)
         time.sleep(0.5)
-    raise TimeoutError(f"{url}/healthz did not answer 200 within {timeout_s:.0f}s ({last})")
+    hint = ""
+    if "refused" in last:
+        hint = (
+            "; if Serve was already running on this cluster with other http_options, it kept its "
+            "host/port: use the same serve.port, or `serve shutdown` first"
+        )
+    raise TimeoutError(f"{url}/healthz did not answer 200 within {timeout_s:.0f}s ({last}){hint}")
 
 
 def example_row(transform: FeatureTransform) -> dict[str, Any]:

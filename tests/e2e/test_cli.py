@@ -150,6 +150,7 @@ storage: {tmp_path / "storage"}
 data: {{source: {{uri: {csv}}}, keys: [row_id]}}
 features: {{numeric: [num_0]}}
 models: [{{num_boost_round: 5, scaling: {{num_workers: 0}}}}]
+serve: {{enabled: false}}
 """)
     assert main(["run", str(spec)]) == 1
     err = capsys.readouterr().err
