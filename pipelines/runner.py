@@ -57,7 +57,9 @@ class StepTimer:
 
 
 def new_run_id() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    """Sortable by start time (to the millisecond), unique by a random suffix."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond // 1000:03d}" + uuid.uuid4().hex[:4]
 
 
 def schema_from_spec(spec: PipelineSpec) -> DataSchema:
