@@ -59,7 +59,7 @@ class StepTimer:
 def new_run_id() -> str:
     """Sortable by start time (to the millisecond), unique by a random suffix."""
     now = dt.datetime.now(dt.timezone.utc)
-    return now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond // 1000:03d}" + uuid.uuid4().hex[:4]
+    return now.strftime("%Y%m%d-%H%M%S.") + f"{now.microsecond // 1000:03d}-" + uuid.uuid4().hex[:4]
 
 
 def schema_from_spec(spec: PipelineSpec) -> DataSchema:
