@@ -26,6 +26,7 @@ import pandas as pd
 from components.hashing import hash_strings
 
 SAMPLE_PER_BATCH = 100_000
+SMALL_BATCH = 256  # below this many rows, categorical lookups use a dict (serving path)
 MAX_SAMPLE = 1_000_000
 FORMAT_VERSION = 1
 
@@ -79,7 +80,7 @@ class FeatureTransform:
     impute: Literal["median", "none"] = "median"
     standardize: bool = False
     rows_fitted: int = 0
-    _indexes: dict[str, pd.Index] = field(default_factory=dict, compare=False, repr=False)
+    _indexes: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def feature_names(self) -> list[str]:
@@ -101,6 +102,14 @@ class FeatureTransform:
             self._indexes[p.name] = idx
         return idx
 
+    def _lookup(self, p: CategoricalParams) -> dict[str, int]:
+        key = "dict:" + p.name
+        lookup: dict[str, int] | None = self._indexes.get(key)
+        if lookup is None:
+            lookup = {v: i + 1 for i, v in enumerate(p.vocabulary)}
+            self._indexes[key] = lookup
+        return lookup
+
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """Raw columns -> float32 matrix (numeric columns, then categorical codes)."""
         missing = [c for c in self.input_columns if c not in frame.columns]
@@ -108,15 +117,29 @@ class FeatureTransform:
             raise KeyError(f"missing feature column(s) {missing}")
         n = len(frame)
         out = np.empty((n, len(self.numeric) + len(self.categorical)), dtype=np.float32)
-        for j, p in enumerate(self.numeric):
-            col = pd.to_numeric(frame[p.name], errors="coerce").to_numpy(
-                dtype=np.float64, na_value=np.nan
-            )
+        if self.numeric:
+            # One block conversion for all numeric columns (a per-column loop dominates small
+            # requests); columns holding non-numbers take the slow, coercing path.
+            names = [p.name for p in self.numeric]
+            try:
+                values = frame[names].to_numpy(dtype=np.float64, na_value=np.nan)
+            except (TypeError, ValueError):
+                values = np.column_stack(
+                    [
+                        pd.to_numeric(frame[c], errors="coerce").to_numpy(
+                            dtype=np.float64, na_value=np.nan
+                        )
+                        for c in names
+                    ]
+                )
+            median = np.array([p.median for p in self.numeric])
             if self.impute == "median":
-                col = np.where(np.isnan(col), p.median, col)
+                values = np.where(np.isnan(values), median, values)
             if self.standardize:
-                col = (col - p.mean) / (p.std if p.std > 0 else 1.0)
-            out[:, j] = col
+                mean = np.array([p.mean for p in self.numeric])
+                std = np.array([p.std if p.std > 0 else 1.0 for p in self.numeric])
+                values = (values - mean) / std
+            out[:, : len(names)] = values
         base = len(self.numeric)
         for j, c in enumerate(self.categorical):
             out[:, base + j] = self.codes(c, frame[c.name])
@@ -124,6 +147,14 @@ class FeatureTransform:
 
     def codes(self, p: CategoricalParams, values: pd.Series) -> np.ndarray:
         """Integer codes of one categorical column (0 = missing or out of vocabulary)."""
+        if p.encoding == "vocab" and len(values) <= SMALL_BATCH:
+            # Serving-sized inputs: a dict lookup per value beats pandas' per-call overhead.
+            lookup = self._lookup(p)
+            return np.fromiter(
+                (lookup.get(v, 0) if v is not None else 0 for v in categorical_strings(values)),
+                dtype=np.int64,
+                count=len(values),
+            )
         raw = categorical_strings(values)
         missing = pd.isna(raw)
         text = np.where(missing, "", raw).astype(object)

@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
         "predict",
         help="score a dataset offline with Ray Data (batch inference)",
         description="Read INPUT (a file, directory, glob or URI), score every row with the model "
-        "bundle through a Ray Data actor pool, and write Parquet to OUTPUT with the scores, "
+        "bundle through a Ray Data actor pool, and write a folder of Parquet files OUTPUT with the scores, "
         "the --keys columns and each row's source file and row number.",
     )
     pred.add_argument("model")

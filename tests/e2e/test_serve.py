@@ -463,15 +463,18 @@ def test_killing_a_replica_under_load(served: dict) -> None:
             back_after = time.time() - killed_at
             break
         time.sleep(0.5)
-    while len(statuses) < 1500 and time.time() - killed_at < 90:  # enough requests for a 0.1% bound
+    # Only requests in flight on the killed replica may fail (at most one per client), so the
+    # 0.1% bound needs a window of a few thousand requests to say anything.
+    while len(statuses) < 4000 and time.time() - killed_at < 150:
         time.sleep(1)
     stop.set()
     for t in threads:
         t.join()
     failed = sum(s != 200 for s in statuses)
     assert back_after is not None and back_after <= 30, f"replicas back after {back_after}"
+    assert failed <= len(threads), f"{failed} requests failed: more than were in flight at the kill"
     assert failed / len(statuses) <= 0.001, f"{failed} of {len(statuses)} requests failed"
-    assert len(statuses) >= 1000
+    assert len(statuses) >= 3000
 
 
 def test_no_wait_on_a_running_cluster_leaves_the_endpoint_up(served: dict, tmp_path: Path) -> None:

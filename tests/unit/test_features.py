@@ -126,3 +126,15 @@ def test_ranking_dmatrix_accepts_64_bit_group_keys() -> None:
     d = xgboost_model.dmatrix(df, t, "ranking", "label")
     assert d.num_row() == 6
     assert list(d.get_uint_info("group_ptr")) == [0, 2, 4, 6]
+
+
+def test_small_and_large_inputs_get_the_same_codes() -> None:
+    """Serving-sized frames take a dict lookup, large ones pandas' indexer: same codes."""
+    df = data(2000)
+    t = fit_transform([partial_stats(df, CONFIG)], CONFIG)
+    values = pd.Series(["x", "rare", None, "never", "z", 3.0] * 100, dtype=object)
+    big = t.codes(t.categorical[0], values)
+    small = np.concatenate(
+        [t.codes(t.categorical[0], values.iloc[i : i + 100]) for i in range(0, 600, 100)]
+    )
+    np.testing.assert_array_equal(big, small)
