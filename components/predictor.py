@@ -22,7 +22,7 @@ from components import bundle, xgboost_model
 from components.features import FeatureTransform
 from components.validation import DataSchema
 
-MODEL_FILES = {"xgboost": "model.ubj"}
+MODEL_FILES = {"xgboost": "model.ubj", "torch.mlp": "model.pt", "torch.dlrm": "model.pt"}
 
 
 @dataclass
@@ -53,7 +53,16 @@ class Predictor:
             bundle.read_bundle_file(path, "schema.json", verify=False).decode()
         )
         raw = bundle.read_bundle_file(path, MODEL_FILES[kind], verify=False)
-        model = xgboost_model.load_booster(raw)
+        if kind == "xgboost":
+            model: Any = xgboost_model.load_booster(raw)
+        else:  # torch is imported only for torch bundles
+            from components.torch_models import ArchitectureSpec
+            from components.torch_training import load_state
+
+            arch = ArchitectureSpec.from_json(
+                bundle.read_bundle_file(path, "architecture.json", verify=False).decode()
+            )
+            model = load_state(arch, raw)
         return cls(path=path, meta=meta, transform=transform, schema=schema, model=model)
 
     @property
@@ -73,7 +82,11 @@ class Predictor:
             k = int(self.meta.get("num_classes") or 0)
             return np.zeros((0, k)) if self.task == "multiclass" else np.zeros(0)
         x = self.transform.transform(frame)
-        return xgboost_model.predict(self.model, x, self.transform)
+        if self.meta["kind"] == "xgboost":
+            return xgboost_model.predict(self.model, x, self.transform)
+        from components.torch_training import predict
+
+        return predict(self.model, x, self.task)  # type: ignore[arg-type]
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Scores as columns: ``score`` (+ ``label_pred``), or ``proba_<k>`` + ``label_pred``."""

@@ -30,7 +30,7 @@ from components.registry import Registry
 from components.splits import SplitPlan
 from components.validation import DataSchema
 from pipelines import report
-from pipelines.spec import LOWER_IS_BETTER, PipelineSpec, SourceSpec
+from pipelines.spec import LOWER_IS_BETTER, PipelineSpec, SourceSpec, TorchModelSpec
 
 Printer = Callable[[str], None]
 
@@ -314,45 +314,14 @@ class Runner:
         return transform
 
     def _train_all(self, transform: FeatureTransform, sp: Any) -> list[dict[str, Any]]:
-        from components.steps import train_xgboost
-
         metric = self.spec.selection_metric()
         trained = []
         label_mean = float(sp.train.mean(self.spec.data.label))
         for i, m in enumerate(self.spec.models):
-            params = xgboost_model.build_params(
-                self.spec.task,
-                m.params,
-                metric,
-                self.spec.data.num_classes,
-                m.scaling.use_gpu,
-                nthread=None,
-            )
-            job = train_xgboost.XGBoostJob(
-                task=self.spec.task,
-                label=self.spec.data.label,
-                params=params,
-                num_boost_round=m.num_boost_round,
-                early_stopping_rounds=m.early_stopping_rounds,
-                report_every=m.report_every,
-                features_json=transform.to_json(),
-                num_workers=m.scaling.num_workers,
-                use_gpu=m.scaling.use_gpu,
-                resources_per_worker=m.scaling.worker_resources()
-                if m.scaling.num_workers > 0
-                else None,
-            )
-            self.out(
-                f"    models.{i} {m.name}: {m.kind}, {m.scaling.num_workers} worker(s), "
-                f"up to {m.num_boost_round} rounds, objective {params['objective']}"
-            )
-            outcome = train_xgboost.fit(
-                job,
-                sp.train,
-                sp.valid,
-                os.path.join(self.run_dir, "train"),
-                run_name=f"{m.name}-{self.run_id}",
-            )
+            if isinstance(m, TorchModelSpec):
+                outcome = self._fit_torch(i, m, transform, sp, metric)
+            else:
+                outcome = self._fit_xgboost(i, m, transform, sp, metric)
             bundle_dir = os.path.join(self.run_dir, "candidates", m.name)
             self._write_bundle(bundle_dir, m, transform, outcome, extra={})
             valid_scores = self._score(sp.valid, bundle_dir)
@@ -374,6 +343,98 @@ class Runner:
                 f"{outcome.seconds:.1f}s; valid {metric} = {valid_metrics[metric]:.4f}"
             )
         return trained
+
+    def _fit_xgboost(
+        self, i: int, m: Any, transform: FeatureTransform, sp: Any, metric: str
+    ) -> Any:
+        from components.steps import train_xgboost
+
+        params = xgboost_model.build_params(
+            self.spec.task,
+            m.params,
+            metric,
+            self.spec.data.num_classes,
+            m.scaling.use_gpu,
+            nthread=None,
+        )
+        job = train_xgboost.XGBoostJob(
+            task=self.spec.task,
+            label=self.spec.data.label,
+            params=params,
+            num_boost_round=m.num_boost_round,
+            early_stopping_rounds=m.early_stopping_rounds,
+            report_every=m.report_every,
+            features_json=transform.to_json(),
+            num_workers=m.scaling.num_workers,
+            use_gpu=m.scaling.use_gpu,
+            resources_per_worker=m.scaling.worker_resources()
+            if m.scaling.num_workers > 0
+            else None,
+        )
+        self.out(
+            f"    models.{i} {m.name}: {m.kind}, {m.scaling.num_workers} worker(s), "
+            f"up to {m.num_boost_round} rounds, objective {params['objective']}"
+        )
+        return train_xgboost.fit(
+            job,
+            sp.train,
+            sp.valid,
+            os.path.join(self.run_dir, "train"),
+            run_name=f"{m.name}-{self.run_id}",
+        )
+
+    def _fit_torch(
+        self, i: int, m: TorchModelSpec, transform: FeatureTransform, sp: Any, metric: str
+    ) -> Any:
+        from components.steps import train_torch
+        from components.torch_models import ArchitectureSpec
+
+        arch = ArchitectureSpec(
+            kind=m.kind,
+            num_numeric=len(transform.numeric),
+            cardinalities=tuple(c.cardinality for c in transform.categorical),
+            embedding_dim=m.embedding_dim,
+            bottom_mlp=tuple(m.bottom_mlp),
+            top_mlp=tuple(m.top_mlp),
+            hidden=tuple(m.hidden),
+            dropout=m.dropout,
+            num_outputs=(self.spec.data.num_classes or 2) if self.spec.task == "multiclass" else 1,
+        )
+        job = train_torch.TorchJob(
+            task=self.spec.task,
+            label=self.spec.data.label,
+            loss=m.loss_for(self.spec.task),
+            arch_json=arch.to_json(),
+            features_json=transform.to_json(),
+            metric=metric,
+            maximize=metric not in LOWER_IS_BETTER,
+            epochs=m.epochs,
+            batch_size=m.batch_size,
+            learning_rate=m.learning_rate,
+            weight_decay=m.weight_decay,
+            early_stopping_epochs=m.early_stopping_epochs,
+            bf16=m.bf16,
+            num_workers=m.scaling.num_workers,
+            use_gpu=m.scaling.use_gpu,
+            resources_per_worker=m.scaling.worker_resources()
+            if m.scaling.num_workers > 0
+            else None,
+            seed=m.seed,
+            eval_kwargs=self._eval_kwargs(),
+        )
+        self.out(
+            f"    models.{i} {m.name}: {m.kind}, {m.scaling.num_workers} worker(s), "
+            f"up to {m.epochs} epochs, loss {job.loss}"
+        )
+        outcome = train_torch.fit(
+            job,
+            sp.train,
+            sp.valid,
+            os.path.join(self.run_dir, "train"),
+            run_name=f"{m.name}-{self.run_id}",
+        )
+        outcome.architecture = arch.to_json()
+        return outcome
 
     def _eval_kwargs(self) -> dict[str, Any]:
         e = self.spec.evaluation
@@ -443,7 +504,6 @@ class Runner:
         outcome: Any,
         extra: dict[str, bytes],
     ) -> None:
-        booster = xgboost_model.load_booster(outcome.model)
         meta = {
             "kind": m.kind,
             "name": m.name,
@@ -455,18 +515,22 @@ class Runner:
             "features": transform.feature_names,
             "best_iteration": outcome.best_iteration,
             "rounds": outcome.rounds,
-            "params": m.params,
+            "params": m.model_dump(mode="json", exclude={"scaling"}),
         }
         files = {
             "model.json": json.dumps(meta, indent=1, default=str).encode(),
-            "model.ubj": outcome.model,
             "features.json": transform.to_json().encode(),
             "schema.json": self.schema.to_json().encode(),
-            "feature_importance.json": json.dumps(
-                xgboost_model.feature_importance(booster), indent=1
-            ).encode(),
             **extra,
         }
+        if isinstance(m, TorchModelSpec):
+            files["model.pt"] = outcome.model
+            files["architecture.json"] = outcome.architecture.encode()
+        else:
+            booster = xgboost_model.load_booster(outcome.model)
+            files["model.ubj"] = outcome.model
+            importance = xgboost_model.feature_importance(booster)
+            files["feature_importance.json"] = json.dumps(importance, indent=1).encode()
         bundle.write_bundle(directory, files)
 
     def _register(

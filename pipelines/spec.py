@@ -12,7 +12,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -212,8 +212,33 @@ class XGBoostModelSpec(_Strict):
         return params
 
 
-# One family today; becomes a discriminated union on `kind` as families are added.
-ModelSpec = XGBoostModelSpec
+class TorchModelSpec(_Strict):
+    """A PyTorch model trained with DDP on Ray Train: an MLP, or DLRM for CTR/ranking."""
+
+    kind: Literal["torch.mlp", "torch.dlrm"]
+    name: str = "torch"
+    loss: Literal["auto", "bce", "cross_entropy", "pairwise", "lambdarank", "listwise"] = "auto"
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=1024, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    early_stopping_epochs: int | None = Field(default=3, ge=1)
+    embedding_dim: int = Field(default=16, ge=1)
+    bottom_mlp: list[int] = Field(default_factory=lambda: [64, 32])
+    top_mlp: list[int] = Field(default_factory=lambda: [64, 32])
+    hidden: list[int] = Field(default_factory=lambda: [128, 64])
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    bf16: bool = False
+    seed: int = 0
+    scaling: ScalingSpec = ScalingSpec()
+
+    def loss_for(self, task: str) -> str:
+        if self.loss != "auto":
+            return self.loss
+        return {"binary": "bce", "multiclass": "cross_entropy", "ranking": "pairwise"}[task]
+
+
+ModelSpec = Annotated[XGBoostModelSpec | TorchModelSpec, Field(discriminator="kind")]
 
 
 class EvaluationSpec(_Strict):
@@ -258,6 +283,20 @@ class PipelineSpec(_Strict):
     serve: ServeOptions = ServeOptions()
     ray: RaySpec = RaySpec()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_kind(cls, data: Any) -> Any:
+        """A model without ``kind`` is XGBoost (the union is chosen by ``kind``)."""
+        if isinstance(data, dict) and isinstance(data.get("models"), list):
+            data = {
+                **data,
+                "models": [
+                    {"kind": "xgboost", **m} if isinstance(m, dict) and "kind" not in m else m
+                    for m in data["models"]
+                ],
+            }
+        return data
+
     @field_validator("name")
     @classmethod
     def _name(cls, name: str) -> str:
@@ -291,6 +330,18 @@ class PipelineSpec(_Strict):
         clash = sorted(set(special) & set(self.features.names()))
         if clash:
             raise ValueError(f"label/group/timestamp columns cannot also be features: {clash}")
+        for i, m in enumerate(self.models):
+            if isinstance(m, TorchModelSpec):
+                loss = m.loss_for(self.task)
+                fits = {
+                    "binary": {"bce"},
+                    "multiclass": {"cross_entropy"},
+                    "ranking": {"bce", "pairwise", "lambdarank", "listwise"},
+                }[self.task]
+                if loss not in fits:
+                    raise ValueError(
+                        f"models.{i}.loss {loss!r} does not fit task {self.task}; use one of {sorted(fits)}"
+                    )
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ValueError(f"model names must be distinct, got {names}")
@@ -363,10 +414,9 @@ def apply_override(doc: Any, path: list[str], value: Any) -> None:
 def _format_errors(source: str, err: ValidationError) -> str:
     lines = [f"{source}: invalid spec ({err.error_count()} problem{'s' * (err.error_count() > 1)})"]
     for e in err.errors():
-        loc = (
-            ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
-            or "(top level)"
-        )
+        # Drop pydantic's tags (validator names, the model kind of a discriminated union).
+        skip = ("function-after", "xgboost", "torch.mlp", "torch.dlrm")
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(skip)) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         lines.append(f"  - {loc}: {msg}")
     return "\n".join(lines)

@@ -63,6 +63,7 @@ class TrainOutcome:
     seconds: float
     checkpoint_path: str | None
     valid_metrics: dict[str, float] = field(default_factory=dict)
+    architecture: str = ""  # torch models: the ArchitectureSpec JSON
 
 
 def _metrics_at(history: dict[str, dict[str, list[float]]], i: int) -> dict[str, float]:

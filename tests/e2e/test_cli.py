@@ -25,6 +25,8 @@ FLOORS = {  # well above a trivial model on each generator
     "multiclass": ("accuracy", 0.5),
     "ranking": ("ndcg@10", None),
     "ctr": ("ndcg@10", None),
+    "ranking_mlp": ("ndcg@10", None),  # torch MLP, listwise loss, in-process
+    "ctr_dlrm": ("ndcg@10", None),  # DLRM, 2 DDP workers (gloo)
 }
 
 
@@ -45,7 +47,7 @@ def test_tiny_spec_runs_and_registers(
     assert main(["run", str(TINY / f"{name}.yaml"), "--storage", storage]) == 0
     out = capsys.readouterr().out
     assert "[1/6] ingest" in out and "[6/6] register: done" in out and "registered tiny-" in out
-    report = _last_report(storage, f"tiny-{name}")
+    report = _last_report(storage, f"tiny-{name.replace('_', '-')}")
     assert report["status"] == "succeeded"
     data = report["data"]
     assert data["rows_read"] == data["rows_used"] + data["rows_quarantined"]
@@ -55,7 +57,7 @@ def test_tiny_spec_runs_and_registers(
     if floor is not None:
         assert report["test"][metric] >= floor
     reg = Registry(storage)
-    mv = reg.resolve(f"tiny-{name}")
+    mv = reg.resolve(f"tiny-{name.replace('_', '-')}")
     assert "production" in mv.aliases and Path(mv.path, "MANIFEST.json").exists()
     assert Path(report["run_dir"], "report.md").read_text().count("| test |") == 1
 

@@ -545,3 +545,20 @@ def test_no_wait_without_a_cluster_is_refused(tmp_path: Path) -> None:
     )
     assert res.returncode == 2 and "--no-wait needs a running Ray cluster" in res.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_served_torch_model_ranks_like_its_predictor(served: dict) -> None:
+    """A torch bundle (state_dict + architecture JSON) serves /rank through the same app."""
+    storage = str(served["storage"])
+    assert main(["run", str(TINY / "ranking_mlp.yaml"), "--storage", storage]) == 0
+    url = deploy(_args(storage, "tiny-ranking-mlp"))["url"]
+    rng = np.random.default_rng(1)
+    cands = [{f"f{i}": float(rng.normal()) for i in range(8)} for _ in range(10)]
+    r = httpx.post(f"{url}/rank", json={"candidates": cands, "top_k": 5})
+    assert r.status_code == 200, r.text
+    ranked = r.json()["ranked"]
+    bundle = Registry(storage).resolve("tiny-ranking-mlp").path
+    assert Path(bundle, "model.pt").exists() and Path(bundle, "architecture.json").exists()
+    expected = Predictor.load(bundle).predict(pd.DataFrame(cands))
+    assert [c["index"] for c in ranked] == list(np.argsort(-expected, kind="stable")[:5])
+    np.testing.assert_allclose([c["score"] for c in ranked], np.sort(expected)[::-1][:5], atol=1e-6)

@@ -1,0 +1,230 @@
+"""PyTorch models (MLP, DLRM) on Ray Train V2: TorchTrainer around components.torch_training.
+
+Sharding is the XGBoost adapter's (whole buckets, so whole queries, per rank; nothing dropped);
+every rank evaluates the whole validation split after each epoch, so all ranks agree on early
+stopping. Ranks may hold different numbers of batches: DDP's ``Join`` lets the ranks that run out
+early shadow the others' all-reduces instead of hanging. A checkpoint every epoch (model,
+optimizer, epoch, best weights so far, RNG states) lets a restarted worker group resume.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray.train
+import ray.train.torch
+import torch
+from ray.train import (
+    Checkpoint,
+    CheckpointConfig,
+    DataConfig,
+    FailureConfig,
+    RunConfig,
+    ScalingConfig,
+)
+from ray.train.torch import TorchConfig, TorchTrainer
+from torch.distributed.algorithms.join import Join
+
+from components import evaluation, torch_training
+from components.features import FeatureTransform
+from components.losses import RANKING_LOSSES
+from components.steps.train_xgboost import TrainOutcome, shard_datasets
+from components.torch_models import ArchitectureSpec, build_model
+
+STATE_FILE = "state.pt"
+
+
+@dataclass
+class TorchJob:
+    """One training run; JSON-able so it travels to the workers as config."""
+
+    task: str
+    label: str
+    loss: str
+    arch_json: str
+    features_json: str
+    metric: str
+    maximize: bool
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float = 0.0
+    early_stopping_epochs: int | None = 3
+    bf16: bool = False
+    num_workers: int = 1
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] | None = None
+    max_failures: int = 2
+    seed: int = 0
+    eval_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _arrays(
+    frame: pd.DataFrame, transform: FeatureTransform, job: TorchJob
+) -> tuple[np.ndarray, ...]:
+    x = transform.transform(frame)
+    y = frame[job.label].to_numpy(dtype=np.float32)
+    g = (
+        frame["_group"].to_numpy(dtype=np.int64)
+        if "_group" in frame
+        else np.zeros(len(frame), np.int64)
+    )
+    return x, y, g
+
+
+def _checkpoint(state: dict[str, Any]) -> Checkpoint | None:
+    """Rank 0 writes the state; other ranks report without a checkpoint."""
+    if ray.train.get_context().get_world_rank() != 0:
+        return None
+    tmp = tempfile.mkdtemp(prefix="rayline-torch-ckpt-")
+    torch.save(state, os.path.join(tmp, STATE_FILE))
+    return Checkpoint.from_directory(tmp)
+
+
+def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
+    """Runs on every Ray Train worker (or in the driver when num_workers is 0)."""
+    job = TorchJob(**config["job"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    transform = FeatureTransform.from_json(job.features_json)
+    train_df = ray.train.get_dataset_shard(f"train_r{rank}" if job.num_workers > 1 else "train_r0")
+    valid_ds = ray.train.get_dataset_shard("valid")
+    tr = train_df.materialize().to_pandas()
+    va = valid_ds.materialize().to_pandas()
+    x, y, g = _arrays(tr, transform, job)
+    xv = transform.transform(va)
+    device = torch.device("cuda" if job.use_gpu and torch.cuda.is_available() else "cpu")
+    if world > 1:
+        device = ray.train.torch.get_device()
+    torch.manual_seed(job.seed)
+    model = build_model(ArchitectureSpec.from_json(job.arch_json))
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=job.learning_rate, weight_decay=job.weight_decay
+    )
+    start, history = 0, []
+    best: dict[str, Any] = {"value": None, "epoch": -1, "model": None, "stale": 0}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:  # resume where the last attempt's checkpoint left off
+        with checkpoint.as_directory() as d:
+            state = torch.load(os.path.join(d, STATE_FILE), weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, history, best = state["epoch"] + 1, state["history"], state["best"]
+        torch.set_rng_state(state["torch_rng"])
+    plain: Any = model.to(device)
+    if world > 1:
+        model = ray.train.torch.prepare_model(plain)  # DDP (gloo on CPU, nccl on GPU)
+        plain = model.module
+    autocast = torch.bfloat16 if job.bf16 and device.type == "cuda" else None
+    started = time.time()
+    for epoch in range(start, job.epochs):
+        if job.loss in RANKING_LOSSES:
+            batches = torch_training.group_batches(x, y, g, job.batch_size, seed=job.seed + epoch)
+        else:
+            batches = torch_training.row_batches(x, y, job.batch_size, seed=job.seed + epoch)
+        if world > 1:
+            with Join([model]):  # type: ignore[list-item]
+                loss = torch_training.train_epoch(
+                    model, batches, job.loss, optimizer, device, autocast
+                )
+        else:
+            loss = torch_training.train_epoch(model, batches, job.loss, optimizer, device, autocast)
+        scored = va[[job.label] + [c for c in ("_group", "_row_key") if c in va]].copy()
+        out = torch_training.predict(plain, xv, job.task, device=device)
+        if job.task == "multiclass":
+            for k in range(out.shape[1]):
+                scored[f"proba_{k}"] = out[:, k]
+        else:
+            scored["score"] = out
+        metrics = evaluation.evaluate(job.task, scored, job.label, **job.eval_kwargs)
+        value = metrics[job.metric]
+        improved = best["value"] is None or (
+            value > best["value"] if job.maximize else value < best["value"]
+        )
+        if improved:
+            weights = {k: v.detach().cpu().clone() for k, v in plain.state_dict().items()}
+            best = {"value": value, "epoch": epoch, "model": weights, "stale": 0}
+        else:
+            best["stale"] += 1
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": loss,
+            **{f"valid-{k}": v for k, v in metrics.items()},
+        }
+        history.append(row)
+        # Tensors, numbers and lists only, so it loads with weights_only=True. Batches are seeded
+        # per epoch, so the torch RNG (dropout) is the only global state to carry.
+        state = {
+            "model": plain.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch,
+            "history": history,
+            "best": best,
+            "torch_rng": torch.get_rng_state(),
+        }
+        ray.train.report(row, checkpoint=_checkpoint(state))
+        if job.early_stopping_epochs and best["stale"] >= job.early_stopping_epochs:
+            break
+    final = build_model(ArchitectureSpec.from_json(job.arch_json))
+    final.load_state_dict(best["model"] if best["model"] is not None else plain.state_dict())
+    return {
+        "model": torch_training.save_state(final),
+        "history": history,
+        "best_iteration": best["epoch"],
+        "rounds": len(history),
+        "seconds": time.time() - started,
+    }
+
+
+def fit(job: TorchJob, train: Any, valid: Any, storage_path: str, run_name: str) -> TrainOutcome:
+    """Run the TorchTrainer and return the best epoch's weights and the metric history."""
+    scaling = ScalingConfig(
+        num_workers=job.num_workers,
+        use_gpu=job.use_gpu,
+        resources_per_worker=job.resources_per_worker if job.num_workers > 0 else None,
+    )
+    trainer = TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config={"job": asdict(job)},
+        torch_config=TorchConfig(backend="nccl" if job.use_gpu else "gloo"),
+        datasets=shard_datasets(train, valid, job.num_workers),
+        dataset_config=DataConfig(datasets_to_split=[]),
+        scaling_config=scaling,
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            failure_config=FailureConfig(max_failures=job.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    started = time.time()
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    info = getattr(result, "return_value", None) or {}
+    if not info.get("model"):
+        raise RuntimeError(f"training run {run_name} returned no model")
+    history = info.get("history", [])
+    best = int(info.get("best_iteration", 0))
+    valid_metrics = {
+        k.removeprefix("valid-"): v
+        for k, v in (history[best] if best < len(history) else {}).items()
+        if k.startswith("valid-")
+    }
+    return TrainOutcome(
+        model=info["model"],
+        history=history,
+        best_iteration=best,
+        rounds=int(info.get("rounds", 0)),
+        seconds=time.time() - started,
+        valid_metrics=valid_metrics,
+        checkpoint_path=result.checkpoint.path
+        if job.num_workers > 0 and result.checkpoint
+        else None,
+    )
