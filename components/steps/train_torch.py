@@ -20,21 +20,20 @@ import pandas as pd
 import ray.train
 import ray.train.torch
 import torch
-from ray.train import (
-    Checkpoint,
-    CheckpointConfig,
-    DataConfig,
-    FailureConfig,
-    RunConfig,
-    ScalingConfig,
-)
+from ray.train import Checkpoint, DataConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from torch.distributed.algorithms.join import Join
 
 from components import evaluation, torch_training
 from components.features import FeatureTransform
 from components.losses import RANKING_LOSSES
-from components.steps.train_xgboost import TrainOutcome, shard_datasets
+from components.steps.train_common import (
+    TrainOutcome,
+    run_config,
+    run_trainer,
+    scaling_config,
+    shard_datasets,
+)
 from components.torch_models import ArchitectureSpec, build_model
 
 STATE_FILE = "state.pt"
@@ -184,47 +183,13 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
 
 def fit(job: TorchJob, train: Any, valid: Any, storage_path: str, run_name: str) -> TrainOutcome:
     """Run the TorchTrainer and return the best epoch's weights and the metric history."""
-    scaling = ScalingConfig(
-        num_workers=job.num_workers,
-        use_gpu=job.use_gpu,
-        resources_per_worker=job.resources_per_worker if job.num_workers > 0 else None,
-    )
     trainer = TorchTrainer(
         train_fn_per_worker,
         train_loop_config={"job": asdict(job)},
         torch_config=TorchConfig(backend="nccl" if job.use_gpu else "gloo"),
         datasets=shard_datasets(train, valid, job.num_workers),
         dataset_config=DataConfig(datasets_to_split=[]),
-        scaling_config=scaling,
-        run_config=RunConfig(
-            name=run_name,
-            storage_path=storage_path,
-            failure_config=FailureConfig(max_failures=job.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-        ),
+        scaling_config=scaling_config(job.num_workers, job.use_gpu, job.resources_per_worker),
+        run_config=run_config(run_name, storage_path, job.max_failures),
     )
-    started = time.time()
-    result = trainer.fit()
-    if result.error is not None:
-        raise result.error
-    info = getattr(result, "return_value", None) or {}
-    if not info.get("model"):
-        raise RuntimeError(f"training run {run_name} returned no model")
-    history = info.get("history", [])
-    best = int(info.get("best_iteration", 0))
-    valid_metrics = {
-        k.removeprefix("valid-"): v
-        for k, v in (history[best] if best < len(history) else {}).items()
-        if k.startswith("valid-")
-    }
-    return TrainOutcome(
-        model=info["model"],
-        history=history,
-        best_iteration=best,
-        rounds=int(info.get("rounds", 0)),
-        seconds=time.time() - started,
-        valid_metrics=valid_metrics,
-        checkpoint_path=result.checkpoint.path
-        if job.num_workers > 0 and result.checkpoint
-        else None,
-    )
+    return run_trainer(trainer, run_name, job.num_workers)

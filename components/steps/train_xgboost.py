@@ -14,25 +14,24 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import ray.data
 import ray.train
 import xgboost
-from ray.data.expressions import col
-from ray.train import (
-    Checkpoint,
-    CheckpointConfig,
-    DataConfig,
-    FailureConfig,
-    RunConfig,
-    ScalingConfig,
-)
+from ray.train import Checkpoint, DataConfig
 from ray.train.xgboost import XGBoostTrainer
 
 from components import xgboost_model
 from components.features import FeatureTransform
+from components.steps.train_common import (
+    TrainOutcome,
+    run_config,
+    run_trainer,
+    scaling_config,
+    shard_datasets,
+)
 
 MODEL_FILE = "model.ubj"
 
@@ -52,18 +51,6 @@ class XGBoostJob:
     use_gpu: bool = False
     resources_per_worker: dict[str, float] | None = None
     max_failures: int = 2
-
-
-@dataclass
-class TrainOutcome:
-    model: bytes
-    history: list[dict[str, float]]
-    best_iteration: int
-    rounds: int
-    seconds: float
-    checkpoint_path: str | None
-    valid_metrics: dict[str, float] = field(default_factory=dict)
-    architecture: str = ""  # torch models: the ArchitectureSpec JSON
 
 
 def _metrics_at(history: dict[str, dict[str, list[float]]], i: int) -> dict[str, float]:
@@ -145,19 +132,6 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def shard_datasets(
-    train: ray.data.Dataset, valid: ray.data.Dataset, num_workers: int
-) -> dict[str, ray.data.Dataset]:
-    """One training dataset per rank (whole buckets, so whole queries) plus the full validation set."""
-    if num_workers <= 1:
-        return {"train_r0": train, "valid": valid}
-    shards = {
-        f"train_r{r}": train.filter(expr=(col("_bucket") % num_workers) == r).materialize()
-        for r in range(num_workers)
-    }
-    return {**shards, "valid": valid}
-
-
 def fit(
     job: XGBoostJob,
     train: ray.data.Dataset,
@@ -166,48 +140,12 @@ def fit(
     run_name: str,
 ) -> TrainOutcome:
     """Run the XGBoostTrainer and return the final model and its metric history."""
-    datasets = shard_datasets(train, valid, job.num_workers)
-    scaling = ScalingConfig(
-        num_workers=job.num_workers,
-        use_gpu=job.use_gpu,
-        resources_per_worker=job.resources_per_worker if job.num_workers > 0 else None,
-    )
     trainer = XGBoostTrainer(
         train_fn_per_worker,
         train_loop_config={"job": job.__dict__},
-        datasets=datasets,
+        datasets=shard_datasets(train, valid, job.num_workers),
         dataset_config=DataConfig(datasets_to_split=[]),
-        scaling_config=scaling,
-        run_config=RunConfig(
-            name=run_name,
-            storage_path=storage_path,
-            failure_config=FailureConfig(max_failures=job.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-        ),
+        scaling_config=scaling_config(job.num_workers, job.use_gpu, job.resources_per_worker),
+        run_config=run_config(run_name, storage_path, job.max_failures),
     )
-    started = time.time()
-    result = trainer.fit()
-    if result.error is not None:
-        raise result.error
-    info = getattr(result, "return_value", None) or {}  # Train V2: rank 0's return value
-    if "model" not in info:
-        raise RuntimeError(f"training run {run_name} returned no model")
-    model = info["model"]
-    history = info.get("history", [])
-    best = int(info.get("best_iteration", 0))
-    valid_metrics = {
-        k.removeprefix("valid-"): v
-        for k, v in (history[best] if best < len(history) else {}).items()
-        if k.startswith("valid-")
-    }
-    return TrainOutcome(
-        model=model,
-        history=history,
-        best_iteration=best,
-        rounds=int(info.get("rounds", 0)),
-        seconds=time.time() - started,
-        valid_metrics=valid_metrics,
-        checkpoint_path=result.checkpoint.path
-        if job.num_workers > 0 and result.checkpoint
-        else None,
-    )
+    return run_trainer(trainer, run_name, job.num_workers)

@@ -12,7 +12,7 @@ from components import bundle, evaluation, xgboost_model
 from components.features import FeatureConfig, fit_transform, partial_stats
 from components.predictor import Predictor
 from components.splits import SplitPlan
-from components.steps import prepare, score, train_xgboost
+from components.steps import prepare, score, train_common, train_xgboost
 from components.steps.ingest import SourceConfig, ingest
 from components.validation import DataSchema
 
@@ -60,7 +60,7 @@ def test_fit_features_through_ray_equals_pandas(ranking_splits: prepare.Splits) 
 
 
 def test_shards_keep_queries_whole_and_drop_nothing(ranking_splits: prepare.Splits) -> None:
-    shards = train_xgboost.shard_datasets(ranking_splits.train, ranking_splits.valid, 2)
+    shards = train_common.shard_datasets(ranking_splits.train, ranking_splits.valid, 2)
     a, b = shards["train_r0"].to_pandas(), shards["train_r1"].to_pandas()
     assert len(a) + len(b) == ranking_splits.rows["train"]
     assert not set(a["_group"]) & set(b["_group"])

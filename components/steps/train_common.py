@@ -1,0 +1,85 @@
+"""What the XGBoost and torch Train adapters share: sharding, configs, and reading the result."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray.data
+from ray.data.expressions import col
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+
+
+@dataclass
+class TrainOutcome:
+    model: bytes
+    history: list[dict[str, float]]
+    best_iteration: int
+    rounds: int
+    seconds: float
+    checkpoint_path: str | None
+    valid_metrics: dict[str, float] = field(default_factory=dict)
+    architecture: str = ""  # torch models: the ArchitectureSpec JSON
+
+
+def shard_datasets(
+    train: ray.data.Dataset, valid: ray.data.Dataset, num_workers: int
+) -> dict[str, ray.data.Dataset]:
+    """One training dataset per rank (whole buckets, so whole queries) plus the full validation set."""
+    if num_workers <= 1:
+        return {"train_r0": train, "valid": valid}
+    shards = {
+        f"train_r{r}": train.filter(expr=(col("_bucket") % num_workers) == r).materialize()
+        for r in range(num_workers)
+    }
+    return {**shards, "valid": valid}
+
+
+def scaling_config(
+    num_workers: int, use_gpu: bool, resources_per_worker: dict[str, float] | None
+) -> ScalingConfig:
+    return ScalingConfig(
+        num_workers=num_workers,
+        use_gpu=use_gpu,
+        resources_per_worker=resources_per_worker if num_workers > 0 else None,
+    )
+
+
+def run_config(run_name: str, storage_path: str, max_failures: int) -> RunConfig:
+    """A unique run name per training run: a reused name would resume the old run."""
+    return RunConfig(
+        name=run_name,
+        storage_path=storage_path,
+        failure_config=FailureConfig(max_failures=max_failures),
+        checkpoint_config=CheckpointConfig(num_to_keep=2),
+    )
+
+
+def run_trainer(trainer: Any, run_name: str, num_workers: int) -> TrainOutcome:
+    """``trainer.fit()``, then the model and history from rank 0's return value.
+
+    The model travels back as the return value: in local mode (num_workers 0) the reported
+    checkpoint is not persisted to storage.
+    """
+    started = time.time()
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    info = getattr(result, "return_value", None) or {}  # Train V2: rank 0's return value
+    if not info.get("model"):
+        raise RuntimeError(f"training run {run_name} returned no model")
+    history = info.get("history", [])
+    best = int(info.get("best_iteration", 0))
+    row = history[best] if best < len(history) else {}
+    return TrainOutcome(
+        model=info["model"],
+        history=history,
+        best_iteration=best,
+        rounds=int(info.get("rounds", 0)),
+        seconds=time.time() - started,
+        valid_metrics={
+            k.removeprefix("valid-"): v for k, v in row.items() if k.startswith("valid-")
+        },
+        checkpoint_path=result.checkpoint.path if num_workers > 0 and result.checkpoint else None,
+    )
