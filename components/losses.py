@@ -1,6 +1,7 @@
 """Training losses with one signature: ``loss(outputs, labels, groups) -> scalar tensor``.
 
-Pointwise losses (``bce``, ``cross_entropy``) ignore ``groups``. Ranking losses compare rows
+Pointwise losses (``bce``, ``cross_entropy``, ``mse``, ``huber``) ignore ``groups``; ``mse`` and
+``huber`` regress the label itself (graded relevance, or a quantity). Ranking losses compare rows
 within a query (``groups``: one integer query id per row, in any order); they pad the batch's
 queries into a ``(Q, max_len)`` matrix with a mask, so memory is ``O(Q * max_len**2)`` for the
 pairwise loss. Queries with a single row or with all-equal relevance contribute nothing; a
@@ -27,6 +28,16 @@ def bce_loss(logits: Tensor, labels: Tensor, groups: Tensor | None = None) -> Te
 def cross_entropy_loss(logits: Tensor, labels: Tensor, groups: Tensor | None = None) -> Tensor:
     """Mean softmax cross-entropy on logits ``(n, K)`` and class labels ``(n,)`` in 0..K-1."""
     return F.cross_entropy(logits.float(), labels.long())
+
+
+def mse_loss(outputs: Tensor, labels: Tensor, groups: Tensor | None = None) -> Tensor:
+    """Mean squared error between outputs ``(n,)`` and real-valued labels ``(n,)``."""
+    return F.mse_loss(outputs.reshape(-1).float(), labels.float())
+
+
+def huber_loss(outputs: Tensor, labels: Tensor, groups: Tensor | None = None) -> Tensor:
+    """Huber loss (delta 1): squared near the label, linear far from it, so outliers pull less."""
+    return F.huber_loss(outputs.reshape(-1).float(), labels.float(), delta=1.0)
 
 
 def pad_queries(
@@ -117,6 +128,8 @@ def lambda_ranknet_loss(scores: Tensor, relevance: Tensor, groups: Tensor) -> Te
 LOSSES: dict[str, LossFn] = {
     "bce": bce_loss,
     "cross_entropy": cross_entropy_loss,
+    "mse": mse_loss,
+    "huber": huber_loss,
     "pairwise": pairwise_ranknet_loss,
     "listwise": listwise_softmax_loss,
     "lambdarank": lambda_ranknet_loss,

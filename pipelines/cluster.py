@@ -6,7 +6,7 @@ import os
 import sys
 from typing import Any
 
-from pipelines.resources import WorkerRequest, check_requests
+from pipelines.resources import Node, WorkerRequest, check_requests
 from pipelines.spec import PipelineSpec
 
 # Ray Train's controller polls workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s) and a
@@ -41,7 +41,12 @@ def connect(spec: PipelineSpec, address: str | None) -> bool:
 
 def worker_requests(spec: PipelineSpec) -> list[WorkerRequest]:
     return [
-        WorkerRequest(f"models.{i} ({m.name})", m.scaling.num_workers, m.scaling.worker_resources())
+        WorkerRequest(
+            f"models.{i} ({m.name})",
+            m.scaling.num_workers,
+            m.scaling.worker_resources(),
+            m.scaling.label_selector,
+        )
         for i, m in enumerate(spec.models)
     ]
 
@@ -51,5 +56,5 @@ def check_cluster(spec: PipelineSpec) -> list[str]:
     import ray
 
     total: dict[str, Any] = ray.cluster_resources()
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    nodes = [Node(n["Resources"], n.get("Labels") or {}) for n in ray.nodes() if n.get("Alive")]
     return check_requests(worker_requests(spec), total, nodes)

@@ -341,6 +341,11 @@ class Runner:
             self.out(
                 f"    models.{i} {m.name}: {outcome.rounds} rounds (best {outcome.best_iteration + 1}) in "
                 f"{outcome.seconds:.1f}s; valid {metric} = {valid_metrics[metric]:.4f}"
+                + (
+                    f" (restarted after a failure, resumed at {outcome.resumed_from})"
+                    if outcome.resumed_from
+                    else ""
+                )
             )
         return trained
 
@@ -365,11 +370,7 @@ class Runner:
             early_stopping_rounds=m.early_stopping_rounds,
             report_every=m.report_every,
             features_json=transform.to_json(),
-            num_workers=m.scaling.num_workers,
-            use_gpu=m.scaling.use_gpu,
-            resources_per_worker=m.scaling.worker_resources()
-            if m.scaling.num_workers > 0
-            else None,
+            **m.scaling.worker_kwargs(),
         )
         self.out(
             f"    models.{i} {m.name}: {m.kind}, {m.scaling.num_workers} worker(s), "
@@ -414,11 +415,7 @@ class Runner:
             weight_decay=m.weight_decay,
             early_stopping_epochs=m.early_stopping_epochs,
             bf16=m.bf16,
-            num_workers=m.scaling.num_workers,
-            use_gpu=m.scaling.use_gpu,
-            resources_per_worker=m.scaling.worker_resources()
-            if m.scaling.num_workers > 0
-            else None,
+            **m.scaling.worker_kwargs(),
             seed=m.seed,
             eval_kwargs=self._eval_kwargs(),
         )
@@ -485,6 +482,8 @@ class Runner:
                 "rounds": t["outcome"].rounds,
                 "best_iteration": t["outcome"].best_iteration,
                 "train_seconds": round(t["outcome"].seconds, 1),
+                # > 0 when a worker or node died and the worker group resumed from a checkpoint
+                "resumed_from": t["outcome"].resumed_from,
                 "history": t["outcome"].history,
             }
             for t in trained

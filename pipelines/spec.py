@@ -180,15 +180,48 @@ class SplitSpec(_Strict):
 
 
 class ScalingSpec(_Strict):
+    """Ray Train workers for one model: how many, what each holds, and which nodes they may use."""
+
     num_workers: int = Field(default=1, ge=0)
     use_gpu: bool = False
     resources_per_worker: dict[str, float] | None = None
+    # Restarts of the worker group after a worker or node dies; each resumes from the last
+    # checkpoint.
+    max_failures: int = Field(default=2, ge=0)
+    # Ray node labels the workers' nodes must carry, e.g. {node-type: gpu}; values may be
+    # "!v" (not v), "in(a,b)" or "!in(a,b)", as in Ray's label selectors.
+    label_selector: dict[str, str] | None = None
+    # A GPU type (e.g. H100, A10G): workers only go to nodes with that accelerator.
+    accelerator_type: str | None = None
 
-    def worker_resources(self) -> dict[str, float]:
-        """Logical resources one training worker holds (what Ray Train will request)."""
+    @model_validator(mode="after")
+    def _accelerator_needs_gpu(self) -> ScalingSpec:
+        if self.accelerator_type and not self.use_gpu:
+            raise ValueError("accelerator_type needs use_gpu: true")
+        return self
+
+    def _resources(self) -> dict[str, float]:
         res = dict(self.resources_per_worker or {"CPU": 1.0})
         if self.use_gpu:
             res.setdefault("GPU", 1.0)
+        return res
+
+    def worker_kwargs(self) -> dict[str, Any]:
+        """The fields of components.steps.train_common.WorkerScaling, for the job classes."""
+        return {
+            "num_workers": self.num_workers,
+            "use_gpu": self.use_gpu,
+            "resources_per_worker": self._resources() if self.num_workers > 0 else None,
+            "max_failures": self.max_failures,
+            "label_selector": self.label_selector,
+            "accelerator_type": self.accelerator_type,
+        }
+
+    def worker_resources(self) -> dict[str, float]:
+        """Logical resources one training worker holds (what Ray Train will request)."""
+        res = self._resources()
+        if self.accelerator_type:  # how Ray itself expresses the request
+            res[f"accelerator_type:{self.accelerator_type}"] = 0.001
         return res
 
 
@@ -217,7 +250,9 @@ class TorchModelSpec(_Strict):
 
     kind: Literal["torch.mlp", "torch.dlrm"]
     name: str = "torch"
-    loss: Literal["auto", "bce", "cross_entropy", "pairwise", "lambdarank", "listwise"] = "auto"
+    loss: Literal[
+        "auto", "bce", "cross_entropy", "mse", "huber", "pairwise", "lambdarank", "listwise"
+    ] = "auto"
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=1024, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0)
@@ -336,11 +371,16 @@ class PipelineSpec(_Strict):
                 fits = {
                     "binary": {"bce"},
                     "multiclass": {"cross_entropy"},
-                    "ranking": {"bce", "pairwise", "lambdarank", "listwise"},
+                    "ranking": {"bce", "mse", "huber", "pairwise", "lambdarank", "listwise"},
                 }[self.task]
                 if loss not in fits:
                     raise ValueError(
                         f"models.{i}.loss {loss!r} does not fit task {self.task}; use one of {sorted(fits)}"
+                    )
+                if self.task == "ranking" and loss == "bce" and d.max_relevance > 1:
+                    raise ValueError(
+                        f"models.{i}.loss bce needs 0/1 labels but data.max_relevance is "
+                        f"{d.max_relevance}; use mse or huber (pointwise) or a ranking loss"
                     )
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):

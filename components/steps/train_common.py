@@ -8,7 +8,10 @@ from typing import Any
 
 import ray.data
 from ray.data.expressions import col
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+
+# The V2 classes by their own module: `ray.train` re-exports them only at runtime, so type
+# checkers would see the V1 ScalingConfig (no label_selector).
+from ray.train.v2.api.config import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
 
 @dataclass
@@ -21,6 +24,7 @@ class TrainOutcome:
     checkpoint_path: str | None
     valid_metrics: dict[str, float] = field(default_factory=dict)
     architecture: str = ""  # torch models: the ArchitectureSpec JSON
+    resumed_from: int = 0  # round/epoch the last attempt started at (> 0 after a restart)
 
 
 def shard_datasets(
@@ -36,24 +40,40 @@ def shard_datasets(
     return {**shards, "valid": valid}
 
 
-def scaling_config(
-    num_workers: int, use_gpu: bool, resources_per_worker: dict[str, float] | None
-) -> ScalingConfig:
-    return ScalingConfig(
-        num_workers=num_workers,
-        use_gpu=use_gpu,
-        resources_per_worker=resources_per_worker if num_workers > 0 else None,
-    )
+@dataclass(kw_only=True)
+class WorkerScaling:
+    """Where and how a training run's workers run; the base of both adapters' job classes.
 
+    ``num_workers`` 0 trains in the driver process (no worker group, no checkpoints on storage).
+    ``label_selector`` and ``accelerator_type`` pin workers to node types (Ray node labels, or
+    the ``accelerator_type:<T>`` resource Ray gives GPU nodes).
+    """
 
-def run_config(run_name: str, storage_path: str, max_failures: int) -> RunConfig:
-    """A unique run name per training run: a reused name would resume the old run."""
-    return RunConfig(
-        name=run_name,
-        storage_path=storage_path,
-        failure_config=FailureConfig(max_failures=max_failures),
-        checkpoint_config=CheckpointConfig(num_to_keep=2),
-    )
+    num_workers: int = 1
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] | None = None
+    max_failures: int = 2
+    label_selector: dict[str, str] | None = None
+    accelerator_type: str | None = None
+
+    def scaling_config(self) -> ScalingConfig:
+        local = self.num_workers == 0
+        return ScalingConfig(
+            num_workers=self.num_workers,
+            use_gpu=self.use_gpu,
+            resources_per_worker=None if local else self.resources_per_worker,
+            label_selector=None if local else self.label_selector,
+            accelerator_type=None if local else self.accelerator_type,
+        )
+
+    def run_config(self, run_name: str, storage_path: str) -> RunConfig:
+        """A unique run name per training run: a reused name would resume the old run."""
+        return RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            failure_config=FailureConfig(max_failures=self.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        )
 
 
 def run_trainer(trainer: Any, run_name: str, num_workers: int) -> TrainOutcome:
@@ -77,6 +97,7 @@ def run_trainer(trainer: Any, run_name: str, num_workers: int) -> TrainOutcome:
         history=history,
         best_iteration=best,
         rounds=int(info.get("rounds", 0)),
+        resumed_from=int(info.get("resumed_from", 0)),
         seconds=time.time() - started,
         valid_metrics={
             k.removeprefix("valid-"): v for k, v in row.items() if k.startswith("valid-")

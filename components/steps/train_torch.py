@@ -29,9 +29,8 @@ from components.features import FeatureTransform
 from components.losses import RANKING_LOSSES
 from components.steps.train_common import (
     TrainOutcome,
-    run_config,
+    WorkerScaling,
     run_trainer,
-    scaling_config,
     shard_datasets,
 )
 from components.torch_models import ArchitectureSpec, build_model
@@ -39,8 +38,8 @@ from components.torch_models import ArchitectureSpec, build_model
 STATE_FILE = "state.pt"
 
 
-@dataclass
-class TorchJob:
+@dataclass(kw_only=True)
+class TorchJob(WorkerScaling):
     """One training run; JSON-able so it travels to the workers as config."""
 
     task: str
@@ -56,10 +55,6 @@ class TorchJob:
     weight_decay: float = 0.0
     early_stopping_epochs: int | None = 3
     bf16: bool = False
-    num_workers: int = 1
-    use_gpu: bool = False
-    resources_per_worker: dict[str, float] | None = None
-    max_failures: int = 2
     seed: int = 0
     eval_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -178,6 +173,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         "best_iteration": best["epoch"],
         "rounds": len(history),
         "seconds": time.time() - started,
+        "resumed_from": start,
     }
 
 
@@ -189,7 +185,7 @@ def fit(job: TorchJob, train: Any, valid: Any, storage_path: str, run_name: str)
         torch_config=TorchConfig(backend="nccl" if job.use_gpu else "gloo"),
         datasets=shard_datasets(train, valid, job.num_workers),
         dataset_config=DataConfig(datasets_to_split=[]),
-        scaling_config=scaling_config(job.num_workers, job.use_gpu, job.resources_per_worker),
-        run_config=run_config(run_name, storage_path, job.max_failures),
+        scaling_config=job.scaling_config(),
+        run_config=job.run_config(run_name, storage_path),
     )
     return run_trainer(trainer, run_name, job.num_workers)

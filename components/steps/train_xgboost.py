@@ -27,17 +27,16 @@ from components import xgboost_model
 from components.features import FeatureTransform
 from components.steps.train_common import (
     TrainOutcome,
-    run_config,
+    WorkerScaling,
     run_trainer,
-    scaling_config,
     shard_datasets,
 )
 
 MODEL_FILE = "model.ubj"
 
 
-@dataclass
-class XGBoostJob:
+@dataclass(kw_only=True)
+class XGBoostJob(WorkerScaling):
     """Everything one training run needs; JSON-able so it travels to the workers as config."""
 
     task: str
@@ -47,10 +46,6 @@ class XGBoostJob:
     early_stopping_rounds: int | None
     report_every: int
     features_json: str
-    num_workers: int
-    use_gpu: bool = False
-    resources_per_worker: dict[str, float] | None = None
-    max_failures: int = 2
 
 
 def _metrics_at(history: dict[str, dict[str, list[float]]], i: int) -> dict[str, float]:
@@ -129,6 +124,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         "seconds": time.time() - start,
         "rounds": rounds,
         "model": xgboost_model.to_bytes(booster),
+        "resumed_from": init.num_boosted_rounds() if init is not None else 0,
     }
 
 
@@ -145,7 +141,7 @@ def fit(
         train_loop_config={"job": job.__dict__},
         datasets=shard_datasets(train, valid, job.num_workers),
         dataset_config=DataConfig(datasets_to_split=[]),
-        scaling_config=scaling_config(job.num_workers, job.use_gpu, job.resources_per_worker),
-        run_config=run_config(run_name, storage_path, job.max_failures),
+        scaling_config=job.scaling_config(),
+        run_config=job.run_config(run_name, storage_path),
     )
     return run_trainer(trainer, run_name, job.num_workers)

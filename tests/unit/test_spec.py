@@ -133,3 +133,44 @@ def test_spec_fingerprint_is_stable() -> None:
     other = _base()
     other["name"] = "u"
     assert spec_from_dict(other).fingerprint() != spec_from_dict(_base()).fingerprint()
+
+
+def _ranking(model: dict, max_relevance: int = 4) -> dict:
+    doc = _base()
+    doc["task"] = "ranking"
+    doc["data"]["group"] = "qid"
+    doc["data"]["max_relevance"] = max_relevance
+    doc["split"] = {"method": "group"}
+    doc["models"] = [model]
+    return doc
+
+
+def test_bce_on_graded_relevance_is_refused() -> None:
+    msg = _error(_ranking({"kind": "torch.mlp", "loss": "bce"}))
+    assert "models.0.loss bce needs 0/1 labels" in msg and "max_relevance is 4" in msg
+    assert spec_from_dict(_ranking({"kind": "torch.mlp", "loss": "bce"}, max_relevance=1))
+    assert spec_from_dict(_ranking({"kind": "torch.mlp", "loss": "mse"}))
+
+
+def test_loss_that_does_not_fit_the_task() -> None:
+    doc = _base()
+    doc["models"] = [{"kind": "torch.mlp", "loss": "listwise"}]
+    assert "models.0.loss 'listwise' does not fit task binary" in _error(doc)
+
+
+def test_scaling_placement_fields() -> None:
+    doc = _base()
+    doc["models"][0]["scaling"] = {
+        "num_workers": 2,
+        "use_gpu": True,
+        "label_selector": {"node-type": "gpu"},
+        "accelerator_type": "H100",
+        "max_failures": 0,
+    }
+    scaling = spec_from_dict(doc).models[0].scaling
+    kwargs = scaling.worker_kwargs()
+    assert kwargs["label_selector"] == {"node-type": "gpu"} and kwargs["max_failures"] == 0
+    assert kwargs["resources_per_worker"] == {"CPU": 1.0, "GPU": 1.0}
+    assert scaling.worker_resources()["accelerator_type:H100"] > 0
+    doc["models"][0]["scaling"]["use_gpu"] = False
+    assert "accelerator_type needs use_gpu: true" in _error(doc)

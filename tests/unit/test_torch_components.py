@@ -15,7 +15,9 @@ from components.losses import (
     LOSSES,
     bce_loss,
     cross_entropy_loss,
+    huber_loss,
     listwise_softmax_loss,
+    mse_loss,
     pairwise_ranknet_loss,
 )
 from components.torch_models import DLRM, MLP, ArchitectureSpec, build_model
@@ -355,3 +357,15 @@ def test_train_epoch_bf16_autocast_and_multiclass() -> None:
     loss = train_epoch(model, batches, "cross_entropy", opt, "cpu", autocast_dtype=torch.bfloat16)
     assert math.isfinite(loss) and loss > 0
     assert math.isnan(train_epoch(model, [], "bce", opt, "cpu"))
+
+
+def test_regression_losses_against_references() -> None:
+    out = torch.tensor([0.5, 2.0, -1.0, 4.0])
+    y = torch.tensor([1.0, 2.0, 2.0, 0.0])
+    err = [-0.5, 0.0, -3.0, 4.0]
+    assert float(mse_loss(out, y)) == pytest.approx(np.mean([e * e for e in err]), rel=1e-6)
+    huber = [0.5 * e * e if abs(e) <= 1 else abs(e) - 0.5 for e in err]
+    assert float(huber_loss(out[:, None], y)) == pytest.approx(np.mean(huber), rel=1e-6)
+    # a pointwise loss ignores query ids
+    g = torch.tensor([0, 0, 1, 1])
+    assert float(mse_loss(out, y, g)) == float(mse_loss(out, y))
