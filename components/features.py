@@ -34,9 +34,10 @@ FORMAT_VERSION = 1
 @dataclass(frozen=True)
 class NumericParams:
     name: str
-    median: float
+    median: float  # statistics of the values after log1p, when log1p is set
     mean: float
     std: float
+    log1p: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,12 @@ class FeatureConfig:
     categorical: tuple[CategoricalConfig, ...]
     impute: Literal["median", "none"] = "median"
     standardize: bool = False
+    log1p: tuple[str, ...] = ()  # numeric columns mapped through signed_log1p first
+
+
+def signed_log1p(x: np.ndarray) -> np.ndarray:
+    """``sign(x) * log(1 + |x|)``: compresses heavy tails, defined for every real (NaN stays NaN)."""
+    return np.sign(x) * np.log1p(np.abs(x))
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,10 @@ class FeatureTransform:
                         for c in names
                     ]
                 )
+            logged = [j for j, p in enumerate(self.numeric) if p.log1p]
+            if logged:  # a copy: to_numpy may return a view of the caller's frame
+                values = values.copy()
+                values[:, logged] = signed_log1p(values[:, logged])
             median = np.array([p.median for p in self.numeric])
             if self.impute == "median":
                 values = np.where(np.isnan(values), median, values)
@@ -230,6 +241,8 @@ def partial_stats(frame: pd.DataFrame, config: FeatureConfig) -> dict[str, Any]:
         col = pd.to_numeric(frame[name], errors="coerce").to_numpy(
             dtype=np.float64, na_value=np.nan
         )
+        if name in config.log1p:
+            col = signed_log1p(col)
         ok = col[np.isfinite(col)]
         stats["numeric"][name] = {
             "count": int(ok.size),
@@ -261,7 +274,11 @@ def fit_transform(parts: list[dict[str, Any]], config: FeatureConfig) -> Feature
         sample = _even_sample(np.sort(sample), MAX_SAMPLE)
         numeric.append(
             NumericParams(
-                name=name, median=float(np.median(sample)), mean=mean, std=float(np.sqrt(var))
+                name=name,
+                median=float(np.median(sample)),
+                mean=mean,
+                std=float(np.sqrt(var)),
+                log1p=name in config.log1p,
             )
         )
     categorical = []

@@ -33,6 +33,9 @@ class ArchitectureSpec:
     hidden: tuple[int, ...] = (128, 64)
     dropout: float = 0.0
     num_outputs: int = 1
+    # DLRM only: a learned constant vector joins the dot-product interactions, so each
+    # embedding also gets a first-order (per-value) term. False in bundles written before it.
+    first_order: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -118,6 +121,10 @@ class DLRM(_Embedded):
     interactions between it and every embedding (upper triangle, no self-interactions),
     top MLP over [bottom output, interactions] -> ``num_outputs``.
 
+    With ``first_order``, a learned constant vector ``c`` is one more interaction partner:
+    ``<e_i, c>`` is a per-value effect of feature i, which plain dot products between
+    features can only express through the bottom vector.
+
     Without numeric features there is no bottom MLP (interactions between embeddings only);
     without categoricals the top MLP sees the bottom output alone.
     """
@@ -132,7 +139,12 @@ class DLRM(_Embedded):
         if spec.num_numeric:
             stack, width = mlp_layers(spec.bottom_mlp, spec.num_numeric, spec.dropout)
             self.bottom = nn.Sequential(*stack, nn.Linear(width, dim), nn.ReLU())
-        num_vectors = int(self.bottom is not None) + len(spec.cardinalities)
+        self.constant: nn.Parameter | None = None
+        if spec.first_order and spec.cardinalities:
+            self.constant = nn.Parameter(torch.randn(dim) * 0.1)
+        num_vectors = (
+            int(self.bottom is not None) + len(spec.cardinalities) + int(self.constant is not None)
+        )
         i, j = torch.triu_indices(num_vectors, num_vectors, offset=1)
         self.register_buffer("tri_i", i, persistent=False)
         self.register_buffer("tri_j", j, persistent=False)
@@ -148,6 +160,8 @@ class DLRM(_Embedded):
             bottom = self.bottom(dense)
             vectors.insert(0, bottom)
             parts.append(bottom)
+        if self.constant is not None:
+            vectors.append(self.constant.expand(len(x), -1))
         if len(self.tri_i):
             t = torch.stack(vectors, dim=1)  # (n, F, dim)
             z = torch.bmm(t, t.transpose(1, 2))  # (n, F, F)

@@ -88,6 +88,7 @@ def feature_config(spec: PipelineSpec) -> FeatureConfig:
         ),
         impute=spec.features.impute,
         standardize=spec.features.standardize,
+        log1p=tuple(spec.features.log1p),
     )
 
 
@@ -399,6 +400,7 @@ class Runner:
             top_mlp=tuple(m.top_mlp),
             hidden=tuple(m.hidden),
             dropout=m.dropout,
+            first_order=m.first_order,
             num_outputs=(self.spec.data.num_classes or 2) if self.spec.task == "multiclass" else 1,
         )
         job = train_torch.TorchJob(

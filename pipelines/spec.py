@@ -133,6 +133,9 @@ class FeatureSpec(_Strict):
     categorical: list[CategoricalFeature | str] = Field(default_factory=list)
     impute: Literal["median", "none"] = "median"
     standardize: bool = False
+    # Numeric columns to map through sign(x) * log(1 + |x|) before imputing and standardizing:
+    # heavy-tailed counts (clicks, views, dwell) that neural models learn badly from raw.
+    log1p: list[str] = Field(default_factory=list)
 
     def categorical_features(self) -> list[CategoricalFeature]:
         return [
@@ -151,6 +154,9 @@ class FeatureSpec(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"features listed more than once: {dupes}")
+        stray = [c for c in self.log1p if c not in self.numeric]
+        if stray:
+            raise ValueError(f"features.log1p names columns that are not numeric features: {stray}")
         return self
 
 
@@ -263,6 +269,8 @@ class TorchModelSpec(_Strict):
     top_mlp: list[int] = Field(default_factory=lambda: [64, 32])
     hidden: list[int] = Field(default_factory=lambda: [128, 64])
     dropout: float = Field(default=0.0, ge=0, lt=1)
+    # torch.dlrm: a learned constant vector among the interactions (per-value effects)
+    first_order: bool = True
     bf16: bool = False
     seed: int = 0
     scaling: ScalingSpec = ScalingSpec()

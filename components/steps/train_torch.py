@@ -122,13 +122,18 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             batches = torch_training.group_batches(x, y, g, job.batch_size, seed=job.seed + epoch)
         else:
             batches = torch_training.row_batches(x, y, job.batch_size, seed=job.seed + epoch)
+        timings: dict[str, float] = {}
+        epoch_started = time.perf_counter()
         if world > 1:
             with Join([model]):  # type: ignore[list-item]
                 loss = torch_training.train_epoch(
-                    model, batches, job.loss, optimizer, device, autocast
+                    model, batches, job.loss, optimizer, device, autocast, timings
                 )
         else:
-            loss = torch_training.train_epoch(model, batches, job.loss, optimizer, device, autocast)
+            loss = torch_training.train_epoch(
+                model, batches, job.loss, optimizer, device, autocast, timings
+            )
+        train_seconds = time.perf_counter() - epoch_started
         scored = va[[job.label] + [c for c in ("_group", "_row_key") if c in va]].copy()
         out = torch_training.predict(plain, xv, job.task, device=device)
         if job.task == "multiclass":
@@ -149,6 +154,11 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         row = {
             "epoch": epoch + 1,
             "train_loss": loss,
+            # this rank's training pass: its rows and where the time went (backward includes
+            # the DDP all-reduce)
+            "train_seconds": train_seconds,
+            "train_rows": float(len(x)),
+            **{f"time_{k}": v for k, v in timings.items()},
             **{f"valid-{k}": v for k, v in metrics.items()},
         }
         history.append(row)

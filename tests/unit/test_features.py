@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from components.features import (
     CategoricalConfig,
@@ -138,3 +139,19 @@ def test_small_and_large_inputs_get_the_same_codes() -> None:
         [t.codes(t.categorical[0], values.iloc[i : i + 100]) for i in range(0, 600, 100)]
     )
     np.testing.assert_array_equal(big, small)
+
+
+def test_log1p_columns_are_logged_before_statistics_and_at_transform() -> None:
+    frame = pd.DataFrame({"a": [0.0, 9.0, 99.0, np.nan, -9.0], "b": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    config = FeatureConfig(numeric=("a", "b"), categorical=(), standardize=True, log1p=("a",))
+    t = fit_transform([partial_stats(frame, config)], config)
+    logged = np.array([0.0, np.log(10.0), np.log(100.0), -np.log(10.0)])
+    a = t.numeric[0]
+    assert a.log1p and not t.numeric[1].log1p
+    assert a.mean == pytest.approx(logged.mean()) and a.median == pytest.approx(np.median(logged))
+    x = t.transform(frame)
+    expected = (np.array([0.0, np.log(10), np.log(100), a.median, -np.log(10)]) - a.mean) / a.std
+    np.testing.assert_allclose(x[:, 0], expected, rtol=1e-5)
+    assert frame["a"].iloc[1] == 9.0  # the caller's frame is untouched
+    again = FeatureTransform.from_json(t.to_json())
+    np.testing.assert_array_equal(again.transform(frame), x)

@@ -4,6 +4,7 @@ per-query references, whole-query batching, and small learnability checks. No Ra
 from __future__ import annotations
 
 import io
+import json
 import math
 
 import numpy as np
@@ -70,6 +71,23 @@ def test_dlrm_interaction_count() -> None:
     first = model.top[0]
     assert isinstance(first, torch.nn.Linear)
     assert first.in_features == 8 + 6
+
+
+def test_dlrm_first_order_term() -> None:
+    """The constant vector adds one interaction per vector: <e_i, c> is a per-value effect."""
+    spec = ArchitectureSpec(
+        "torch.dlrm", 3, (4, 5, 6), embedding_dim=8, top_mlp=(16,), first_order=True
+    )
+    model = build_model(spec)
+    assert isinstance(model, DLRM) and model.constant is not None
+    first = model.top[0]
+    assert isinstance(first, torch.nn.Linear)
+    assert first.in_features == 8 + 10  # 5 vectors -> 10 pairs
+    assert "constant" in model.state_dict()
+    # an architecture.json written before the field existed rebuilds the old model
+    old = json.loads(spec.to_json())
+    del old["first_order"]
+    assert ArchitectureSpec.from_json(json.dumps(old)).first_order is False
 
 
 def test_out_of_range_codes_map_to_zero() -> None:
