@@ -385,7 +385,8 @@ class _Ranking:
         return hit, upto, per_query
 
 
-def _ndcg(r: _Ranking, k: int | None, empty_query_value: float) -> float:
+def _ndcg(r: _Ranking, k: int | None, empty_query_value: float) -> np.ndarray:
+    """Per-query NDCG@k, queries in ascending group-id order."""
     disc = r.discount(k)
     dcg = r.per_query_sum(r.tie_averaged_gain * disc)
     idcg = r.per_query_sum(r.ideal_gain * disc)
@@ -393,24 +394,50 @@ def _ndcg(r: _Ranking, k: int | None, empty_query_value: float) -> float:
     ndcg = np.full(r.num_queries, float(empty_query_value))
     # tie averaging can round a hair above the ideal; the exact value never exceeds 1
     ndcg[has_gain] = np.minimum(dcg[has_gain] / idcg[has_gain], 1.0)
-    return float(ndcg.mean())
+    return ndcg
 
 
-def _map(r: _Ranking, k: int | None, hits: tuple[np.ndarray, np.ndarray, np.ndarray]) -> float:
+def _map(r: _Ranking, k: int | None, hits: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """Per-query AP@k."""
     hit, upto, n_rel = hits
     contrib = hit * upto / (r.pos + 1.0)
     if k is not None:
         contrib[r.pos >= k] = 0.0
     num = r.per_query_sum(contrib)
     denom = n_rel if k is None else np.minimum(n_rel, k)
-    ap = np.where(n_rel > 0, num / np.maximum(denom, 1), 0.0)
-    return float(ap.mean())
+    return np.asarray(np.where(n_rel > 0, num / np.maximum(denom, 1), 0.0))
 
 
-def _mrr(r: _Ranking, hits: tuple[np.ndarray, np.ndarray, np.ndarray]) -> float:
+def _mrr(r: _Ranking, hits: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """Per-query reciprocal rank of the first relevant row."""
     hit, upto, _ = hits
     first = (hit == 1) & (upto == 1)
-    return float(r.per_query_sum(first / (r.pos + 1.0)).mean())
+    return r.per_query_sum(first / (r.pos + 1.0))
+
+
+def per_query(
+    relevance: npt.ArrayLike,
+    scores: npt.ArrayLike,
+    groups: npt.ArrayLike,
+    metric: str,
+    threshold: float = 1.0,
+) -> np.ndarray:
+    """One value per query of ``ndcg@k``, ``map@k`` or ``mrr``, queries in ascending id order.
+
+    Their mean is the metric (as ``ranking_metrics`` gives it); two models scored on the same
+    rows give aligned arrays, which is what a paired comparison over queries needs.
+    """
+    r = _Ranking(relevance, scores, groups)
+    name, _, cut = metric.partition("@")
+    k = _check_k("metric cut-off", int(cut)) if cut else None
+    if name == "ndcg":
+        return _ndcg(r, k, 1.0)
+    t = _check_threshold(threshold)
+    if name == "map":
+        return _map(r, k, r.hits(t))
+    if name == "mrr" and not cut:
+        return _mrr(r, r.hits(t))
+    raise ValueError(f"not a per-query ranking metric: {metric!r} (ndcg@k, map@k, mrr)")
 
 
 def ndcg_at_k(
@@ -422,7 +449,7 @@ def ndcg_at_k(
 ) -> float:
     """Mean NDCG@k over queries (gain 2**rel - 1, tie-averaged; see the module docstring)."""
     kk = _check_k("k", k)
-    return _ndcg(_Ranking(relevance, scores, groups), kk, empty_query_value)
+    return float(_ndcg(_Ranking(relevance, scores, groups), kk, empty_query_value).mean())
 
 
 def map_at_k(
@@ -436,7 +463,7 @@ def map_at_k(
     kk = _check_k("k", k)
     t = _check_threshold(threshold)
     r = _Ranking(relevance, scores, groups)
-    return _map(r, kk, r.hits(t))
+    return float(_map(r, kk, r.hits(t)).mean())
 
 
 def mrr(
@@ -448,7 +475,7 @@ def mrr(
     """Mean reciprocal rank of the first relevant row (0 when none; pessimistic ties)."""
     t = _check_threshold(threshold)
     r = _Ranking(relevance, scores, groups)
-    return _mrr(r, r.hits(t))
+    return float(_mrr(r, r.hits(t)).mean())
 
 
 def ranking_metrics(
@@ -469,10 +496,10 @@ def ranking_metrics(
         cuts.append(kk)
     t = _check_threshold(threshold)
     r = _Ranking(relevance, scores, groups)
-    out = {f"ndcg@{k}": _ndcg(r, k, 1.0) for k in cuts}
+    out = {f"ndcg@{k}": float(_ndcg(r, k, 1.0).mean()) for k in cuts}
     hits = r.hits(t)
     k_max = max(cuts)
-    out[f"map@{k_max}"] = _map(r, k_max, hits)
-    out["mrr"] = _mrr(r, hits)
+    out[f"map@{k_max}"] = float(_map(r, k_max, hits).mean())
+    out["mrr"] = float(_mrr(r, hits).mean())
     out["queries"] = float(r.num_queries)
     return out

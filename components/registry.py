@@ -56,6 +56,7 @@ from components.bundle import MANIFEST, TMP_MARK, BundleError, Storage, utc_now,
 REGISTRY_DIR = "registry"
 ALIASES_FILE = "aliases.json"
 DEFAULT_ALIAS = "production"
+ROLLBACK_NOTE = "rollback"
 _ALIAS_LOG = ".aliases"
 _CLAIMS = ".claims"
 _MODEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -274,7 +275,7 @@ class Registry:
 
     # -- publishing ------------------------------------------------------------------------
     def publish(
-        self, model: str, bundle_dir: str | Path, aliases: Sequence[str] = ()
+        self, model: str, bundle_dir: str | Path, aliases: Sequence[str] = (), note: str = ""
     ) -> ModelVersion:
         """Copy a complete bundle into the registry as the next version, then set ``aliases`` to it.
 
@@ -295,7 +296,7 @@ class Registry:
             else self._publish_in_place(ms, src, manifest)
         )
         if wanted:
-            self._update_aliases(model, dict.fromkeys(wanted, version))
+            self._update_aliases(model, dict.fromkeys(wanted, version), note)
         return self._version(model, version, self.aliases(model))
 
     def _next_version(self, ms: Storage) -> int:
@@ -362,8 +363,9 @@ class Registry:
         return version
 
     # -- aliases ---------------------------------------------------------------------------
-    def set_alias(self, model: str, alias: str, version: int) -> None:
-        """Point ``alias`` at an existing version (atomic; recorded in the history)."""
+    def set_alias(self, model: str, alias: str, version: int, note: str = "") -> None:
+        """Point ``alias`` at an existing version (atomic; recorded in the history with ``note``,
+        e.g. why it moved)."""
         _check_model(model)
         _check_alias(alias)
         _check_version(version)
@@ -376,7 +378,39 @@ class Registry:
             raise RegistryError(
                 f"model {model!r} has no version {version}; versions: {', '.join(map(str, existing))}"
             )
-        self._update_aliases(model, {alias: version})
+        self._update_aliases(model, {alias: version}, note)
+
+    def rollback(self, model: str, alias: str = DEFAULT_ALIAS) -> tuple[int, int]:
+        """Point ``alias`` back to the version it held before the current one; (from, to).
+
+        Versions left by an earlier rollback are skipped, so rolling back twice walks two steps
+        back instead of returning to where the first rollback started.
+        """
+        _check_model(model)
+        _check_alias(alias)
+        state = self._alias_state(model)
+        current = state["aliases"].get(alias)
+        if current is None:
+            raise RegistryError(f"model {model!r} has no {alias!r} alias to roll back")
+        stack: list[int] = []  # the alias's lineage, with rolled-back versions taken off
+        for e in state["history"]:
+            if not isinstance(e, dict) or e.get("alias") != alias:
+                continue
+            v = int(e["version"])
+            if str(e.get("note", "")).startswith(ROLLBACK_NOTE):
+                while stack and stack[-1] != v:
+                    stack.pop()
+                if not stack:
+                    stack.append(v)
+            elif not stack or stack[-1] != v:
+                stack.append(v)
+        if len(stack) < 2 or stack[-1] != current:
+            raise RegistryError(
+                f"model {model!r}: {alias!r} (v{current}) has no earlier version to roll back to"
+            )
+        target = stack[-2]
+        self.set_alias(model, alias, target, note=f"{ROLLBACK_NOTE} from v{current}")
+        return current, target
 
     def _alias_state(self, model: str) -> dict[str, Any]:
         """The newest alias state: the highest revision in the log, or aliases.json if newer."""
@@ -416,7 +450,7 @@ class Registry:
             f"{log.location}: could not read the alias state ({problem or 'contention'})"
         )
 
-    def _update_aliases(self, model: str, updates: Mapping[str, int]) -> None:
+    def _update_aliases(self, model: str, updates: Mapping[str, int], note: str = "") -> None:
         ms = self._store.child(model)
         log = ms.child(_ALIAS_LOG)
         for attempt in range(_MAX_ATTEMPTS):
@@ -429,7 +463,10 @@ class Registry:
                 "aliases": {**state["aliases"], **updates},
                 "history": [
                     *state["history"],
-                    *({"alias": a, "version": v, "at": at} for a, v in updates.items()),
+                    *(
+                        {"alias": a, "version": v, "at": at, **({"note": note} if note else {})}
+                        for a, v in updates.items()
+                    ),
                 ],
             }
             if log.create_exclusive(f"{revision:012d}.json", _dumps(new)):

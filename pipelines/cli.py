@@ -25,6 +25,8 @@ EPILOG = textwrap.dedent(
       rayline models list
       rayline models show ranking-demo 2
       rayline deploy ranking-demo --version 2 max_replicas=4
+      rayline promote ranking-demo 3
+      rayline rollback ranking-demo
       rayline predict ranking-demo data/candidates.parquet scored/ --keys request_id,item_id
 
     Storage: the spec's `storage` (default ./storage), or the RAYLINE_STORAGE environment variable,
@@ -86,6 +88,28 @@ def _parser() -> argparse.ArgumentParser:
         "--address",
         help="Ray cluster address (default: RAY_ADDRESS); required to outlive the command",
     )
+
+    prom = sub.add_parser(
+        "promote",
+        help="make a registered version the production version",
+        description="Point the production alias at VERSION (recorded in the alias history). If "
+        "the model is being served on the cluster (--address or RAY_ADDRESS), the running "
+        "deployment switches to it without downtime.",
+    )
+    prom.add_argument("model")
+    prom.add_argument("version", type=int)
+    roll = sub.add_parser(
+        "rollback",
+        help="put the previous production version back",
+        description="Point the production alias back at the version it held before the current "
+        "one (versions left by earlier rollbacks are skipped) and switch a running deployment.",
+    )
+    roll.add_argument("model")
+    for sp_ in (prom, roll):
+        sp_.add_argument("--storage", help=f"storage root (default: {STORAGE_ENV} or ./storage)")
+        sp_.add_argument(
+            "--address", help="Ray cluster address of a running deployment (default: RAY_ADDRESS)"
+        )
 
     pred = sub.add_parser(
         "predict",
@@ -267,6 +291,41 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_release(args: argparse.Namespace) -> int:
+    """``promote`` and ``rollback``: move the production alias, then any running deployment."""
+    storage = _storage(args.storage)
+    reg = Registry(storage)
+    if args.command == "promote":
+        before = reg.aliases(args.model).get("production")
+        reg.resolve(args.model, version=args.version)  # a clear error for an unknown version
+        reg.set_alias(args.model, "production", args.version, note="promoted by hand")
+        old, new = before, args.version
+    else:
+        old, new = reg.rollback(args.model)
+    print(f"{args.model}: production v{old if old is not None else '-'} -> v{new}")
+    import ray
+
+    target = args.address or os.environ.get("RAY_ADDRESS")
+    if not target and not ray.is_initialized():
+        print(
+            "  no cluster given (--address or RAY_ADDRESS): a running endpoint keeps its version "
+            f"until `rayline deploy {args.model}`"
+        )
+        return 0
+    from pipelines.deploy import switch_running
+
+    started = _ray_init(target)
+    try:
+        if switch_running(storage, args.model, new, out=print):
+            print(f"  the running deployment now serves v{new}")
+        else:
+            print(f"  {args.model} is not being served on this cluster: nothing else to update")
+    finally:
+        if started:
+            ray.shutdown()
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import ray
 
@@ -367,6 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_deploy(args)
         if args.command == "predict":
             return cmd_predict(args)
+        if args.command in ("promote", "rollback"):
+            return cmd_release(args)
         return cmd_models(args)
     except SpecError as e:
         print(f"rayline: {e}", file=sys.stderr)

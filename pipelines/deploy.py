@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from components.features import FeatureTransform
@@ -40,8 +42,53 @@ def deploy(
     )
     serve.run(build_app(args.model_dump()), name=args.app_name(), route_prefix=args.prefix())
     wait_healthy(endpoint(args), args.version, timeout_s)
+    remember(args)
     out(f"    serving after {time.time() - started:.1f}s")
     return {"url": endpoint(args), "model": args.model, "version": args.version}
+
+
+SERVING_DIR = "serving"
+
+
+def remember(args: ServeArgs) -> None:
+    """Record the arguments of a live deployment, so promote/rollback can switch it in place."""
+    folder = Path(args.storage, SERVING_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{args.model}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(args.model_dump(mode="json"), indent=1))
+    os.replace(tmp, path)
+
+
+def recalled(storage: str, model: str) -> ServeArgs | None:
+    """The arguments ``model`` was last deployed with from this storage, if any."""
+    path = Path(storage, SERVING_DIR, f"{model}.json")
+    if not path.exists():
+        return None
+    return ServeArgs.model_validate_json(path.read_text())
+
+
+def switch_running(
+    storage: str, model: str, version: int, out: Callable[[str], None] = print
+) -> bool:
+    """Move a running deployment of ``model`` (on the connected cluster) to ``version``.
+
+    False when none runs. The replicas are replaced one by one (Serve's rolling update), so
+    requests keep being answered during the switch.
+    """
+    from ray import serve
+
+    args = recalled(storage, model)
+    if args is None:
+        return False
+    try:
+        apps = serve.status().applications
+    except Exception:  # Serve not started on this cluster
+        return False
+    if args.app_name() not in apps:
+        return False
+    deploy(args.model_copy(update={"version": version}), out=out)
+    return True
 
 
 def wait_healthy(url: str, version: int | None, timeout_s: float) -> None:

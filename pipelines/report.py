@@ -73,6 +73,24 @@ def markdown(report: dict[str, Any]) -> str:
         out += ["", f"Winner on the validation split: **{report.get('winner')}**"]
     if report.get("test"):
         out += ["", "## Test metrics (whole test split)", "", *_metric_table(report)]
+    g = report.get("gate")
+    if g:
+        out += [
+            "",
+            "## Promotion gate",
+            "",
+            f"- decision: **{'promote' if g['promote'] else 'keep production'}**",
+        ]
+        out.append(f"- why: {g['reason']}")
+        if g.get("low") is not None:
+            out += [
+                f"- {g['metric']}: new model {_fmt(g['challenger'])} vs production "
+                f"v{g.get('champion_version')} {_fmt(g['champion'])} on the same "
+                f"{g['units']:,} test {g['unit']}",
+                f"- improvement {g['improvement']:+.4f}, {100 * g['confidence']:g}% paired-bootstrap "
+                f"interval [{g['low']:+.4f}, {g['high']:+.4f}] ({g['resamples']} resamples); "
+                f"required lower bound > {g['min_improvement']:g}",
+            ]
     model = report.get("model")
     if model:
         out += [
@@ -114,6 +132,9 @@ def summary(report: dict[str, Any]) -> str:
             f"  registered {model['name']} v{model['version']} "
             f"[{', '.join(model['aliases'])}] at {model['path']}"
         )
+    g = report.get("gate")
+    if g:
+        lines.append(f"  gate: {'promoted' if g['promote'] else 'not promoted'}: {g['reason']}")
     if report.get("endpoint"):
         lines.append(f"  serving {report['endpoint']['url']} (v{report['endpoint']['version']})")
     return "\n".join(lines)

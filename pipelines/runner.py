@@ -22,11 +22,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import yaml
 
 from components import bundle, evaluation, xgboost_model
 from components.features import CategoricalConfig, FeatureConfig, FeatureTransform
-from components.registry import Registry
+from components.registry import Registry, RegistryError
 from components.splits import SplitPlan
 from components.validation import DataSchema
 from pipelines import report
@@ -77,6 +79,17 @@ def schema_from_spec(spec: PipelineSpec) -> DataSchema:
         max_relevance=d.max_relevance,
         unexpected_columns=d.validation.unexpected_columns,
     )
+
+
+def _outputs(scored: pd.DataFrame, task: str) -> np.ndarray:
+    """A scored frame's model output: P(1) or score ``(n,)``, or class probabilities ``(n, K)``."""
+    if task == "multiclass":
+        cols = sorted(
+            (c for c in scored.columns if c.startswith("proba_")),
+            key=lambda c: int(c.removeprefix("proba_")),
+        )
+        return scored[cols].to_numpy(dtype=np.float64)
+    return scored["score"].to_numpy(dtype=np.float64)
 
 
 def feature_config(spec: PipelineSpec) -> FeatureConfig:
@@ -206,14 +219,9 @@ class Runner:
             with timer.step(
                 "register", f"publishing to the registry as {self.spec.model_name()!r}"
             ):
-                version = self._register(winner, data, transform)
-            if serving and "production" in version.aliases:
-                with timer.step("serve", "deploying the production version on Ray Serve"):
-                    self._serve(version)
-            elif serving:
-                self.out(
-                    "    not serving: the new version is only a candidate (registry.promote is false)"
-                )
+                version = self._register(winner, data, transform, sp)
+            if serving:
+                self._serve_production(timer, version)
         except Exception as e:
             user = errors.find_user_error(e)
             self.report.update(status="failed", error=str(user or e), step_seconds=timer.times)
@@ -236,6 +244,24 @@ class Runner:
         self.out(report.summary(self.report))
         self.out(f"  report: {paths[0]}")
         return self.report
+
+    def _serve_production(self, timer: StepTimer, new: Any) -> None:
+        """Serve whatever is in production now: the new version if the gate promoted it."""
+        name = self.spec.model_name()
+        try:
+            production = Registry(self.storage).resolve(name)
+        except RegistryError:
+            self.out(
+                f"    not serving: {name} has no production version (registry.promote is false)"
+            )
+            return
+        with timer.step("serve", f"deploying production v{production.version} on Ray Serve"):
+            if production.version != new.version:
+                self.out(
+                    f"    v{new.version} is a candidate: serving production v{production.version} "
+                    f"(promote it with `rayline promote {name} {new.version}`)"
+                )
+            self._serve(production)
 
     def _serve(self, version: Any) -> None:
         from pipelines.deploy import deploy
@@ -495,6 +521,7 @@ class Runner:
         self.report["test"] = test
         self.report["baseline"] = base
         self.report["predictions"] = predictions
+        winner["scored"] = scored
         return winner
 
     def _write_bundle(
@@ -535,7 +562,11 @@ class Runner:
         bundle.write_bundle(directory, files)
 
     def _register(
-        self, winner: dict[str, Any], data: dict[str, Any], transform: FeatureTransform
+        self,
+        winner: dict[str, Any],
+        data: dict[str, Any],
+        transform: FeatureTransform,
+        sp: Any,
     ) -> Any:
         import ray
 
@@ -572,7 +603,71 @@ class Runner:
             },
         )
         registry = Registry(self.storage)
-        aliases = ["production"] if self.spec.registry.promote else ["candidate"]
-        version = registry.publish(self.spec.model_name(), final_dir, aliases=aliases)
+        decision = self._gate(registry, winner, sp)
+        self.report["gate"] = decision
+        promote = self.spec.registry.promote and decision["promote"]
+        if not self.spec.registry.promote:
+            decision["reason"] += "; registry.promote is false: never promoted automatically"
+        version = registry.publish(
+            self.spec.model_name(),
+            final_dir,
+            aliases=["production"] if promote else ["candidate"],
+            note=f"run {self.run_id}: {decision['reason']}",
+        )
+        self.out(
+            f"    {'promoted to production' if promote else 'registered as candidate'}: "
+            f"{decision['reason']}"
+        )
         self.report["lineage"] = lineage
         return version
+
+    def _gate(self, registry: Registry, winner: dict[str, Any], sp: Any) -> dict[str, Any]:
+        """Compare the winner with the production version on the same test rows."""
+        from components import gate
+
+        g = self.spec.registry.gate
+        metric = self.spec.selection_metric()
+        e = self.spec.evaluation
+        scored = winner["scored"].sort_values("_row_key", kind="stable").reset_index(drop=True)
+        label = self.spec.data.label
+        groups = scored["_group"].to_numpy() if "_group" in scored else None
+        y, challenger = scored[label].to_numpy(), _outputs(scored, self.spec.task)
+
+        def decide(champion: np.ndarray | None) -> dict[str, Any]:
+            return gate.decide(
+                self.spec.task,
+                metric,
+                y,
+                challenger,
+                champion,
+                groups,
+                min_improvement=g.min_improvement,
+                resamples=g.resamples,
+                confidence=g.confidence,
+                seed=g.seed,
+                relevance_threshold=e.relevance_threshold,
+                threshold=e.threshold,
+            ).to_dict()
+
+        try:
+            champion_mv = registry.resolve(self.spec.model_name())
+        except RegistryError:
+            return decide(None)
+        try:
+            theirs = self._score(sp.test, champion_mv.path)
+            theirs = theirs.sort_values("_row_key", kind="stable").reset_index(drop=True)
+            if not theirs["_row_key"].equals(scored["_row_key"]):
+                raise ValueError("it scored different rows")
+            champion = _outputs(theirs, self.spec.task)
+        except Exception as exc:  # any failure means "cannot compare"
+            reason = (
+                f"production v{champion_mv.version} could not score this test split "
+                f"({type(exc).__name__}: {exc}); promote by hand with `rayline promote` if intended"
+            )
+            return {
+                "metric": metric,
+                "promote": False,
+                "reason": reason,
+                "champion_version": champion_mv.version,
+            }
+        return {**decide(champion), "champion_version": champion_mv.version}

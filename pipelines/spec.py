@@ -291,9 +291,22 @@ class EvaluationSpec(_Strict):
     threshold: float = Field(default=0.5, gt=0, lt=1)
 
 
+class GateSpec(_Strict):
+    """When a new model replaces production: a paired bootstrap on the same test split."""
+
+    # The lower end of the interval of the improvement (in the selection metric's units, in its
+    # better direction) must exceed this; 0 means "confidently not worse than better".
+    min_improvement: float = 0.0
+    confidence: float = Field(default=0.95, ge=0.5, lt=1)
+    resamples: int = Field(default=1000, ge=100, le=100_000)
+    seed: int = 0
+
+
 class RegistrySpec(_Strict):
     model_name: str | None = None
+    # false: never touch production automatically (the new version becomes `candidate`)
     promote: bool = True
+    gate: GateSpec = GateSpec()
 
 
 class RaySpec(_Strict):

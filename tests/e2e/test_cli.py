@@ -162,3 +162,39 @@ serve: {{enabled: false}}
     assert main(["run", str(spec), "data.validation.wrong_type=quarantine"]) == 0
     report = _last_report(str(tmp_path / "storage"), "bad-data")
     assert report["data"]["rows_quarantined"] == 1 and report["data"]["rows_used"] == 199
+
+
+def test_gate_promotes_only_a_confidently_better_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """First run: promoted (no production). A clearly better model: promoted. The same model
+    again: registered as candidate, production unchanged, and the report says why."""
+    storage = str(tmp_path / "gate")
+    spec = str(TINY / "classification.yaml")
+    weak = ["models.0.num_boost_round=1", "models.0.params.max_depth=1"]
+    reports = []
+    for overrides in (weak, [], []):
+        assert main(["run", spec, "--storage", storage, *overrides]) == 0
+        reports.append(_last_report(storage, "tiny-classification"))
+    out = capsys.readouterr().out
+    first, better, same = (r["gate"] for r in reports)
+    assert first["promote"] and "no production version" in first["reason"]
+    assert better["promote"] and better["champion_version"] == 1
+    assert better["low"] > 0 and "better on auc" in better["reason"]
+    assert not same["promote"] and same["champion_version"] == 2
+    assert same["improvement"] == 0.0 and "not confidently better" in same["reason"]
+    assert "registered as candidate: not confidently better" in out
+    reg = Registry(storage)
+    assert reg.aliases("tiny-classification") == {"production": 2, "candidate": 3}
+    md = Path(reports[2]["run_dir"], "report.md").read_text()
+    assert "## Promotion gate" in md and "keep production" in md and "paired-bootstrap" in md
+    notes = [e.get("note", "") for e in reg.history("tiny-classification")]
+    assert "no production version" in notes[0] and "not confidently better" in notes[-1]
+
+    # by hand: promote the candidate, then roll back to the gate's choice
+    capsys.readouterr()
+    assert main(["promote", "tiny-classification", "3", "--storage", storage]) == 0
+    assert "production v2 -> v3" in capsys.readouterr().out
+    assert main(["rollback", "tiny-classification", "--storage", storage]) == 0
+    assert "production v3 -> v2" in capsys.readouterr().out
+    assert reg.aliases("tiny-classification")["production"] == 2

@@ -321,6 +321,37 @@ def test_switching_versions_under_load_drops_nothing(served: dict) -> None:
     deploy(_args(storage, "tiny-classification", version=1))  # leave v1 for the other tests
 
 
+def _health_version(url: str) -> int:
+    r = httpx.get(f"{url}/healthz", timeout=10)
+    assert r.status_code == 200, r.text
+    return int(r.json()["version"])
+
+
+def test_promote_and_rollback_switch_the_running_deployment(
+    served: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    storage = str(served["storage"])
+    model = "tiny-classification"
+    reg = Registry(storage)
+    if len(reg.versions(model)) < 2:
+        assert main(["run", str(TINY / "classification.yaml"), "--storage", storage]) == 0
+    url = endpoint(_args(storage, model))
+    assert main(["promote", model, "1", "--storage", storage]) == 0
+    assert _health_version(url) == 1
+    capsys.readouterr()
+    assert main(["promote", model, "2", "--storage", storage]) == 0
+    out = capsys.readouterr().out
+    assert "production v1 -> v2" in out and "the running deployment now serves v2" in out
+    assert reg.aliases(model)["production"] == 2 and _health_version(url) == 2
+    assert main(["rollback", model, "--storage", storage]) == 0
+    out = capsys.readouterr().out
+    assert "production v2 -> v1" in out and "now serves v1" in out
+    assert reg.aliases(model)["production"] == 1 and _health_version(url) == 1
+    assert reg.history(model)[-1]["note"] == "rollback from v2"
+    assert main(["promote", model, "99", "--storage", storage]) == 1
+    assert "no version 99" in capsys.readouterr().err
+
+
 def _replicas(app: str) -> int:
     from ray import serve
 

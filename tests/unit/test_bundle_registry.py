@@ -408,6 +408,30 @@ def test_aliases_history_and_previous(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
+def test_rollback_walks_back_the_production_lineage(tmp_path: Path) -> None:
+    src = make_bundle(tmp_path)
+    reg = Registry(tmp_path / "storage")
+    for _ in range(4):
+        reg.publish("m", src)
+    with pytest.raises(RegistryError, match="no 'production' alias"):
+        reg.rollback("m")
+    reg.set_alias("m", "production", 1, note="first")
+    with pytest.raises(RegistryError, match="no earlier version"):
+        reg.rollback("m")
+    reg.set_alias("m", "production", 2)
+    reg.set_alias("m", "production", 3, note="gate: better")
+    assert reg.rollback("m") == (3, 2)
+    assert reg.rollback("m") == (2, 1)  # two steps back, not back to 3
+    reg.set_alias("m", "production", 4)
+    assert reg.rollback("m") == (4, 1)
+    assert reg.aliases("m")["production"] == 1
+    notes = [e.get("note", "") for e in reg.history("m")]
+    assert notes[0] == "first" and notes[2] == "gate: better"
+    assert (
+        notes[3:5] == ["rollback from v3", "rollback from v2"] and notes[-1] == "rollback from v4"
+    )
+
+
 def test_set_alias_validates(tmp_path: Path) -> None:
     reg = Registry(tmp_path / "storage")
     with pytest.raises(RegistryError, match="unknown model 'm'"):

@@ -1,0 +1,118 @@
+"""The champion/challenger gate on constructed cases: clearly better, clearly worse, within noise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from components import gate, metrics
+
+
+def _ranking(seed: int = 0, queries: int = 300, size: int = 10) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(queries), size)
+    rel = rng.integers(0, 5, size=queries * size).astype(np.float64)
+    good = rel + rng.normal(0, 1.0, size=rel.size)
+    bad = rng.normal(0, 1.0, size=rel.size)
+    return rel, groups, good, bad
+
+
+def test_per_query_values_average_to_the_metric() -> None:
+    rel, groups, good, _ = _ranking()
+    whole = metrics.ranking_metrics(rel, good, groups, ks=(5,), threshold=2.0)
+    assert metrics.per_query(rel, good, groups, "ndcg@5").mean() == pytest.approx(whole["ndcg@5"])
+    per_map = metrics.per_query(rel, good, groups, "map@5", threshold=2.0)
+    assert per_map.mean() == pytest.approx(whole["map@5"])
+    assert metrics.per_query(rel, good, groups, "mrr", 2.0).mean() == pytest.approx(whole["mrr"])
+    assert len(per_map) == 300
+    with pytest.raises(ValueError, match="not a per-query ranking metric"):
+        metrics.per_query(rel, good, groups, "auc")
+
+
+def test_clearly_better_ranker_is_promoted() -> None:
+    rel, groups, good, bad = _ranking()
+    d = gate.decide("ranking", "ndcg@10", rel, good, bad, groups, min_improvement=0.01)
+    assert d.promote and d.unit == "queries" and d.units == 300
+    assert d.improvement is not None and d.low is not None and d.high is not None
+    assert d.low > 0.01 and d.low <= d.improvement <= d.high
+    assert d.challenger > d.champion  # type: ignore[operator]
+    assert "better on ndcg@10" in d.reason and "lower bound exceeds" in d.reason
+
+
+def test_clearly_worse_ranker_is_not_promoted() -> None:
+    rel, groups, good, bad = _ranking()
+    d = gate.decide("ranking", "ndcg@10", rel, bad, good, groups)
+    assert not d.promote and d.high is not None and d.high < 0
+    assert "worse on ndcg@10" in d.reason and "production stays" in d.reason
+
+
+def test_difference_within_noise_is_not_promoted() -> None:
+    rel, groups, good, _ = _ranking()
+    rng = np.random.default_rng(7)
+    twin = good + rng.normal(0, 0.05, size=good.size)  # the same model, slightly perturbed
+    d = gate.decide("ranking", "ndcg@10", rel, twin, good, groups)
+    assert not d.promote
+    assert d.low is not None and d.high is not None and d.low <= 0 <= d.high
+    assert "not confidently better" in d.reason
+    # the same scores: an interval of exactly zero, and zero is not above min_improvement 0
+    same = gate.decide("ranking", "ndcg@10", rel, good, good, groups)
+    assert not same.promote and same.low == same.high == 0.0
+
+
+def test_a_margin_blocks_a_small_real_gain() -> None:
+    rel, groups, good, bad = _ranking()
+    d = gate.decide("ranking", "ndcg@10", rel, good, bad, groups, min_improvement=0.5)
+    assert not d.promote and "min_improvement 0.5" in d.reason
+
+
+def test_no_champion_promotes() -> None:
+    rel, groups, good, _ = _ranking()
+    d = gate.decide("ranking", "ndcg@10", rel, good, None, groups)
+    assert d.promote and d.champion is None and "no production version" in d.reason
+
+
+def _binary(seed: int = 0, n: int = 4000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n).astype(np.float64)
+    z = 1.5 * (2 * y - 1) + rng.normal(0, 1.5, n)
+    good = 1 / (1 + np.exp(-z))
+    weak = 1 / (1 + np.exp(-(0.2 * z + rng.normal(0, 1.5, n))))
+    return y, good, weak
+
+
+def test_auc_is_recomputed_per_resample() -> None:
+    y, good, weak = _binary()
+    d = gate.decide("binary", "auc", y, good, weak, resamples=300)
+    assert d.promote and d.unit == "rows" and d.units == len(y)
+    assert d.challenger == pytest.approx(metrics.roc_auc(y.astype(int), good))
+    worse = gate.decide("binary", "auc", y, weak, good, resamples=300)
+    assert not worse.promote and "worse" in worse.reason
+
+
+def test_logloss_improvement_is_positive_when_lower() -> None:
+    y, good, weak = _binary()
+    d = gate.decide("binary", "logloss", y, good, weak)
+    assert d.challenger < d.champion  # type: ignore[operator]
+    assert d.improvement is not None and d.improvement > 0 and d.promote
+
+
+def test_multiclass_accuracy_per_row() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 3000)
+    good = np.full((3000, 3), 0.1)
+    good[np.arange(3000), y] = 0.8
+    flip = rng.random(3000) < 0.2
+    good[flip] = good[flip][:, ::-1]
+    uniform = rng.dirichlet(np.ones(3), size=3000)
+    d = gate.decide("multiclass", "accuracy", y, good, uniform)
+    assert d.promote and d.challenger == pytest.approx((good.argmax(1) == y).mean())
+
+
+def test_bad_arguments() -> None:
+    y, good, weak = _binary(n=200)
+    with pytest.raises(ValueError, match="confidence"):
+        gate.paired_bootstrap("binary", "auc", y, good, weak, confidence=1.2)
+    with pytest.raises(ValueError, match="same rows"):
+        gate.paired_bootstrap("binary", "auc", y, good[:-1], weak)
+    with pytest.raises(ValueError, match="resamples"):
+        gate.paired_bootstrap("binary", "auc", y, good, weak, resamples=10)
