@@ -7,6 +7,7 @@ checkpoints, the bundle, report.md and report.json) and a new version in the reg
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,8 +32,9 @@ from components import bundle, evaluation, xgboost_model
 from components.features import CategoricalConfig, FeatureConfig, FeatureTransform
 from components.registry import Registry, RegistryError
 from components.splits import SplitPlan
+from components.steps.train_common import TrainOutcome
 from components.validation import DataSchema
-from pipelines import report
+from pipelines import report, trainers
 from pipelines.spec import LOWER_IS_BETTER, PipelineSpec, SourceSpec, TorchModelSpec
 
 Printer = Callable[[str], None]
@@ -344,11 +347,12 @@ class Runner:
         metric = self.spec.selection_metric()
         trained = []
         label_mean = float(sp.train.mean(self.spec.data.label))
+        ctx = self._context(transform)
         for i, m in enumerate(self.spec.models):
-            if isinstance(m, TorchModelSpec):
-                outcome = self._fit_torch(i, m, transform, sp, metric)
+            if m.search:
+                m, outcome = self._tune(i, m, ctx, sp)
             else:
-                outcome = self._fit_xgboost(i, m, transform, sp, metric)
+                outcome = self._fit(i, m, ctx, sp)
             bundle_dir = os.path.join(self.run_dir, "candidates", m.name)
             self._write_bundle(bundle_dir, m, transform, outcome, extra={})
             valid_scores = self._score(sp.valid, bundle_dir)
@@ -376,90 +380,76 @@ class Runner:
             )
         return trained
 
-    def _fit_xgboost(
-        self, i: int, m: Any, transform: FeatureTransform, sp: Any, metric: str
-    ) -> Any:
-        from components.steps import train_xgboost
-
-        params = xgboost_model.build_params(
-            self.spec.task,
-            m.params,
-            metric,
-            self.spec.data.num_classes,
-            m.scaling.use_gpu,
-            nthread=None,
-        )
-        job = train_xgboost.XGBoostJob(
+    def _context(self, transform: FeatureTransform) -> trainers.TrainContext:
+        return trainers.TrainContext(
             task=self.spec.task,
             label=self.spec.data.label,
-            params=params,
-            num_boost_round=m.num_boost_round,
-            early_stopping_rounds=m.early_stopping_rounds,
-            report_every=m.report_every,
+            metric=self.spec.selection_metric(),
+            num_classes=self.spec.data.num_classes,
             features_json=transform.to_json(),
-            **m.scaling.worker_kwargs(),
-        )
-        self.out(
-            f"    models.{i} {m.name}: {m.kind}, {m.scaling.num_workers} worker(s), "
-            f"up to {m.num_boost_round} rounds, objective {params['objective']}"
-        )
-        return train_xgboost.fit(
-            job,
-            sp.train,
-            sp.valid,
-            os.path.join(self.run_dir, "train"),
-            run_name=f"{m.name}-{self.run_id}",
-        )
-
-    def _fit_torch(
-        self, i: int, m: TorchModelSpec, transform: FeatureTransform, sp: Any, metric: str
-    ) -> Any:
-        from components.steps import train_torch
-        from components.torch_models import ArchitectureSpec
-
-        arch = ArchitectureSpec(
-            kind=m.kind,
-            num_numeric=len(transform.numeric),
-            cardinalities=tuple(c.cardinality for c in transform.categorical),
-            embedding_dim=m.embedding_dim,
-            bottom_mlp=tuple(m.bottom_mlp),
-            top_mlp=tuple(m.top_mlp),
-            hidden=tuple(m.hidden),
-            dropout=m.dropout,
-            first_order=m.first_order,
-            num_outputs=(self.spec.data.num_classes or 2) if self.spec.task == "multiclass" else 1,
-        )
-        job = train_torch.TorchJob(
-            task=self.spec.task,
-            label=self.spec.data.label,
-            loss=m.loss_for(self.spec.task),
-            arch_json=arch.to_json(),
-            features_json=transform.to_json(),
-            metric=metric,
-            maximize=metric not in LOWER_IS_BETTER,
-            epochs=m.epochs,
-            batch_size=m.batch_size,
-            learning_rate=m.learning_rate,
-            weight_decay=m.weight_decay,
-            early_stopping_epochs=m.early_stopping_epochs,
-            bf16=m.bf16,
-            **m.scaling.worker_kwargs(),
-            seed=m.seed,
             eval_kwargs=self._eval_kwargs(),
         )
+
+    def _tune(
+        self, i: int, m: Any, ctx: trainers.TrainContext, sp: Any
+    ) -> tuple[Any, TrainOutcome]:
+        """Search model ``m``'s space; the best finished trial's spec and trained model."""
+        from pipelines import tuning
+
+        t = self.spec.tune
         self.out(
-            f"    models.{i} {m.name}: {m.kind}, {m.scaling.num_workers} worker(s), "
-            f"up to {m.epochs} epochs, loss {job.loss}"
+            f"    models.{i} {m.name}: tuning {len(m.search or {})} parameter(s), "
+            f"{t.num_samples} sample(s), {t.searcher} search, {t.scheduler} scheduler, "
+            f"{t.max_concurrent_trials} at a time"
+            + (f", budget {t.time_budget_s:g}s" if t.time_budget_s else "")
         )
-        outcome = train_torch.fit(
+        started = time.time()
+        result = tuning.search(
+            ctx,
+            m,
+            t,
+            sp.train,
+            sp.valid,
+            os.path.join(self.run_dir, "tune"),
+            name=m.name,
+        )
+        trials = [dataclasses.asdict(tr) for tr in result.trials]
+        self.report.setdefault("tuning", {})[m.name] = {
+            "metric": result.metric,
+            "mode": result.mode,
+            "trials": trials,
+            "best": dataclasses.asdict(result.best) if result.best else None,
+            "seconds": round(time.time() - started, 1),
+            "path": result.path,
+            "winner_from": "the best trial's own model (trained on the training split)",
+        }
+        if result.best is None or result.best_outcome is None:
+            states = ", ".join(
+                f"{tr.trial_id}: {tr.status} {tr.error}".strip() for tr in result.trials
+            )
+            raise PipelineError(
+                f"models.{i} {m.name}: no trial finished ({states or 'no trials ran'}); "
+                "raise tune.time_budget_s or lower the search's cost"
+            )
+        counts = Counter(tr.status for tr in result.trials)
+        self.out(
+            f"    models.{i} {m.name}: {len(result.trials)} trials ("
+            + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+            + f") in {time.time() - started:.1f}s; best {result.metric} {result.best.value:.4f} "
+            f"with {result.best.config}"
+        )
+        return tuning.trial_model(m.model_dump_json(), result.best.config), result.best_outcome
+
+    def _fit(self, i: int, m: Any, ctx: trainers.TrainContext, sp: Any) -> TrainOutcome:
+        job = trainers.make_job(ctx, m)
+        self.out(f"    models.{i} {m.name}: {trainers.describe(m, job)}")
+        return trainers.fit_job(
             job,
             sp.train,
             sp.valid,
             os.path.join(self.run_dir, "train"),
             run_name=f"{m.name}-{self.run_id}",
         )
-        outcome.architecture = arch.to_json()
-        return outcome
 
     def _eval_kwargs(self) -> dict[str, Any]:
         e = self.spec.evaluation

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from components import search_space
 from serve.config import ServeArgs, ServeOptions
 
 Task = Literal["binary", "multiclass", "ranking"]
@@ -239,6 +240,9 @@ class XGBoostModelSpec(_Strict):
     early_stopping_rounds: int | None = Field(default=20, ge=1)
     report_every: int = Field(default=10, ge=1)
     scaling: ScalingSpec = ScalingSpec()
+    # dotted path -> distribution, e.g. {params.eta: {loguniform: [0.01, 0.3]}}: tuned with Ray
+    # Tune (see the tune: section); checked against this model's fields at validation
+    search: dict[str, Any] | None = None
 
     @field_validator("params")
     @classmethod
@@ -274,6 +278,7 @@ class TorchModelSpec(_Strict):
     bf16: bool = False
     seed: int = 0
     scaling: ScalingSpec = ScalingSpec()
+    search: dict[str, Any] | None = None  # as for XGBoost models
 
     def loss_for(self, task: str) -> str:
         if self.loss != "auto":
@@ -281,7 +286,8 @@ class TorchModelSpec(_Strict):
         return {"binary": "bce", "multiclass": "cross_entropy", "ranking": "pairwise"}[task]
 
 
-ModelSpec = Annotated[XGBoostModelSpec | TorchModelSpec, Field(discriminator="kind")]
+ModelSpecType = XGBoostModelSpec | TorchModelSpec
+ModelSpec = Annotated[ModelSpecType, Field(discriminator="kind")]
 
 
 class EvaluationSpec(_Strict):
@@ -309,6 +315,21 @@ class RegistrySpec(_Strict):
     gate: GateSpec = GateSpec()
 
 
+class TuneSpec(_Strict):
+    """How models with a ``search:`` space are tuned (one Ray Tune run per such model)."""
+
+    num_samples: int = Field(default=8, ge=1)  # trials (times each grid value)
+    max_concurrent_trials: int = Field(default=2, ge=1)
+    time_budget_s: float | None = Field(default=None, gt=0)  # per model; running trials stop
+    searcher: Literal["random", "optuna"] = "random"  # optuna = TPE
+    scheduler: Literal["asha", "fifo"] = "asha"
+    # rounds (XGBoost) or epochs (torch) before ASHA may stop a trial; default: a quarter of a
+    # full trial
+    grace_period: int | None = Field(default=None, ge=1)
+    reduction_factor: int = Field(default=2, ge=2)
+    seed: int = 0
+
+
 class RaySpec(_Strict):
     address: str | None = None
     num_cpus: int | None = Field(default=None, ge=1)
@@ -324,6 +345,27 @@ DEFAULT_METRIC = {"binary": "auc", "multiclass": "logloss", "ranking": "ndcg@10"
 LOWER_IS_BETTER = {"logloss"}
 
 
+def _check_search(i: int, m: ModelSpecType, tune: TuneSpec) -> None:
+    """Parse the space and validate the model at every edge of it, naming the path."""
+    try:
+        space = search_space.parse_space(m.search or {})
+    except ValueError as e:
+        raise ValueError(f"models.{i}.search.{e}") from None
+    if tune.searcher == "optuna" and search_space.has_grid(space):
+        raise ValueError(f"models.{i}.search: grid cannot be used with tune.searcher optuna")
+    base = m.model_dump(mode="json", exclude={"search"})
+    for path, dist in space.items():
+        for value in dist.extremes():
+            try:
+                type(m).model_validate(search_space.apply(base, {path: value}))
+            except (ValidationError, ValueError) as e:
+                first = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
+                raise ValueError(
+                    f"models.{i}.search.{path}: the value {value!r} is not valid for this "
+                    f"model ({first})"
+                ) from None
+
+
 class PipelineSpec(_Strict):
     """A whole pipeline: data, features, split, models, evaluation, registry, serving, Ray."""
 
@@ -336,6 +378,7 @@ class PipelineSpec(_Strict):
     models: list[ModelSpec] = Field(min_length=1)
     evaluation: EvaluationSpec = EvaluationSpec()
     registry: RegistrySpec = RegistrySpec()
+    tune: TuneSpec = TuneSpec()
     serve: ServeOptions = ServeOptions()
     ray: RaySpec = RaySpec()
 
@@ -403,6 +446,9 @@ class PipelineSpec(_Strict):
                         f"models.{i}.loss bce needs 0/1 labels but data.max_relevance is "
                         f"{d.max_relevance}; use mse or huber (pointwise) or a ranking loss"
                     )
+        for i, m in enumerate(self.models):
+            if m.search:
+                _check_search(i, m, self.tune)
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ValueError(f"model names must be distinct, got {names}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,13 +67,19 @@ class WorkerScaling:
             accelerator_type=None if local else self.accelerator_type,
         )
 
-    def run_config(self, run_name: str, storage_path: str) -> RunConfig:
-        """A unique run name per training run: a reused name would resume the old run."""
+    def run_config(
+        self, run_name: str, storage_path: str, callbacks: Sequence[Any] = ()
+    ) -> RunConfig:
+        """A unique run name per training run: a reused name would resume the old run.
+
+        ``callbacks``: Ray Train user callbacks, e.g. Tune's report callback inside a trial.
+        """
         return RunConfig(
             name=run_name,
             storage_path=storage_path,
             failure_config=FailureConfig(max_failures=self.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=list(callbacks) or None,
         )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -187,7 +188,14 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def fit(job: TorchJob, train: Any, valid: Any, storage_path: str, run_name: str) -> TrainOutcome:
+def fit(
+    job: TorchJob,
+    train: Any,
+    valid: Any,
+    storage_path: str,
+    run_name: str,
+    callbacks: Sequence[Any] = (),
+) -> TrainOutcome:
     """Run the TorchTrainer and return the best epoch's weights and the metric history."""
     trainer = TorchTrainer(
         train_fn_per_worker,
@@ -196,6 +204,6 @@ def fit(job: TorchJob, train: Any, valid: Any, storage_path: str, run_name: str)
         datasets=shard_datasets(train, valid, job.num_workers),
         dataset_config=DataConfig(datasets_to_split=[]),
         scaling_config=job.scaling_config(),
-        run_config=job.run_config(run_name, storage_path),
+        run_config=job.run_config(run_name, storage_path, callbacks),
     )
     return run_trainer(trainer, run_name, job.num_workers)

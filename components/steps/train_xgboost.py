@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,6 +135,7 @@ def fit(
     valid: ray.data.Dataset,
     storage_path: str,
     run_name: str,
+    callbacks: Sequence[Any] = (),
 ) -> TrainOutcome:
     """Run the XGBoostTrainer and return the final model and its metric history."""
     trainer = XGBoostTrainer(
@@ -142,6 +144,6 @@ def fit(
         datasets=shard_datasets(train, valid, job.num_workers),
         dataset_config=DataConfig(datasets_to_split=[]),
         scaling_config=job.scaling_config(),
-        run_config=job.run_config(run_name, storage_path),
+        run_config=job.run_config(run_name, storage_path, callbacks),
     )
     return run_trainer(trainer, run_name, job.num_workers)

@@ -1,0 +1,268 @@
+"""Ray Tune over Ray Train: search spaces, searchers, schedulers, and reading a finished search.
+
+A trial is a function that builds a Ray Train job from its sampled config and fits it with
+Tune's report callback, so every Train report (each ``report_every`` rounds, each epoch) reaches
+the scheduler; the trial ends by reporting ``final: 1`` with its model as a Tune checkpoint.
+Trials that ASHA or the time budget stopped never report ``final``: only finished trials can win.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray.tune
+from ray import tune
+from ray.tune import Checkpoint
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+from components.search_space import Dist
+from components.steps.train_common import TrainOutcome
+
+MODEL_FILE = "model.bin"
+OUTCOME_FILE = "outcome.json"
+FINAL = "final"
+
+
+def to_tune(space: Mapping[str, Dist]) -> dict[str, Any]:
+    """Spec distributions -> Ray Tune sampling objects (one per dotted path)."""
+    out: dict[str, Any] = {}
+    for path, d in space.items():
+        if d.kind == "uniform":
+            out[path] = tune.uniform(*d.args)
+        elif d.kind == "loguniform":
+            out[path] = tune.loguniform(*d.args)
+        elif d.kind == "randint":
+            out[path] = tune.randint(*d.args)
+        elif d.kind == "choice":
+            out[path] = tune.choice(list(d.args))
+        elif d.kind == "grid":
+            out[path] = tune.grid_search(list(d.args))
+        else:
+            raise ValueError(f"{path}: unknown distribution {d.kind!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    num_samples: int
+    max_concurrent_trials: int
+    time_budget_s: float | None
+    searcher: str  # random | optuna
+    scheduler: str  # fifo | asha
+    grace_period: int  # in time_attr units (rounds or epochs)
+    reduction_factor: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What the scheduler watches: a reported metric, its direction and the time axis."""
+
+    metric: str
+    mode: str
+    time_attr: str
+    max_t: int
+
+
+def tune_config(settings: SearchSettings, watch: Watch) -> tune.TuneConfig:
+    if settings.searcher == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg: Any = OptunaSearch(seed=settings.seed)
+        limit: int | None = settings.max_concurrent_trials
+    else:
+        # a generator, not a Searcher: it takes the concurrency limit itself
+        search_alg = BasicVariantGenerator(
+            random_state=settings.seed, max_concurrent=settings.max_concurrent_trials
+        )
+        limit = None
+    scheduler: Any = FIFOScheduler()
+    if settings.scheduler == "asha":
+        scheduler = ASHAScheduler(
+            time_attr=watch.time_attr,
+            # ASHA stops a trial whose time reaches max_t; one past the last round/epoch lets a
+            # full trial report its finished model first
+            max_t=watch.max_t + 1,
+            grace_period=min(settings.grace_period, watch.max_t),
+            reduction_factor=settings.reduction_factor,
+        )
+    return tune.TuneConfig(
+        metric=watch.metric,
+        mode=watch.mode,
+        search_alg=search_alg,
+        scheduler=scheduler,
+        num_samples=settings.num_samples,
+        max_concurrent_trials=limit,
+        time_budget_s=settings.time_budget_s,
+    )
+
+
+def report_final(outcome: TrainOutcome, time_attr: str) -> None:
+    """Inside a trial: report the finished model (as a Tune checkpoint) and its metrics."""
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, MODEL_FILE), "wb") as fh:
+            fh.write(outcome.model)
+        doc = {
+            "history": outcome.history,
+            "best_iteration": outcome.best_iteration,
+            "rounds": outcome.rounds,
+            "seconds": outcome.seconds,
+            "architecture": outcome.architecture,
+            "resumed_from": outcome.resumed_from,
+        }
+        with open(os.path.join(d, OUTCOME_FILE), "w") as fh:
+            json.dump(doc, fh)
+        metrics = {f"valid-{k}": v for k, v in outcome.valid_metrics.items()}
+        metrics.update({FINAL: 1, time_attr: outcome.rounds})
+        ray.tune.report(metrics, checkpoint=Checkpoint.from_directory(d))
+
+
+def read_outcome(checkpoint: Checkpoint, valid_metrics: dict[str, float]) -> TrainOutcome:
+    with checkpoint.as_directory() as d:
+        with open(os.path.join(d, MODEL_FILE), "rb") as fh:
+            model = fh.read()
+        with open(os.path.join(d, OUTCOME_FILE)) as fh:
+            doc = json.load(fh)
+    return TrainOutcome(
+        model=model,
+        history=doc["history"],
+        best_iteration=int(doc["best_iteration"]),
+        rounds=int(doc["rounds"]),
+        seconds=float(doc["seconds"]),
+        checkpoint_path=checkpoint.path,
+        valid_metrics=valid_metrics,
+        architecture=doc.get("architecture", ""),
+        resumed_from=int(doc.get("resumed_from", 0)),
+    )
+
+
+class _Printer(tune.Callback):
+    """One line per trial as it ends: progress for a search that may take a while.
+
+    Prints to stdout itself: Tune pickles its callbacks with the experiment state, and the
+    caller's output function need not be picklable.
+    """
+
+    def __init__(self, watch: Watch) -> None:
+        self.watch = watch
+        self.ended = 0
+
+    def _line(self, trial: Any, what: str) -> None:
+        self.ended += 1
+        m = trial.last_result or {}
+        value = m.get(self.watch.metric)
+        shown = f"{self.watch.metric} {value:.4f}" if isinstance(value, float) else "no metric"
+        config = ", ".join(f"{k}={_short(v)}" for k, v in (trial.config or {}).items())
+        print(
+            f"      trial {self.ended} {trial.trial_id}: {what} at {self.watch.time_attr} "
+            f"{m.get(self.watch.time_attr, '?')}, {shown} ({config})",
+            flush=True,
+        )
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        done = (trial.last_result or {}).get(FINAL) == 1
+        self._line(trial, "finished" if done else "stopped early")
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._line(trial, "FAILED")
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+@dataclass
+class Trial:
+    """One trial as the report shows it."""
+
+    trial_id: str
+    config: dict[str, Any]
+    status: str  # completed | stopped early | error
+    value: float | None  # the watched metric, last reported
+    reached: int | None  # rounds/epochs reached
+    seconds: float | None
+    error: str = ""
+
+
+@dataclass
+class SearchResult:
+    trials: list[Trial]
+    best: Trial | None
+    best_outcome: TrainOutcome | None
+    path: str
+    metric: str
+    mode: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_search(
+    trial_fn: Callable[..., None],
+    space: Mapping[str, Dist],
+    settings: SearchSettings,
+    watch: Watch,
+    storage_path: str,
+    name: str,
+    trial_resources: dict[str, float],
+    restore: bool = False,
+    **with_parameters: Any,
+) -> SearchResult:
+    """Run (or, with ``restore``, continue) one search and read every trial's end."""
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_fn, **with_parameters), trial_resources
+    )
+    path = os.path.join(storage_path, name)
+    if restore and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=to_tune(space),
+            tune_config=tune_config(settings, watch),
+            run_config=tune.RunConfig(
+                name=name, storage_path=storage_path, verbose=0, callbacks=[_Printer(watch)]
+            ),
+        )
+    grid = tuner.fit()
+    trials: list[Trial] = []
+    finished = []
+    for idx in range(len(grid)):
+        r = grid[idx]
+        m = dict(r.metrics or {})
+        done = m.get(FINAL) == 1
+        status = "completed" if done else ("error" if r.error else "stopped early")
+        t = Trial(
+            trial_id=str(m.get("trial_id", os.path.basename(r.path or ""))),
+            config={k: v for k, v in (r.config or {}).items()},
+            status=status,
+            value=float(m[watch.metric]) if watch.metric in m else None,
+            reached=int(m[watch.time_attr]) if watch.time_attr in m else None,
+            seconds=float(m["time_total_s"]) if "time_total_s" in m else None,
+            error=str(r.error).splitlines()[0][:300] if r.error else "",
+        )
+        trials.append(t)
+        if done and t.value is not None and r.checkpoint is not None:
+            finished.append((t, r))
+    if not finished:
+        return SearchResult(trials, None, None, path, watch.metric, watch.mode)
+    sign = 1.0 if watch.mode == "max" else -1.0
+    best, result = max(finished, key=lambda tr: sign * (tr[0].value or 0.0))
+    valid = {
+        k.removeprefix("valid-"): float(v)
+        for k, v in (result.metrics or {}).items()
+        if k.startswith("valid-") and isinstance(v, (int, float))
+    }
+    assert result.checkpoint is not None
+    return SearchResult(
+        trials,
+        best,
+        read_outcome(result.checkpoint, valid),
+        path,
+        watch.metric,
+        watch.mode,
+    )

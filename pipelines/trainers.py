@@ -1,0 +1,140 @@
+"""One factory for training jobs: plain training and every Ray Tune trial build them here.
+
+``make_job`` turns a model spec (possibly with a trial's sampled values applied) into the
+adapter's job; ``fit_job`` runs it on Ray Train. ``TrainContext`` carries what every job needs
+from the pipeline (task, label, metric, fitted features) as plain, JSON-able data, so a Tune
+trial on another node rebuilds exactly the job the plain path would have built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from components import xgboost_model
+from components.features import FeatureTransform
+from components.steps.train_common import TrainOutcome
+from components.torch_models import ArchitectureSpec
+from pipelines.spec import LOWER_IS_BETTER, ModelSpecType, TorchModelSpec, XGBoostModelSpec
+
+
+@dataclass(frozen=True)
+class TrainContext:
+    task: str
+    label: str
+    metric: str  # the spec's selection metric
+    num_classes: int | None
+    features_json: str
+    eval_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def transform(self) -> FeatureTransform:
+        return FeatureTransform.from_json(self.features_json)
+
+
+def make_job(ctx: TrainContext, m: ModelSpecType) -> Any:
+    """The adapter job (XGBoostJob or TorchJob) for model spec ``m``."""
+    if isinstance(m, TorchModelSpec):
+        from components.steps import train_torch
+
+        return train_torch.TorchJob(
+            task=ctx.task,
+            label=ctx.label,
+            loss=m.loss_for(ctx.task),
+            arch_json=architecture(ctx, m).to_json(),
+            features_json=ctx.features_json,
+            metric=ctx.metric,
+            maximize=ctx.metric not in LOWER_IS_BETTER,
+            epochs=m.epochs,
+            batch_size=m.batch_size,
+            learning_rate=m.learning_rate,
+            weight_decay=m.weight_decay,
+            early_stopping_epochs=m.early_stopping_epochs,
+            bf16=m.bf16,
+            seed=m.seed,
+            eval_kwargs=dict(ctx.eval_kwargs),
+            **m.scaling.worker_kwargs(),
+        )
+    from components.steps import train_xgboost
+
+    params = xgboost_model.build_params(
+        ctx.task, m.params, ctx.metric, ctx.num_classes, m.scaling.use_gpu, nthread=None
+    )
+    return train_xgboost.XGBoostJob(
+        task=ctx.task,
+        label=ctx.label,
+        params=params,
+        num_boost_round=m.num_boost_round,
+        early_stopping_rounds=m.early_stopping_rounds,
+        report_every=m.report_every,
+        features_json=ctx.features_json,
+        **m.scaling.worker_kwargs(),
+    )
+
+
+def architecture(ctx: TrainContext, m: TorchModelSpec) -> ArchitectureSpec:
+    t = ctx.transform
+    return ArchitectureSpec(
+        kind=m.kind,
+        num_numeric=len(t.numeric),
+        cardinalities=tuple(c.cardinality for c in t.categorical),
+        embedding_dim=m.embedding_dim,
+        bottom_mlp=tuple(m.bottom_mlp),
+        top_mlp=tuple(m.top_mlp),
+        hidden=tuple(m.hidden),
+        dropout=m.dropout,
+        first_order=m.first_order,
+        num_outputs=(ctx.num_classes or 2) if ctx.task == "multiclass" else 1,
+    )
+
+
+def describe(m: ModelSpecType, job: Any) -> str:
+    """One line for the run's output."""
+    if isinstance(m, TorchModelSpec):
+        return (
+            f"{m.kind}, {m.scaling.num_workers} worker(s), up to {m.epochs} epochs, loss {job.loss}"
+        )
+    return (
+        f"{m.kind}, {m.scaling.num_workers} worker(s), up to {m.num_boost_round} rounds, "
+        f"objective {job.params['objective']}"
+    )
+
+
+def fit_job(
+    job: Any,
+    train: Any,
+    valid: Any,
+    storage_path: str,
+    run_name: str,
+    callbacks: Sequence[Any] = (),
+) -> TrainOutcome:
+    """Train ``job`` on Ray Train (its adapter picked by the job's type)."""
+    from components.steps import train_torch, train_xgboost
+
+    if isinstance(job, train_torch.TorchJob):
+        outcome = train_torch.fit(job, train, valid, storage_path, run_name, callbacks)
+        outcome.architecture = job.arch_json
+        return outcome
+    return train_xgboost.fit(job, train, valid, storage_path, run_name, callbacks)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How a family reports while training: the Tune metric, its mode, and the time axis."""
+
+    metric: str  # key in the reported metrics
+    mode: str  # "max" or "min"
+    time_attr: str  # "round" (XGBoost) or "epoch" (torch)
+    max_t: int  # rounds or epochs of a full trial
+    step: int  # time units between two reports
+
+
+def progress(ctx: TrainContext, m: ModelSpecType) -> Progress:
+    """What Ray Tune watches for model ``m``: its own validation metric, per round or epoch."""
+    if isinstance(m, XGBoostModelSpec):
+        tracked = xgboost_model.eval_metric(ctx.task, ctx.metric)
+        mode = "max" if xgboost_model.maximize(tracked) else "min"
+        return Progress(f"valid-{tracked}", mode, "round", m.num_boost_round, m.report_every)
+    mode = "min" if ctx.metric in LOWER_IS_BETTER else "max"
+    return Progress(f"valid-{ctx.metric}", mode, "epoch", m.epochs, 1)

@@ -1,0 +1,116 @@
+"""Tune one model family with Ray Tune: trials built by ``pipelines.trainers``, as plain runs are.
+
+Each trial applies its sampled values to the model's spec, re-validates it (so a trial can never
+run a model the spec would refuse), builds the job with ``make_job`` and fits it with Tune's
+report callback: ASHA sees every round/epoch report and stops the weak trials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from components import search_space
+from components.steps import tune as tune_step
+from pipelines import trainers
+from pipelines.spec import ModelSpec, ModelSpecType, TuneSpec
+
+_MODEL = TypeAdapter(ModelSpec)
+
+
+def trial_model(model_json: str, config: dict[str, Any]) -> ModelSpecType:
+    """The model spec a trial trains: the base spec with the sampled values, validated again."""
+    doc = search_space.apply(json.loads(model_json), config)
+    doc.pop("search", None)
+    model: ModelSpecType = _MODEL.validate_python(doc)
+    return model
+
+
+def trial(
+    config: dict[str, Any],
+    *,
+    ctx_json: str,
+    model_json: str,
+    train: Any,
+    valid: Any,
+    train_storage: str,
+    trial_prefix: str,
+) -> None:
+    """A Ray Tune function trainable: train one sampled model, report it when it finishes."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    ctx = trainers.TrainContext(**json.loads(ctx_json))
+    m = trial_model(model_json, config)
+    job = trainers.make_job(ctx, m)
+    trial_id = ray.tune.get_context().get_trial_id()
+    outcome = trainers.fit_job(
+        job,
+        train,
+        valid,
+        train_storage,
+        run_name=f"{trial_prefix}-{trial_id}",
+        callbacks=[TuneReportCallback()],
+    )
+    tune_step.report_final(outcome, trainers.progress(ctx, m).time_attr)
+
+
+def search(
+    ctx: trainers.TrainContext,
+    m: ModelSpecType,
+    settings: TuneSpec,
+    train: Any,
+    valid: Any,
+    storage_path: str,
+    name: str,
+    restore: bool = False,
+) -> tune_step.SearchResult:
+    """Run the search for model ``m`` (which has a ``search:`` space) under ``storage_path``:
+    the Tune run in ``<storage_path>/<name>``, its trials' Train runs in ``.../train``."""
+    space = search_space.parse_space(m.search or {})
+    p = trainers.progress(ctx, m)
+    grace = settings.grace_period or max(p.step, p.max_t // 4)
+    watch = tune_step.Watch(p.metric, p.mode, p.time_attr, p.max_t)
+    options = tune_step.SearchSettings(
+        num_samples=settings.num_samples,
+        max_concurrent_trials=settings.max_concurrent_trials,
+        time_budget_s=settings.time_budget_s,
+        searcher=settings.searcher,
+        scheduler=settings.scheduler,
+        grace_period=grace,
+        reduction_factor=settings.reduction_factor,
+        seed=settings.seed,
+    )
+    return tune_step.run_search(
+        trial,
+        space,
+        options,
+        watch,
+        storage_path,
+        name,
+        trial_resources(m),
+        restore=restore,
+        ctx_json=json.dumps(dataclasses.asdict(ctx)),
+        model_json=m.model_dump_json(),
+        train=train,
+        valid=valid,
+        train_storage=os.path.join(storage_path, name, "train"),
+        trial_prefix=name,
+    )
+
+
+def trial_resources(m: ModelSpecType) -> dict[str, float]:
+    """What the trial's own process holds while its Train workers hold theirs.
+
+    With workers, the trial only waits on them: no CPU (a CPU per trial deadlocks small
+    clusters), but Tune refuses an empty request, so a token of memory. In-process training
+    (num_workers 0) runs in the trial and holds one worker's resources.
+    """
+    if m.scaling.num_workers == 0:
+        res = m.scaling.worker_resources()
+        return {k.lower() if k in ("CPU", "GPU") else k: v for k, v in res.items()}
+    return {"cpu": 0, "memory": 1}
