@@ -27,6 +27,7 @@ EPILOG = textwrap.dedent(
       rayline deploy ranking-demo --version 2 max_replicas=4
       rayline promote ranking-demo 3
       rayline rollback ranking-demo
+      rayline report 20261127-080550
       rayline predict ranking-demo data/candidates.parquet scored/ --keys request_id,item_id
 
     Storage: the spec's `storage` (default ./storage), or the RAYLINE_STORAGE environment variable,
@@ -134,6 +135,15 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--batch-size", type=int, default=4096, help="rows per batch (default 4096)")
     pred.add_argument("--storage", help=f"storage root (default: {STORAGE_ENV} or ./storage)")
     pred.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+
+    rep = sub.add_parser(
+        "report",
+        help="where a run's report is, and its summary",
+        description="RUN is a run directory, or a run id (or its unique prefix) under "
+        "<storage>/runs/. Prints the paths of report.html / report.md and the run's summary.",
+    )
+    rep.add_argument("run")
+    rep.add_argument("--storage", help=f"storage root (default: {STORAGE_ENV} or ./storage)")
 
     val = sub.add_parser(
         "validate",
@@ -326,6 +336,37 @@ def cmd_release(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipelines import report
+
+    given = Path(args.run)
+    if (given / "report.json").exists():
+        run_dir = given
+    else:
+        runs = Path(_storage(args.storage)) / "runs"
+        found = sorted(p for p in runs.glob(f"*/{args.run}*") if (p / "report.json").exists())
+        if len(found) != 1:
+            what = "no run" if not found else f"{len(found)} runs"
+            names = ", ".join(p.name for p in found[:5])
+            print(
+                f"rayline: {what} matching {args.run!r} under {runs}"
+                + (f": {names}" if names else ""),
+                file=sys.stderr,
+            )
+            return 1
+        run_dir = found[0]
+    doc = json.loads((run_dir / "report.json").read_text())
+    for name in ("report.html", "report.md"):
+        if (run_dir / name).exists():
+            print(f"{name}: {run_dir / name}")
+    print(report.summary(doc))
+    if doc.get("error"):
+        print(f"  error: {doc['error']}")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import ray
 
@@ -428,6 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_predict(args)
         if args.command in ("promote", "rollback"):
             return cmd_release(args)
+        if args.command == "report":
+            return cmd_report(args)
         return cmd_models(args)
     except SpecError as e:
         print(f"rayline: {e}", file=sys.stderr)

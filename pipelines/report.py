@@ -71,6 +71,26 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{m['train_seconds']} | {_fmt(m['valid'].get(metric))} |"
             )
         out += ["", f"Winner on the validation split: **{report.get('winner')}**"]
+    for name, t in (report.get("tuning") or {}).items():
+        out += [
+            "",
+            f"## Tuning: {name}",
+            "",
+            f"{len(t['trials'])} trials in {t['seconds']} s, watching {t['metric']} ({t['mode']}); "
+            f"the winner is {t['winner_from']}.",
+            "",
+            f"| trial | status | {t['metric']} | reached | seconds | parameters |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        best_id = (t.get("best") or {}).get("trial_id")
+        for tr in t["trials"]:
+            params = ", ".join(f"{k}={_fmt(v)}" for k, v in tr["config"].items())
+            mark = " **best**" if tr["trial_id"] == best_id else ""
+            status = tr["status"] + (f" ({tr['error']})" if tr.get("error") else "")
+            out.append(
+                f"| {tr['trial_id']}{mark} | {status} | {_fmt(tr['value'])} | {tr['reached']} | "
+                f"{tr['seconds'] or 0:.1f} | {params} |"
+            )
     if report.get("test"):
         out += ["", "## Test metrics (whole test split)", "", *_metric_table(report)]
     g = report.get("gate")
@@ -140,15 +160,198 @@ def summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def figures(report: dict[str, Any]) -> dict[str, bytes]:
+    """The run's plots as PNG bytes, by name (only those the run has data for)."""
+    import numpy as np
+    import pandas as pd
+
+    from pipelines import plots
+
+    out: dict[str, bytes] = {}
+    metric = report.get("selection_metric") or ""
+    if report.get("models"):
+        png = plots.learning_curves(report["models"], metric)
+        if png:
+            out["learning_curves"] = png
+    for name, t in (report.get("tuning") or {}).items():
+        png = plots.trials(name, t["trials"], t["metric"])
+        if png:
+            out[f"trials_{name}"] = png
+    predictions = report.get("predictions")
+    if predictions and os.path.exists(predictions):
+        frame = pd.read_parquet(predictions)
+        label = report.get("label") or "label"
+        if report["task"] == "binary" and label in frame and frame[label].nunique() == 2:
+            out.update(
+                plots.binary_curves(
+                    frame[label].to_numpy(np.int64), frame["score"].to_numpy(np.float64)
+                )
+            )
+        elif report["task"] == "ranking" and "_group" in frame:
+            out.update(
+                plots.ranking_curves(
+                    frame[label].to_numpy(np.float64),
+                    frame["score"].to_numpy(np.float64),
+                    frame["_group"].to_numpy(),
+                )
+            )
+    path = (report.get("model") or {}).get("path")
+    if path and os.path.exists(os.path.join(path, "feature_importance.json")):
+        with open(os.path.join(path, "feature_importance.json")) as fh:
+            png = plots.feature_importance(json.load(fh))
+        if png:
+            out["feature_importance"] = png
+    if report.get("gate"):
+        png = plots.gate_interval(report["gate"])
+        if png:
+            out["gate"] = png
+    return out
+
+
+SECTION_FIGURES = {  # which figures go under which markdown section
+    "## Models": ["learning_curves"],
+    "## Test metrics (whole test split)": [
+        "roc",
+        "precision_recall",
+        "calibration",
+        "ndcg_by_k",
+        "ndcg_per_query",
+        "feature_importance",
+    ],
+    "## Promotion gate": ["gate"],
+}
+
+
+def html(report: dict[str, Any], images: dict[str, bytes]) -> str:
+    """The markdown report as one self-contained HTML page, figures embedded as PNG."""
+    import base64
+
+    placed: set[str] = set()
+    body: list[str] = []
+    lines = markdown(report).splitlines()
+    i = 0
+    section = ""
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("## ") or line.startswith("# "):
+            body += _figures_html(section, images, placed, base64)
+            section = line
+            level = 1 if line.startswith("# ") else 2
+            body.append(f"<h{level}>{_inline(line.lstrip('# '))}</h{level}>")
+        elif line.startswith("| ") and i + 1 < len(lines) and lines[i + 1].startswith("| ---"):
+            head = _cells(line)
+            body.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr>")
+            i += 2
+            while i < len(lines) and lines[i].startswith("| "):
+                cells = _cells(lines[i])
+                body.append("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in cells) + "</tr>")
+                i += 1
+            body.append("</table>")
+            continue
+        elif line.startswith("```"):
+            block = []
+            i += 1
+            while i < len(lines) and not lines[i].startswith("```"):
+                block.append(lines[i])
+                i += 1
+            body.append("<pre>" + _escape("\n".join(block)) + "</pre>")
+        elif line.startswith("- "):
+            body.append("<ul>")
+            while i < len(lines) and lines[i].startswith("- "):
+                body.append(f"<li>{_inline(lines[i][2:])}</li>")
+                i += 1
+            body.append("</ul>")
+            continue
+        elif line.strip():
+            body.append(f"<p>{_inline(line)}</p>")
+        i += 1
+    body += _figures_html(section, images, placed, base64)
+    rest = [n for n in images if n not in placed]
+    if rest:
+        body.append("<h2>More figures</h2>")
+        body += _figures_html("", {n: images[n] for n in rest}, placed, base64, all_=True)
+    title = _escape(f"rayline {report['pipeline']} {report['run_id']}")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{title}</title><style>{_CSS}</style></head><body>"
+        + "\n".join(body)
+        + "</body></html>\n"
+    )
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
+    "color:#222}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
+    "padding:3px 8px;font-size:13px;text-align:left}th{background:#f3f3f3}"
+    "pre{background:#f7f7f7;padding:.7em;overflow:auto;font-size:12px}"
+    "img{margin:.3em;border:1px solid #eee}"
+)
+
+
+def _figures_html(
+    section: str, images: dict[str, bytes], placed: set[str], b64: Any, all_: bool = False
+) -> list[str]:
+    names = list(images) if all_ else [n for n in SECTION_FIGURES.get(section, []) if n in images]
+    if section == "## Models":
+        names += [n for n in images if n.startswith("trials_")]
+    out = []
+    for n in names:
+        if n in placed:
+            continue
+        placed.add(n)
+        data = b64.b64encode(images[n]).decode()
+        out.append(f"<img alt='{n}' title='{n}' src='data:image/png;base64,{data}'>")
+    return out
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _inline(text: str) -> str:
+    """Escape, then **bold** and `code` (the only inline markup the markdown report uses)."""
+    import re
+
+    out = _escape(text)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", out)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+
+
 def write(run_dir: str, report: dict[str, Any]) -> tuple[str, str]:
-    """Write report.md and report.json into the run directory (each via a temp file + rename)."""
+    """Write report.md, report.json and report.html (with its figures, also as plots/*.png)
+    into the run directory, each via a temp file + rename. A figure that cannot be drawn is
+    noted in the page, never a failed run."""
     os.makedirs(run_dir, exist_ok=True)
-    paths = (os.path.join(run_dir, "report.md"), os.path.join(run_dir, "report.json"))
-    for path, text in zip(
-        paths, (markdown(report), json.dumps(report, indent=1, default=str)), strict=True
-    ):
-        tmp = path + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    return paths
+    try:
+        images = figures(report) if report.get("status") == "succeeded" else {}
+    except Exception as e:  # the report must still be written
+        images = {}
+        report = {**report, "figures_error": f"{type(e).__name__}: {e}"}
+    if images:
+        os.makedirs(os.path.join(run_dir, "plots"), exist_ok=True)
+        for name, png in images.items():
+            _atomic(os.path.join(run_dir, "plots", f"{name}.png"), png)
+    paths = (
+        os.path.join(run_dir, "report.md"),
+        os.path.join(run_dir, "report.json"),
+        os.path.join(run_dir, "report.html"),
+    )
+    texts = (
+        markdown(report),
+        json.dumps(report, indent=1, default=str),
+        html(report, images),
+    )
+    for path, text in zip(paths, texts, strict=True):
+        _atomic(path, text.encode())
+    return paths[0], paths[1]
+
+
+def _atomic(path: str, data: bytes) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)

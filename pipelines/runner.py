@@ -95,6 +95,10 @@ def _outputs(scored: pd.DataFrame, task: str) -> np.ndarray:
     return scored["score"].to_numpy(dtype=np.float64)
 
 
+def _unit(m: Any) -> str:
+    return "epochs" if isinstance(m, TorchModelSpec) else "rounds"
+
+
 def feature_config(spec: PipelineSpec) -> FeatureConfig:
     return FeatureConfig(
         numeric=tuple(spec.features.numeric),
@@ -190,6 +194,7 @@ class Runner:
             "pipeline": spec.name,
             "run_id": self.run_id,
             "task": spec.task,
+            "label": spec.data.label,
             "run_dir": self.run_dir,
             "status": "running",
         }
@@ -370,7 +375,7 @@ class Runner:
                 }
             )
             self.out(
-                f"    models.{i} {m.name}: {outcome.rounds} rounds (best {outcome.best_iteration + 1}) in "
+                f"    models.{i} {m.name}: {outcome.rounds} {_unit(m)} (best {outcome.best_iteration + 1}) in "
                 f"{outcome.seconds:.1f}s; valid {metric} = {valid_metrics[metric]:.4f}"
                 + (
                     f" (restarted after a failure, resumed at {outcome.resumed_from})"

@@ -60,6 +60,11 @@ def test_tiny_spec_runs_and_registers(
     mv = reg.resolve(f"tiny-{name.replace('_', '-')}")
     assert "production" in mv.aliases and Path(mv.path, "MANIFEST.json").exists()
     assert Path(report["run_dir"], "report.md").read_text().count("| test |") == 1
+    page = Path(report["run_dir"], "report.html").read_text()
+    assert "<h2>Test metrics (whole test split)</h2>" in page
+    assert "alt='learning_curves'" in page
+    assert ("alt='ndcg_by_k'" in page) if report["task"] == "ranking" else True
+    assert ("alt='roc'" in page) if report["task"] == "binary" else True
 
 
 def test_models_list_and_show(storage: str, capsys: pytest.CaptureFixture[str]) -> None:
