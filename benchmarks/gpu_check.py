@@ -15,32 +15,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
-from components import generators, metrics, torch_training
-from components.features import CategoricalConfig, FeatureConfig, fit_transform, partial_stats
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ctr_data import ctr_features, ctr_frame
+
+from components import metrics, torch_training
+from components.features import fit_transform, partial_stats
 from components.torch_models import ArchitectureSpec, build_model
 
 
 def data(rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    params = {"rows": rows, "seed": 5, "block_rows": 100_000}
-    df = pd.concat(
-        [generators.generate_block(t) for t in generators.plan_blocks("ctr", params)],
-        ignore_index=True,
-    )
-    cols = generators.columns("ctr", params)
-    config = FeatureConfig(
-        numeric=tuple(cols["numeric"]),
-        categorical=tuple(
-            CategoricalConfig(c, encoding="hash", hash_buckets=1 << 14) for c in cols["categorical"]
-        ),
-        standardize=True,
-    )
+    df = ctr_frame(rows, seed=5)
+    config = ctr_features(hash_buckets=1 << 14, log_counts=False)
     cut = int(len(df) * 0.8)
     transform = fit_transform([partial_stats(df.iloc[:cut], config)], config)
     x = transform.transform(df)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ctr_data import ctr_features, ctr_frame
+
 from components import generators, metrics, torch_training, xgboost_model
 from components.features import (
-    CategoricalConfig,
     FeatureConfig,
     FeatureTransform,
     fit_transform,
@@ -118,17 +121,8 @@ def _metric(task: str, frame: pd.DataFrame, scores: np.ndarray) -> float:
 
 
 def ctr(rows: int, epochs: int) -> dict[str, Any]:
-    params = {"rows": rows, "seed": 11, "block_rows": 100_000}
-    cols = generators.columns("ctr", params)
-    splits = _split(_frame("ctr", params), "request_id")
-    config = FeatureConfig(
-        numeric=tuple(cols["numeric"]),
-        categorical=tuple(
-            CategoricalConfig(c, encoding="hash", hash_buckets=1 << 12) for c in cols["categorical"]
-        ),
-        standardize=True,
-        log1p=tuple(cols["numeric"]),  # counts: the usual DLRM preprocessing (trees don't care)
-    )
+    splits = _split(ctr_frame(rows, seed=11), "request_id")
+    config = ctr_features()
     t = fit_transform([partial_stats(splits["train"], config)], config)
     out: dict[str, Any] = {"rows": {k: len(v) for k, v in splits.items()}}
     test = splits["test"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,8 +32,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from components import generators, torch_training
-from components.features import CategoricalConfig, FeatureConfig, fit_transform, partial_stats
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ctr_data import ctr_features, ctr_frame
+
+from components import torch_training
+from components.features import fit_transform, partial_stats
 from components.torch_models import ArchitectureSpec, build_model
 
 BATCH = 2048
@@ -40,19 +44,8 @@ PARTS = ("data", "forward", "backward", "step")
 
 
 def frames(rows: int) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
-    params = {"rows": rows, "seed": 5, "block_rows": 100_000}
-    df = pd.concat(
-        [generators.generate_block(t) for t in generators.plan_blocks("ctr", params)],
-        ignore_index=True,
-    )
-    cols = generators.columns("ctr", params)
-    config = FeatureConfig(
-        numeric=tuple(cols["numeric"]),
-        categorical=tuple(
-            CategoricalConfig(c, encoding="hash", hash_buckets=1 << 12) for c in cols["categorical"]
-        ),
-        standardize=True,
-    )
+    df = ctr_frame(rows, seed=5)
+    config = ctr_features()
     df["_bucket"] = (df["row_id"] % 1024).astype("int64")
     df["_group"] = df["request_id"].astype("int64")
     valid = df.iloc[-10_000:].reset_index(drop=True)

@@ -10,7 +10,9 @@ generated stand-ins of compare_xgboost.py):
 - tuned: the training file is cut into fit (85%) and validation (15%, by query for LTR) parts;
   Ray Tune searches XGBoost (eta, depth, min_child_weight, subsample; early stopping) and a
   PyTorch MLP (learning rate, layers, dropout or loss) with ASHA; the best family on validation
-  is evaluated on the given test file.
+  is refit on fit + validation (all the given training rows, like the default) for its best
+  number of rounds/epochs (``--winner checkpoint`` keeps the trial's own model instead) and
+  evaluated on the given test file.
 
 Both are scored on the same test file. Writes tune_vs_default.json and .md under --out.
 """
@@ -45,7 +47,9 @@ def fit_valid(ds: dict[str, Any], folder: Path) -> tuple[Path, Path]:
     return paths
 
 
-def tuned_spec(ds: dict[str, Any], storage: str, fit: Path, valid: Path, samples: int) -> dict:
+def tuned_spec(
+    ds: dict[str, Any], storage: str, fit: Path, valid: Path, samples: int, winner: str
+) -> dict:
     spec = spec_for(ds, 1, storage)
     spec["name"] = f"tuned-{ds['name']}"
     spec["data"]["sources"] = {
@@ -91,7 +95,12 @@ def tuned_spec(ds: dict[str, Any], storage: str, fit: Path, valid: Path, samples
             },
         },
     ]
-    spec["tune"] = {"num_samples": samples, "max_concurrent_trials": 2, "scheduler": "asha"}
+    spec["tune"] = {
+        "num_samples": samples,
+        "max_concurrent_trials": 2,
+        "scheduler": "asha",
+        "winner": winner,
+    }
     return spec
 
 
@@ -113,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--data", type=Path, help="folder with adult/ and lightgbm_lambdarank/")
     ap.add_argument("--samples", type=int, default=8, help="trials per model family")
+    ap.add_argument("--winner", choices=["refit", "checkpoint"], default="refit")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -122,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {ds['name']} ({ds['task']}, {ds['source']} data)", flush=True)
             default, t_default = run(spec_for(ds, 1, storage), storage)
             fit, valid = fit_valid(ds, Path(storage) / "splits" / ds["name"])
-            tuned, t_tuned = run(tuned_spec(ds, storage, fit, valid, args.samples), storage)
+            tuned, t_tuned = run(
+                tuned_spec(ds, storage, fit, valid, args.samples, args.winner), storage
+            )
             winner = tuned["winner"]
             best = (tuned["tuning"].get(winner) or {}).get("best") or {}
             for k, v in default["test"].items():

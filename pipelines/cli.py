@@ -64,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--storage", help=f"storage root (overrides the spec; same as {STORAGE_ENV})")
     run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the newest unfinished run of this pipeline: reuse its ingested data, "
+        "features and trained models when their inputs are unchanged, and restore its Ray Tune "
+        "searches without repeating finished trials",
+    )
+    run.add_argument(
         "--no-wait",
         action="store_true",
         help="return once the endpoint answers instead of serving until Ctrl-C "
@@ -207,7 +214,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
             return 2
         try:
-            runner = Runner(spec, storage=args.storage)
+            runner = Runner(spec, storage=args.storage, resume=args.resume)
             report = runner.run()
         except PipelineError as e:
             print(f"rayline: run failed: {e}", file=sys.stderr)

@@ -29,6 +29,11 @@ def markdown(report: dict[str, Any]) -> str:
         f"- task: {report['task']}",
         f"- status: **{report['status']}**",
     ]
+    if report.get("reused"):
+        out.append(
+            "- resumed: reused from the interrupted run (inputs unchanged): "
+            + ", ".join(report["reused"])
+        )
     if report.get("error"):
         out += ["", "## Error", "", "```", report["error"], "```"]
     data = report.get("data")
@@ -71,6 +76,8 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{m['train_seconds']} | {_fmt(m['valid'].get(metric))} |"
             )
         out += ["", f"Winner on the validation split: **{report.get('winner')}**"]
+        if report.get("final_model"):
+            out.append(f"Final model: {report['final_model']}")
     for name, t in (report.get("tuning") or {}).items():
         out += [
             "",

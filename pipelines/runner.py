@@ -35,6 +35,7 @@ from components.splits import SplitPlan
 from components.steps.train_common import TrainOutcome
 from components.validation import DataSchema
 from pipelines import report, trainers
+from pipelines import resume as resume_mod
 from pipelines.spec import LOWER_IS_BETTER, PipelineSpec, SourceSpec, TorchModelSpec
 
 Printer = Callable[[str], None]
@@ -59,6 +60,11 @@ class StepTimer:
         yield
         self.times[name] = round(time.time() - start, 2)
         self.out(f"[{self.index}/{self.total}] {name}: done in {self.times[name]:.1f}s")
+
+    def skip(self, name: str, why: str) -> None:
+        self.index += 1
+        self.times[name] = 0.0
+        self.out(f"[{self.index}/{self.total}] {name}: {why}")
 
 
 def new_run_id() -> str:
@@ -183,11 +189,19 @@ class Runner:
         out: Printer = print,
         run_id: str | None = None,
         storage: str | None = None,
+        resume: bool = False,
     ) -> None:
         self.spec = spec
         self.out = out
-        self.run_id = run_id or new_run_id()
         self.storage = os.path.abspath(storage or spec.storage_root())
+        self.resume = resume
+        self.reused: list[str] = []
+        previous = (
+            resume_mod.unfinished_run(os.path.join(self.storage, "runs", spec.name))
+            if resume and run_id is None
+            else None
+        )
+        self.run_id = run_id or (previous.name if previous else new_run_id())
         self.run_dir = os.path.join(self.storage, "runs", spec.name, self.run_id)
         self.schema = schema_from_spec(spec)
         self.report: dict[str, Any] = {
@@ -212,14 +226,45 @@ class Runner:
         self.out(
             f"rayline run {self.spec.name} ({self.spec.task}), run {self.run_id}\n  run dir: {self.run_dir}"
         )
+        if self.resume:
+            resumed = Path(self.run_dir, "prepared").exists()
+            self.out(
+                "  resuming this unfinished run: finished steps with unchanged inputs are reused"
+                if resumed
+                else "  --resume: no unfinished run of this pipeline; starting a new one"
+            )
         started = time.time()
         try:
-            with timer.step("ingest", "reading and validating with Ray Data"):
-                parts, data = self._ingest()
-            with timer.step("split", f"{self.spec.split.method} split"):
-                sp = self._split(parts)
-            with timer.step("features", "fitting the feature transform on the training split"):
-                transform = self._fit_features(sp.train)
+            prep_key = self._prepared_key()
+            prep_dir = os.path.join(self.run_dir, "prepared")
+            done = resume_mod.matches(prep_dir, prep_key) if self.resume else None
+            if done is not None:
+                with timer.step("ingest", "reusing the ingested, split data of this run"):
+                    sp, data = self._load_prepared(prep_dir, done)
+                timer.skip("split", "reused with the ingested data")
+            else:
+                with timer.step("ingest", "reading and validating with Ray Data"):
+                    parts, data = self._ingest()
+                with timer.step("split", f"{self.spec.split.method} split"):
+                    sp = self._split(parts)
+                    self._save_prepared(prep_dir, prep_key, sp, data)
+            feat_key = resume_mod.key(prep_key, self.spec.features.model_dump(mode="json"))
+            feat_dir = os.path.join(self.run_dir, "prepared", "features")
+            if self.resume and resume_mod.matches(feat_dir, feat_key):
+                with timer.step("features", "reusing the fitted feature transform"):
+                    transform = FeatureTransform.from_json(
+                        Path(feat_dir, "features.json").read_text()
+                    )
+                    self._note_features(transform)
+                    self.reused.append("features")
+            else:
+                with timer.step("features", "fitting the feature transform on the training split"):
+                    transform = self._fit_features(sp.train)
+                    Path(feat_dir).mkdir(parents=True, exist_ok=True)
+                    Path(feat_dir, "features.json").write_text(transform.to_json())
+                    resume_mod.mark_done(feat_dir, feat_key)
+            self._feat_key = feat_key
+            self._features_json = transform.to_json()
             with timer.step("train", f"{len(self.spec.models)} model(s) on Ray Train"):
                 trained = self._train_all(transform, sp)
             with timer.step("evaluate", "scoring the whole test split with the winner's bundle"):
@@ -239,6 +284,7 @@ class Runner:
             raise
         self.report.update(
             status="succeeded",
+            reused=self.reused,
             step_seconds=timer.times,
             seconds=round(time.time() - started, 1),
             model={
@@ -249,9 +295,106 @@ class Runner:
             },
         )
         paths = report.write(self.run_dir, self.report)
+        if self.spec.tracking.mlflow_uri:
+            self._track(version)
+            paths = report.write(self.run_dir, self.report)
         self.out(report.summary(self.report))
-        self.out(f"  report: {paths[0]}")
+        self.out(f"  report: {paths[0]}  (html: {paths[0][:-2]}html)")
         return self.report
+
+    def _track(self, version: Any) -> None:
+        """Log to MLflow; a tracking failure is reported, not fatal: the model is registered."""
+        from pipelines import tracking
+
+        t = self.spec.tracking
+        assert t.mlflow_uri
+        winner = next((m for m in self.spec.models if m.name == self.report.get("winner")), None)
+        tuned = (self.report.get("tuning") or {}).get(self.report.get("winner") or "") or {}
+        params = {
+            "model": winner.model_dump(mode="json", exclude={"search"}) if winner else {},
+            "tuned": (tuned.get("best") or {}).get("config") or {},
+            "spec_sha256": self.spec.fingerprint(),
+        }
+        try:
+            info = tracking.log_run(
+                t.mlflow_uri,
+                t.experiment or self.spec.name,
+                self.report,
+                params,
+                version.path,
+                self.spec.model_name(),
+                version.version,
+                promoted="production" in version.aliases,
+                artifact_location=t.artifact_location,
+            )
+            self.report["tracking"] = {"mlflow_uri": t.mlflow_uri, **info}
+            self.out(f"    MLflow: run {info['run_id']} at {t.mlflow_uri}")
+        except Exception as e:  # the run itself succeeded
+            self.report["tracking"] = {
+                "mlflow_uri": t.mlflow_uri,
+                "error": f"{type(e).__name__}: {e}",
+            }
+            self.out(f"    MLflow logging failed ({type(e).__name__}: {e}); the run is registered")
+
+    # -- reuse on --resume ----------------------------------------------------------------
+    def _prepared_key(self) -> str:
+        """Inputs of ingest + split: the data's identity (files' sizes/mtimes or generator
+        params, read without reading the data), the data and split sections, the schema."""
+        from components.steps.ingest import fingerprint, read_tasks
+
+        d = self.spec.data
+        sources = {"all": d.source} if d.source is not None else dict(d.sources or {})
+        prints = {}
+        for name, src in sources.items():
+            assert src is not None
+            cfg = source_config(src)
+            prints[name] = fingerprint(cfg, read_tasks(cfg))
+        return resume_mod.key(
+            "prepared",
+            prints,
+            d.model_dump(mode="json"),
+            self.spec.split.model_dump(mode="json"),
+            self.spec.task,
+        )
+
+    def _save_prepared(self, folder: str, k: str, sp: Any, data: dict[str, Any]) -> None:
+        for name in ("train", "valid", "test"):
+            getattr(sp, name).write_parquet(os.path.join(folder, name))
+        resume_mod.mark_done(
+            folder,
+            k,
+            data=data,
+            rows=sp.rows,
+            groups=sp.groups,
+            splits=self.report.get("splits"),
+        )
+
+    def _load_prepared(self, folder: str, doc: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        import ray.data
+
+        from components.steps.prepare import Splits
+
+        parts = {
+            name: ray.data.read_parquet(os.path.join(folder, name)).materialize()
+            for name in ("train", "valid", "test")
+        }
+        sp = Splits(**parts, rows=doc["rows"], groups=doc["groups"])
+        data = doc["data"]
+        self.report["data"] = data
+        self.report["splits"] = doc.get("splits")
+        self.reused += ["ingest", "split"]
+        self.out(f"    reused: {data['rows_used']:,} rows, splits {sp.rows}")
+        return sp, data
+
+    def _candidate_key(self, m: Any) -> str:
+        tune = self.spec.tune.model_dump(mode="json") if m.search else None
+        return resume_mod.key(
+            self._feat_key,
+            m.model_dump(mode="json"),
+            tune,
+            self.spec.selection_metric(),
+            self.spec.evaluation.model_dump(mode="json"),
+        )
 
     def _serve_production(self, timer: StepTimer, new: Any) -> None:
         """Serve whatever is in production now: the new version if the gate promoted it."""
@@ -336,6 +479,10 @@ class Runner:
         from components.steps.prepare import fit_features
 
         transform = fit_features(train, feature_config(self.spec))
+        self._note_features(transform)
+        return transform
+
+    def _note_features(self, transform: FeatureTransform) -> None:
         cats = {c.name: c.cardinality for c in transform.categorical}
         self.report["features"] = {
             "numeric": len(transform.numeric),
@@ -346,7 +493,6 @@ class Runner:
             f"    {len(transform.feature_names)} features ({len(transform.numeric)} numeric, "
             f"{len(transform.categorical)} categorical)"
         )
-        return transform
 
     def _train_all(self, transform: FeatureTransform, sp: Any) -> list[dict[str, Any]]:
         metric = self.spec.selection_metric()
@@ -354,6 +500,14 @@ class Runner:
         label_mean = float(sp.train.mean(self.spec.data.label))
         ctx = self._context(transform)
         for i, m in enumerate(self.spec.models):
+            k = self._candidate_key(m)
+            key_dir = os.path.join(self.run_dir, "candidates", ".done", m.name)
+            done = resume_mod.matches(key_dir, k) if self.resume else None
+            if done is not None:
+                entry = self._reuse_candidate(i, m, done, label_mean)
+                trained.append(entry)
+                self.reused.append(f"models.{i} {m.name}")
+                continue
             if m.search:
                 m, outcome = self._tune(i, m, ctx, sp)
             else:
@@ -374,6 +528,14 @@ class Runner:
                     "label_mean": label_mean,
                 }
             )
+            resume_mod.mark_done(
+                key_dir,
+                k,
+                spec=m.model_dump(mode="json"),
+                valid=valid_metrics,
+                outcome={f: v for f, v in dataclasses.asdict(outcome).items() if f != "model"},
+                tuning=(self.report.get("tuning") or {}).get(m.name),
+            )
             self.out(
                 f"    models.{i} {m.name}: {outcome.rounds} {_unit(m)} (best {outcome.best_iteration + 1}) in "
                 f"{outcome.seconds:.1f}s; valid {metric} = {valid_metrics[metric]:.4f}"
@@ -384,6 +546,35 @@ class Runner:
                 )
             )
         return trained
+
+    def _reuse_candidate(
+        self, i: int, m: Any, done: dict[str, Any], label_mean: float
+    ) -> dict[str, Any]:
+        """A candidate trained before the driver stopped: its bundle and what was reported."""
+        from pydantic import TypeAdapter
+
+        from pipelines.spec import ModelSpec
+
+        spec = TypeAdapter(ModelSpec).validate_python(done["spec"])
+        bundle_dir = os.path.join(self.run_dir, "candidates", m.name)
+        bundle.verify_bundle(bundle_dir)
+        name = "model.pt" if isinstance(spec, TorchModelSpec) else "model.ubj"
+        fields = dict(done["outcome"])
+        outcome = TrainOutcome(model=Path(bundle_dir, name).read_bytes(), **fields)
+        if done.get("tuning"):
+            self.report.setdefault("tuning", {})[m.name] = done["tuning"]
+        self.out(
+            f"    models.{i} {m.name}: reused (trained before the run stopped; valid "
+            f"{self.spec.selection_metric()} = {done['valid'][self.spec.selection_metric()]:.4f})"
+        )
+        return {
+            "index": i,
+            "spec": spec,
+            "outcome": outcome,
+            "bundle": bundle_dir,
+            "valid": done["valid"],
+            "label_mean": label_mean,
+        }
 
     def _context(self, transform: FeatureTransform) -> trainers.TrainContext:
         return trainers.TrainContext(
@@ -417,6 +608,7 @@ class Runner:
             sp.valid,
             os.path.join(self.run_dir, "tune"),
             name=m.name,
+            restore=self.resume,
         )
         trials = [dataclasses.asdict(tr) for tr in result.trials]
         self.report.setdefault("tuning", {})[m.name] = {
@@ -427,7 +619,12 @@ class Runner:
             "seconds": round(time.time() - started, 1),
             "path": result.path,
             "winner_from": "the best trial's own model (trained on the training split)",
+            "restored": result.extra.get("restored", False),
         }
+        if result.extra.get("restored"):
+            self.out(
+                f"    models.{i} {m.name}: continued the interrupted Tune run (finished trials kept)"
+            )
         if result.best is None or result.best_outcome is None:
             states = ", ".join(
                 f"{tr.trial_id}: {tr.status} {tr.error}".strip() for tr in result.trials
@@ -475,10 +672,48 @@ class Runner:
         actors = max(1, int(ray.cluster_resources().get("CPU", 1) // 2))
         return score_dataset(ds, bundle_dir, keep, actors=actors).to_pandas()
 
+    def _refit(self, winner: dict[str, Any], sp: Any) -> dict[str, Any]:
+        """Train the winning configuration again on train + valid, for as many rounds/epochs as
+        its best one (nothing is left to early-stop on)."""
+        import ray.data
+
+        m, o = winner["spec"], winner["outcome"]
+        n = o.best_iteration + 1
+        if isinstance(m, TorchModelSpec):
+            update: dict[str, Any] = {"epochs": n, "early_stopping_epochs": None}
+        else:
+            update = {"num_boost_round": n, "early_stopping_rounds": None}
+        doc = {**m.model_dump(mode="json"), **update, "search": None}
+        refit_spec = type(m).model_validate(doc)
+        ctx = self._context(FeatureTransform.from_json(self._features_json))
+        job = trainers.make_job(ctx, refit_spec)
+        both = ray.data.Dataset.union(sp.train, sp.valid).materialize()
+        self.out(f"    refitting {m.name} on train + valid for {n} {_unit(m)}")
+        outcome = trainers.fit_job(
+            job,
+            both,
+            sp.valid,
+            os.path.join(self.run_dir, "train"),
+            f"{m.name}-refit-{self.run_id}",
+        )
+        bundle_dir = os.path.join(self.run_dir, "candidates", f"{m.name}-refit")
+        self._write_bundle(bundle_dir, refit_spec, ctx.transform, outcome, extra={})
+        self.report["final_model"] = (
+            f"{m.name} refit on train + valid for {n} {_unit(m)} (tune.winner: refit)"
+        )
+        return {**winner, "spec": refit_spec, "outcome": outcome, "bundle": bundle_dir}
+
     def _evaluate(self, trained: list[dict[str, Any]], sp: Any) -> dict[str, Any]:
         metric = self.spec.selection_metric()
         sign = -1 if metric in LOWER_IS_BETTER else 1
         winner = max(trained, key=lambda t: sign * t["valid"][metric])
+        if self.spec.tune.winner == "refit":
+            winner = self._refit(winner, sp)
+        else:
+            self.report["final_model"] = (
+                f"{winner['spec'].name} as trained on the training split (its best "
+                f"{_unit(winner['spec'])[:-1]} by validation)"
+            )
         scored = self._score(sp.test, winner["bundle"])
         if len(scored) != sp.rows["test"]:
             raise RuntimeError(f"scored {len(scored)} test rows, expected {sp.rows['test']}")

@@ -328,6 +328,19 @@ class TuneSpec(_Strict):
     grace_period: int | None = Field(default=None, ge=1)
     reduction_factor: int = Field(default=2, ge=2)
     seed: int = 0
+    # The winner's final model: "checkpoint" = the model its run/trial trained on the training
+    # split; "refit" = the same configuration trained again on train + valid for its best number
+    # of rounds/epochs (then the validation metrics no longer measure held-out data).
+    winner: Literal["checkpoint", "refit"] = "checkpoint"
+
+
+class TrackingSpec(_Strict):
+    """Optional MLflow tracking of each finished run (needs ``pip install rayline[mlflow]``)."""
+
+    # e.g. http://mlflow:5000, or sqlite:////abs/path/mlflow.db for an offline local store
+    mlflow_uri: str | None = None
+    experiment: str | None = None  # default: the pipeline name
+    artifact_location: str | None = None  # for a new experiment; default: the server's choice
 
 
 class RaySpec(_Strict):
@@ -379,6 +392,7 @@ class PipelineSpec(_Strict):
     evaluation: EvaluationSpec = EvaluationSpec()
     registry: RegistrySpec = RegistrySpec()
     tune: TuneSpec = TuneSpec()
+    tracking: TrackingSpec = TrackingSpec()
     serve: ServeOptions = ServeOptions()
     ray: RaySpec = RaySpec()
 

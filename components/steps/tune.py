@@ -217,7 +217,9 @@ def run_search(
         tune.with_parameters(trial_fn, **with_parameters), trial_resources
     )
     path = os.path.join(storage_path, name)
-    if restore and tune.Tuner.can_restore(path):
+    restored = restore and tune.Tuner.can_restore(path)
+    if restored:
+        # finished trials keep their results; unfinished and errored ones run again
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(
@@ -248,8 +250,9 @@ def run_search(
         trials.append(t)
         if done and t.value is not None and r.checkpoint is not None:
             finished.append((t, r))
+    extra = {"restored": bool(restored)}
     if not finished:
-        return SearchResult(trials, None, None, path, watch.metric, watch.mode)
+        return SearchResult(trials, None, None, path, watch.metric, watch.mode, extra)
     sign = 1.0 if watch.mode == "max" else -1.0
     best, result = max(finished, key=lambda tr: sign * (tr[0].value or 0.0))
     valid = {
@@ -265,4 +268,5 @@ def run_search(
         path,
         watch.metric,
         watch.mode,
+        extra,
     )

@@ -176,13 +176,20 @@ def test_gate_promotes_only_a_confidently_better_model(
     again: registered as candidate, production unchanged, and the report says why."""
     storage = str(tmp_path / "gate")
     spec = str(TINY / "classification.yaml")
-    weak = ["models.0.num_boost_round=1", "models.0.params.max_depth=1"]
+    mlflow_db = tmp_path / "mlflow.db"
+    weak = [
+        "models.0.num_boost_round=1",
+        "models.0.params.max_depth=1",
+        f"tracking.mlflow_uri=sqlite:///{mlflow_db}",  # the first run is also logged to MLflow
+    ]
     reports = []
     for overrides in (weak, [], []):
         assert main(["run", spec, "--storage", storage, *overrides]) == 0
         reports.append(_last_report(storage, "tiny-classification"))
     out = capsys.readouterr().out
     first, better, same = (r["gate"] for r in reports)
+    assert reports[0]["tracking"]["model_version"] == "1" and mlflow_db.exists()
+    assert "tracking" not in reports[1]
     assert first["promote"] and "no production version" in first["reason"]
     assert better["promote"] and better["champion_version"] == 1
     assert better["low"] > 0 and "better on auc" in better["reason"]

@@ -61,3 +61,85 @@ def test_tuned_spec_runs_asha_trials_and_registers_the_best(
             break
         time.sleep(0.5)
     assert ray.available_resources().get("CPU", 0) == ray.cluster_resources()["CPU"]
+
+
+def _tune_state_has_finished(tune_dir: Path, trial_id: str) -> bool:
+    for state in tune_dir.glob("experiment_state-*.json"):
+        text = state.read_text(errors="replace")
+        if trial_id in text and "TERMINATED" in text:
+            return True
+    return False
+
+
+def test_resume_after_the_driver_is_killed_keeps_finished_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Kill the driver (SIGKILL) after the first trial finished; `run --resume` reuses the
+    prepared data and features and restores the Tune run without repeating that trial."""
+    import os
+    import subprocess
+    import sys
+
+    import ray
+
+    from tests.conftest import ROOT
+
+    storage = tmp_path / "storage"
+    spec = str(CONFIGS / "tiny" / "classification_tuned.yaml")
+    overrides = ["tune.max_concurrent_trials=1"]
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1", "PYTHONUNBUFFERED": "1"}
+    address = ray.get_runtime_context().gcs_address
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines", "run", spec, "--storage", str(storage),
+         "--address", address, *overrides],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    first = None
+    assert proc.stdout is not None
+    deadline = time.time() + 240
+    for line in proc.stdout:
+        if line.strip().startswith("trial 1 ") and "finished" in line:
+            first = line.split()[2].rstrip(":")
+            break
+        assert time.time() < deadline, "no trial finished in time"
+    assert first, "the driver ended before a trial finished"
+    run_dir = next((storage / "runs" / "tiny-classification-tuned").iterdir())
+    tune_dir = run_dir / "tune" / "gbdt"
+    while not _tune_state_has_finished(tune_dir, first):
+        assert time.time() < deadline, "Tune never saved the finished trial"
+        time.sleep(0.2)
+    proc.kill()  # the driver dies mid-search, without any chance to clean up
+    proc.wait(timeout=30)
+    assert not (run_dir / "report.json").exists()
+    capsys.readouterr()
+    assert main(["run", spec, "--storage", str(storage), "--resume", *overrides]) == 0
+    out = capsys.readouterr().out
+    assert "resuming this unfinished run" in out
+    assert "continued the interrupted Tune run" in out
+    assert f" {first}: " not in out  # the finished trial was not run again
+    report = _report(storage, "tiny-classification-tuned")
+    assert report["run_dir"] == str(run_dir) and report["status"] == "succeeded"
+    assert report["reused"][:3] == ["ingest", "split", "features"]
+    trials = report["tuning"]["gbdt"]["trials"]
+    assert len(trials) == 4 and report["tuning"]["gbdt"]["restored"]
+    assert {t["trial_id"]: t["status"] for t in trials}[first] == "completed"
+    assert "resumed: reused from the interrupted run" in (run_dir / "report.md").read_text()
+
+
+def test_refit_trains_the_winner_again_on_train_and_valid(tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    spec = str(CONFIGS / "tiny" / "classification.yaml")
+    assert main(["run", spec, "--storage", str(storage), "tune.winner=refit"]) == 0
+    report = _report(storage, "tiny-classification")
+    trained = report["models"][0]
+    n = trained["best_iteration"] + 1
+    assert (
+        report["final_model"] == f"gbdt refit on train + valid for {n} rounds (tune.winner: refit)"
+    )
+    mv = Registry(str(storage)).resolve("tiny-classification")
+    meta = bundle.read_json(mv.path, "model.json")
+    assert (
+        meta["params"]["num_boost_round"] == n and meta["params"]["early_stopping_rounds"] is None
+    )
+    assert meta["rounds"] == n
+    assert "Final model: gbdt refit" in Path(report["run_dir"], "report.md").read_text()
