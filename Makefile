@@ -24,8 +24,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# Two pytest runs: the cluster tier starts its own multi-node Ray with `ray start`, which must not
+# overlap the local Ray the other tiers share (one Ray cluster at a time on a machine).
 test: lint
-	$(VENV)/bin/pytest -m "not gpu" --durations=15
+	$(VENV)/bin/pytest -m "not gpu and not cluster" --durations=15
+	$(VENV)/bin/pytest -m cluster --durations=5
 
 clean:
 	rm -rf storage .pytest_cache .mypy_cache .ruff_cache

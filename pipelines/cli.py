@@ -28,6 +28,7 @@ EPILOG = textwrap.dedent(
       rayline promote ranking-demo 3
       rayline rollback ranking-demo
       rayline report 20261127-080550
+      RAY_AUTH_MODE=token rayline submit pipelines/configs/ranking.yaml --address http://head:8265
       rayline predict ranking-demo data/candidates.parquet scored/ --keys request_id,item_id
 
     Storage: the spec's `storage` (default ./storage), or the RAYLINE_STORAGE environment variable,
@@ -76,6 +77,24 @@ def _parser() -> argparse.ArgumentParser:
         help="return once the endpoint answers instead of serving until Ctrl-C "
         "(needs a running cluster: --address or RAY_ADDRESS, so the endpoint outlives the command)",
     )
+
+    sbm = sub.add_parser(
+        "submit",
+        help="run a spec as a Ray job on a running cluster and follow it",
+        description="Upload the working directory (without .git, virtualenvs, storage, data "
+        "files and caches) and run `rayline run SPEC overrides...` as a Ray job; print the job id, "
+        "stream its logs, and exit 0 if it succeeded, 1 if it failed or was stopped. Needs "
+        "RAY_AUTH_MODE=token and the cluster's token when token authentication is on.",
+    )
+    sbm.add_argument("spec")
+    sbm.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    sbm.add_argument(
+        "--address",
+        help="the cluster's dashboard address, e.g. http://127.0.0.1:8265 (default: RAY_ADDRESS)",
+    )
+    sbm.add_argument("--working-dir", default=".", help="the folder to upload (default: .)")
+    sbm.add_argument("--storage", help="RAYLINE_STORAGE for the job (default: the cluster's)")
+    sbm.add_argument("--no-follow", action="store_true", help="print the job id and return at once")
 
     dep = sub.add_parser(
         "deploy",
@@ -343,6 +362,37 @@ def cmd_release(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from pipelines.submit import submit
+
+    load_spec(args.spec, args.overrides)  # a bad spec fails here, not on the cluster
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        print(
+            "rayline: submit needs --address or RAY_ADDRESS (the dashboard, :8265)", file=sys.stderr
+        )
+        return 2
+    try:
+        job_id, status = submit(
+            address,
+            args.spec,
+            args.overrides,
+            working_dir=args.working_dir,
+            storage=args.storage,
+            follow=not args.no_follow,
+        )
+    except ValueError as e:
+        print(f"rayline: {e}", file=sys.stderr)
+        return 2
+    print(f"job {job_id}: {status}")
+    return (
+        0
+        if status in ("SUCCEEDED", "PENDING", "RUNNING")
+        and (args.no_follow or status == "SUCCEEDED")
+        else 1
+    )
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -459,7 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # collecting a positional list at the first option, so pick up the rest here.
     args, extra = parser.parse_known_args(argv)
     leftover = [e for e in extra if e.startswith("-") or "=" not in e]
-    if leftover or (extra and args.command not in ("run", "validate", "deploy")):
+    if leftover or (extra and args.command not in ("run", "validate", "deploy", "submit")):
         parser.error(f"unrecognized arguments: {' '.join(leftover or extra)}")
     if extra and args.command == "deploy":
         args.options = [*args.options, *extra]
@@ -478,6 +528,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_release(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "submit":
+            return cmd_submit(args)
         return cmd_models(args)
     except SpecError as e:
         print(f"rayline: {e}", file=sys.stderr)

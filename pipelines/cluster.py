@@ -21,11 +21,11 @@ def connect(spec: PipelineSpec, address: str | None) -> bool:
     for k, v in TRAIN_ENV.items():
         os.environ.setdefault(k, v)
     target = address or os.environ.get("RAY_ADDRESS") or spec.ray.address
+    local = False
     if ray.is_initialized():
-        return False
-    if target:
+        pass  # joined already (a notebook, a test session): use that cluster
+    elif target:
         ray.init(address=target, runtime_env={"env_vars": dict(TRAIN_ENV)}, log_to_driver=True)
-        local = False
     else:
         ray.init(
             num_cpus=spec.ray.num_cpus,
@@ -36,19 +36,47 @@ def connect(spec: PipelineSpec, address: str | None) -> bool:
         local = True
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = sys.stderr.isatty()
+    # Every Ray Data task and actor of this driver on matching nodes (reset when unset: the
+    # context outlives one run in a notebook or a test session).
+    ctx.execution_options.label_selector = (
+        dict(spec.placement.data) if spec.placement.data else None
+    )
     return local
 
 
 def worker_requests(spec: PipelineSpec) -> list[WorkerRequest]:
-    return [
-        WorkerRequest(
-            f"models.{i} ({m.name})",
-            m.scaling.num_workers,
-            m.scaling.worker_resources(),
-            m.scaling.label_selector,
-        )
-        for i, m in enumerate(spec.models)
-    ]
+    """Every placement the run will ask for: training workers, Ray Data work, serve replicas."""
+    data = (
+        [WorkerRequest("placement.data (Ray Data work)", 1, {"CPU": 1.0}, spec.placement.data)]
+        if spec.placement.data
+        else []
+    )
+    s = spec.serve
+    serve = (
+        [
+            WorkerRequest(
+                "serve (one replica)",
+                1,
+                {"CPU": s.num_cpus, **({"GPU": s.num_gpus} if s.num_gpus else {})},
+                s.label_selector,
+            )
+        ]
+        if s.enabled
+        else []
+    )
+    return (
+        data
+        + serve
+        + [
+            WorkerRequest(
+                f"models.{i} ({m.name})",
+                m.scaling.num_workers,
+                m.scaling.worker_resources(),
+                m.scaling.label_selector,
+            )
+            for i, m in enumerate(spec.models)
+        ]
+    )
 
 
 def check_cluster(spec: PipelineSpec) -> list[str]:

@@ -742,6 +742,7 @@ class Runner:
                 "train_seconds": round(t["outcome"].seconds, 1),
                 # > 0 when a worker or node died and the worker group resumed from a checkpoint
                 "resumed_from": t["outcome"].resumed_from,
+                "trained_on": t["outcome"].node,
                 "history": t["outcome"].history,
             }
             for t in trained

@@ -343,6 +343,17 @@ class TrackingSpec(_Strict):
     artifact_location: str | None = None  # for a new experiment; default: the server's choice
 
 
+class PlacementSpec(_Strict):
+    """Which nodes run the Ray Data work (ingest, splits, feature statistics, scoring).
+
+    Training workers follow each model's ``scaling.label_selector``, serving replicas
+    ``serve.label_selector``. With node types labelled (see clusters/), ``data: {node-type: cpu}``
+    keeps CPU-only work off the GPU nodes.
+    """
+
+    data: dict[str, str] | None = None
+
+
 class RaySpec(_Strict):
     address: str | None = None
     num_cpus: int | None = Field(default=None, ge=1)
@@ -393,6 +404,7 @@ class PipelineSpec(_Strict):
     registry: RegistrySpec = RegistrySpec()
     tune: TuneSpec = TuneSpec()
     tracking: TrackingSpec = TrackingSpec()
+    placement: PlacementSpec = PlacementSpec()
     serve: ServeOptions = ServeOptions()
     ray: RaySpec = RaySpec()
 

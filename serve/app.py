@@ -226,7 +226,11 @@ def deployment_options(args: ServeArgs) -> dict[str, Any]:
             "upscale_delay_s": args.upscale_delay_s,
             "downscale_delay_s": args.downscale_delay_s,
         },
-        "ray_actor_options": {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
+        "ray_actor_options": {
+            "num_cpus": args.num_cpus,
+            "num_gpus": args.num_gpus,
+            **({"label_selector": dict(args.label_selector)} if args.label_selector else {}),
+        },
     }
 
 

@@ -45,6 +45,8 @@ class ServeOptions(BaseModel):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     api_key_env: str | None = "RAYLINE_API_KEY"
     api_key_file: str | None = None
+    # Ray node labels the replicas' nodes must carry, e.g. {node-type: gpu} with num_gpus: 1
+    label_selector: dict[str, str] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ServeOptions:

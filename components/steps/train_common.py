@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import ray
 import ray.data
 from ray.data.expressions import col
 
@@ -26,6 +27,7 @@ class TrainOutcome:
     valid_metrics: dict[str, float] = field(default_factory=dict)
     architecture: str = ""  # torch models: the ArchitectureSpec JSON
     resumed_from: int = 0  # round/epoch the last attempt started at (> 0 after a restart)
+    node: dict[str, Any] = field(default_factory=dict)  # where rank 0 ran: node id and labels
 
 
 def shard_datasets(
@@ -83,6 +85,13 @@ class WorkerScaling:
         )
 
 
+def where() -> dict[str, Any]:
+    """This process's node: its id and Ray labels (for the report: which node type trained)."""
+    ctx = ray.get_runtime_context()
+    labels = {k: v for k, v in ctx.get_node_labels().items() if not k.startswith("ray.io/")}
+    return {"id": ctx.get_node_id(), "labels": labels}
+
+
 def run_trainer(trainer: Any, run_name: str, num_workers: int) -> TrainOutcome:
     """``trainer.fit()``, then the model and history from rank 0's return value.
 
@@ -105,6 +114,7 @@ def run_trainer(trainer: Any, run_name: str, num_workers: int) -> TrainOutcome:
         best_iteration=best,
         rounds=int(info.get("rounds", 0)),
         resumed_from=int(info.get("resumed_from", 0)),
+        node=dict(info.get("node") or {}),
         seconds=time.time() - started,
         valid_metrics={
             k.removeprefix("valid-"): v for k, v in row.items() if k.startswith("valid-")

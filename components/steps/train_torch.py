@@ -33,6 +33,7 @@ from components.steps.train_common import (
     WorkerScaling,
     run_trainer,
     shard_datasets,
+    where,
 )
 from components.torch_models import ArchitectureSpec, build_model
 
@@ -184,6 +185,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         "best_iteration": best["epoch"],
         "rounds": len(history),
         "seconds": time.time() - started,
+        "node": where(),
         "resumed_from": start,
     }
 

@@ -31,6 +31,7 @@ from components.steps.train_common import (
     WorkerScaling,
     run_trainer,
     shard_datasets,
+    where,
 )
 
 MODEL_FILE = "model.ubj"
@@ -125,6 +126,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         "seconds": time.time() - start,
         "rounds": rounds,
         "model": xgboost_model.to_bytes(booster),
+        "node": where(),
         "resumed_from": init.num_boosted_rounds() if init is not None else 0,
     }
 

@@ -115,6 +115,7 @@ def report_final(outcome: TrainOutcome, time_attr: str) -> None:
             "seconds": outcome.seconds,
             "architecture": outcome.architecture,
             "resumed_from": outcome.resumed_from,
+            "node": outcome.node,
         }
         with open(os.path.join(d, OUTCOME_FILE), "w") as fh:
             json.dump(doc, fh)
@@ -139,6 +140,7 @@ def read_outcome(checkpoint: Checkpoint, valid_metrics: dict[str, float]) -> Tra
         valid_metrics=valid_metrics,
         architecture=doc.get("architecture", ""),
         resumed_from=int(doc.get("resumed_from", 0)),
+        node=dict(doc.get("node") or {}),
     )
 
 

@@ -1,0 +1,248 @@
+"""Three Ray nodes on one machine (`ray start`): a head, a CPU node and a simulated GPU node.
+
+`rayline submit` runs a spec as a Ray job: XGBoost lands on the CPU node, the torch model on the
+"GPU" node, Serve answers. Then a node is lost mid-training (SIGKILL of its raylet, a process this
+test started) and the run resumes from its checkpoint on the remaining node. Everything started
+here is stopped here (by pid; never `ray stop`, which would stop every Ray of the user). Run
+apart from the other tiers (`pytest -m cluster`): only one Ray cluster at a time on a machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from components import bundle
+from components.registry import Registry
+from pipelines.cli import main
+from tests.conftest import CONFIGS
+
+VENV_BIN = Path(sys.executable).parent
+SERVE_PORT = 8012
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalCluster:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.temp = root / "ray"
+        self.port = _free_port()
+        self.dashboard = _free_port()
+        self.env = {
+            **os.environ,
+            "RAY_AUTH_MODE": "token",
+            "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
+            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
+        }
+        self.env.pop("RAY_ADDRESS", None)
+        self.manager_ports: dict[str, int] = {}
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard}"
+
+    def _start(self, *args: str) -> None:
+        cmd = [str(VENV_BIN / "ray"), "start", f"--temp-dir={self.temp}", *args]
+        subprocess.run(cmd, env=self.env, check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        self._start(
+            "--head",
+            f"--port={self.port}",
+            "--num-cpus=1",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard}",
+            "--labels=node-type=head",
+        )
+        for kind, extra in (("cpu", []), ("gpu", ['--resources={"fake_gpu": 1}'])):
+            self.manager_ports[kind] = _free_port()
+            self._start(
+                f"--address=127.0.0.1:{self.port}",
+                "--num-cpus=2",
+                f"--node-manager-port={self.manager_ports[kind]}",
+                f"--dashboard-agent-listen-port={_free_port()}",
+                f"--labels=node-type={kind}",
+                *extra,
+            )
+
+    def pids(self) -> list[int]:
+        """Every process of this cluster: its command line names this cluster's temp dir."""
+        import psutil
+
+        found = []
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            line = " ".join(p.info["cmdline"] or [])
+            if str(self.temp) in line:
+                found.append(p.info["pid"])
+        return found
+
+    def raylet_pid(self, kind: str) -> int:
+        import psutil
+
+        flag = f"--node_manager_port={self.manager_ports[kind]}"
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            cmd = p.info["cmdline"] or []
+            if any(c.endswith("raylet") for c in cmd[:1]) and flag in cmd:
+                return int(p.info["pid"])
+        raise LookupError(f"no raylet for the {kind} node")
+
+    def stop(self) -> None:
+        for pid in self.pids():
+            if pid != os.getpid():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    c = LocalCluster(tmp_path_factory.mktemp("multinode"))
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+def _spec(folder: Path, storage: Path, models: list[dict], serve: dict, epochs_rows: int) -> Path:
+    doc = yaml.safe_load((CONFIGS / "tiny" / "classification.yaml").read_text())
+    doc["name"] = folder.name
+    doc["storage"] = str(storage)
+    doc["data"]["source"]["params"]["rows"] = epochs_rows
+    doc["features"]["standardize"] = True
+    doc["models"] = models
+    doc["serve"] = serve
+    doc["placement"] = {"data": {"node-type": "!head"}}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _report(storage: Path, name: str) -> dict:
+    runs = sorted((storage / "runs" / name).iterdir())
+    return json.loads((runs[-1] / "report.json").read_text())
+
+
+def test_job_places_training_by_node_type_and_serves(
+    cluster: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    storage = tmp_path / "storage"
+    models = [
+        {
+            "name": "gbdt",
+            "num_boost_round": 20,
+            "report_every": 10,
+            "scaling": {
+                "num_workers": 2,
+                "resources_per_worker": {"CPU": 0.5},
+                "label_selector": {"node-type": "cpu"},
+            },
+        },
+        {
+            "name": "mlp",
+            "kind": "torch.mlp",
+            "epochs": 2,
+            "scaling": {
+                "num_workers": 1,
+                "resources_per_worker": {"CPU": 1, "fake_gpu": 1},
+                "label_selector": {"node-type": "gpu"},
+            },
+        },
+    ]
+    serve = {"port": SERVE_PORT, "label_selector": {"node-type": "cpu"}, "api_key_env": None}
+    spec = _spec(tmp_path / "job-a", storage, models, serve, 4000)
+    code = main(
+        ["submit", str(spec), "--address", cluster.address, "--working-dir", str(spec.parent)]
+    )
+    assert code == 0
+    report = _report(storage, "job-a")
+    placed = {m["name"]: m["trained_on"]["labels"].get("node-type") for m in report["models"]}
+    assert placed == {"gbdt": "cpu", "mlp": "gpu"}
+    r = httpx.get(f"http://127.0.0.1:{SERVE_PORT}/job-a/healthz", timeout=10)
+    assert r.status_code == 200 and r.json()["version"] == report["model"]["version"]
+
+
+def test_losing_a_node_mid_training_resumes_from_the_checkpoint(
+    cluster: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ray.util.state import list_actors, list_nodes
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    storage = tmp_path / "storage"
+    models = [
+        {
+            "name": "mlp",
+            "kind": "torch.mlp",
+            "epochs": 10,
+            "batch_size": 32,
+            "early_stopping_epochs": None,
+            "scaling": {
+                "num_workers": 1,
+                "resources_per_worker": {"CPU": 1},
+                "label_selector": {"node-type": "in(cpu,gpu)"},
+                "max_failures": 3,
+            },
+        }
+    ]
+    spec = _spec(tmp_path / "job-b", storage, models, {"enabled": False}, 8000)
+    result: dict[str, int] = {}
+
+    def run() -> None:
+        result["code"] = main(
+            ["submit", str(spec), "--address", cluster.address, "--working-dir", str(spec.parent)]
+        )
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.time() + 300
+    snapshot = None
+    while time.time() < deadline and thread.is_alive():
+        found = list(
+            (storage / "runs" / "job-b").glob("*/train/*/checkpoint_manager_snapshot.json")
+        )
+        if found and "checkpoint_" in found[0].read_text():
+            snapshot = found[0]
+            break
+        time.sleep(0.2)
+    assert snapshot is not None, "no checkpoint was registered"
+    workers = list_actors(
+        address=cluster.address,
+        filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
+    )
+    assert len(workers) == 1
+    labels = {n.node_id: n.labels for n in list_nodes(address=cluster.address, detail=True)}
+    kind = labels[workers[0].node_id]["node-type"]
+    os.kill(cluster.raylet_pid(kind), signal.SIGKILL)  # the node is gone, with its workers
+    thread.join(timeout=600)
+    assert not thread.is_alive() and result["code"] == 0
+    report = _report(storage, "job-b")
+    m = report["models"][0]
+    assert m["resumed_from"] >= 1 and m["rounds"] == 10
+    assert m["trained_on"]["labels"]["node-type"] != kind  # finished on the remaining node
+    reg = Registry(str(storage))
+    versions = reg.versions("job-b")
+    assert [v.version for v in versions] == [1]
+    bundle.verify_bundle(versions[0].path)
+    leftovers = [
+        p.name for p in (storage / "registry" / "job-b").iterdir() if p.name.startswith(".")
+    ]
+    assert not leftovers, leftovers
