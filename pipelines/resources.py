@@ -77,8 +77,8 @@ def check_requests(
                 )
                 problems.append(
                     f"{req.what}: no alive node has labels {dict(req.label_selector)} "
-                    f"(node labels in the cluster: {', '.join(seen) or 'none'}); fix "
-                    "scaling.label_selector or start nodes with `ray start --labels=...`"
+                    f"(node labels in the cluster: {', '.join(seen) or 'none'}); fix its "
+                    "label_selector or start such nodes (`ray start --labels=...`)"
                 )
                 continue
         pool: Mapping[str, float] = total

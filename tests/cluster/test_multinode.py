@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +33,8 @@ from pipelines.cli import main
 from tests.conftest import CONFIGS
 
 VENV_BIN = Path(sys.executable).parent
+# Ray reads the auth mode once, when it is first imported: set it before anything imports ray.
+os.environ["RAY_AUTH_MODE"] = "token"
 SERVE_PORT = 8012
 
 
@@ -43,7 +47,8 @@ def _free_port() -> int:
 class LocalCluster:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.temp = root / "ray"
+        # short: Ray's socket paths under the temp dir must stay within 107 bytes
+        self.temp = Path(tempfile.mkdtemp(prefix="rl-", dir="/tmp"))
         self.port = _free_port()
         self.dashboard = _free_port()
         self.env = {
@@ -61,7 +66,10 @@ class LocalCluster:
 
     def _start(self, *args: str) -> None:
         cmd = [str(VENV_BIN / "ray"), "start", f"--temp-dir={self.temp}", *args]
-        subprocess.run(cmd, env=self.env, check=True, capture_output=True, timeout=120)
+        done = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (
+            f"{' '.join(cmd)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
 
     def start(self) -> None:
         self._start(
@@ -70,29 +78,53 @@ class LocalCluster:
             "--num-cpus=1",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={self.dashboard}",
+            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--ray-client-server-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}",
             "--labels=node-type=head",
         )
-        for kind, extra in (("cpu", []), ("gpu", ['--resources={"fake_gpu": 1}'])):
-            self.manager_ports[kind] = _free_port()
-            self._start(
-                f"--address=127.0.0.1:{self.port}",
-                "--num-cpus=2",
-                f"--node-manager-port={self.manager_ports[kind]}",
-                f"--dashboard-agent-listen-port={_free_port()}",
-                f"--labels=node-type={kind}",
-                *extra,
-            )
+        for kind in ("cpu", "gpu"):
+            self.add_worker(kind)
+
+    def add_worker(self, kind: str) -> None:
+        """A worker node labelled node-type=<kind>; "gpu" nodes also get a fake_gpu resource."""
+        extra = ['--resources={"fake_gpu": 1}'] if kind == "gpu" else []
+        self.manager_ports[kind] = _free_port()
+        self._start(
+            f"--address=127.0.0.1:{self.port}",
+            "--num-cpus=3",
+            f"--node-manager-port={self.manager_ports[kind]}",
+            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}",
+            f"--labels=node-type={kind}",
+            *extra,
+        )
 
     def pids(self) -> list[int]:
-        """Every process of this cluster: its command line names this cluster's temp dir."""
+        """Every process of this cluster: those whose command line names its temp dir, and all
+        their descendants (agents and workers rename themselves to ray::...)."""
         import psutil
 
-        found = []
+        found: set[int] = set()
+        gcs = f":{self.port}"
         for p in psutil.process_iter(["pid", "cmdline"]):
             line = " ".join(p.info["cmdline"] or [])
-            if str(self.temp) in line:
-                found.append(p.info["pid"])
-        return found
+            # the temp dir, or the GCS address (the Ray client server names only that)
+            if str(self.temp) in line or ("--address=" in line and gcs in line and "ray" in line):
+                found.add(p.info["pid"])
+                with contextlib.suppress(psutil.Error):
+                    found.update(c.pid for c in p.children(recursive=True))
+        return sorted(found)
+
+    def kill_node(self, kind: str) -> None:
+        """The node is gone: its raylet and everything the raylet started, SIGKILLed."""
+        import psutil
+
+        raylet = psutil.Process(self.raylet_pid(kind))
+        victims = [raylet, *raylet.children(recursive=True)]
+        for p in victims:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
 
     def raylet_pid(self, kind: str) -> int:
         import psutil
@@ -109,6 +141,7 @@ class LocalCluster:
             if pid != os.getpid():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -141,52 +174,11 @@ def _report(storage: Path, name: str) -> dict:
     return json.loads((runs[-1] / "report.json").read_text())
 
 
-def test_job_places_training_by_node_type_and_serves(
-    cluster: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    storage = tmp_path / "storage"
-    models = [
-        {
-            "name": "gbdt",
-            "num_boost_round": 20,
-            "report_every": 10,
-            "scaling": {
-                "num_workers": 2,
-                "resources_per_worker": {"CPU": 0.5},
-                "label_selector": {"node-type": "cpu"},
-            },
-        },
-        {
-            "name": "mlp",
-            "kind": "torch.mlp",
-            "epochs": 2,
-            "scaling": {
-                "num_workers": 1,
-                "resources_per_worker": {"CPU": 1, "fake_gpu": 1},
-                "label_selector": {"node-type": "gpu"},
-            },
-        },
-    ]
-    serve = {"port": SERVE_PORT, "label_selector": {"node-type": "cpu"}, "api_key_env": None}
-    spec = _spec(tmp_path / "job-a", storage, models, serve, 4000)
-    code = main(
-        ["submit", str(spec), "--address", cluster.address, "--working-dir", str(spec.parent)]
-    )
-    assert code == 0
-    report = _report(storage, "job-a")
-    placed = {m["name"]: m["trained_on"]["labels"].get("node-type") for m in report["models"]}
-    assert placed == {"gbdt": "cpu", "mlp": "gpu"}
-    r = httpx.get(f"http://127.0.0.1:{SERVE_PORT}/job-a/healthz", timeout=10)
-    assert r.status_code == 200 and r.json()["version"] == report["model"]["version"]
-
-
 def test_losing_a_node_mid_training_resumes_from_the_checkpoint(
-    cluster: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cluster: LocalCluster, tmp_path: Path
 ) -> None:
     from ray.util.state import list_actors, list_nodes
 
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
     storage = tmp_path / "storage"
     models = [
         {
@@ -231,7 +223,7 @@ def test_losing_a_node_mid_training_resumes_from_the_checkpoint(
     assert len(workers) == 1
     labels = {n.node_id: n.labels for n in list_nodes(address=cluster.address, detail=True)}
     kind = labels[workers[0].node_id]["node-type"]
-    os.kill(cluster.raylet_pid(kind), signal.SIGKILL)  # the node is gone, with its workers
+    cluster.kill_node(kind)  # the node is gone, with its workers
     thread.join(timeout=600)
     assert not thread.is_alive() and result["code"] == 0
     report = _report(storage, "job-b")
@@ -242,7 +234,44 @@ def test_losing_a_node_mid_training_resumes_from_the_checkpoint(
     versions = reg.versions("job-b")
     assert [v.version for v in versions] == [1]
     bundle.verify_bundle(versions[0].path)
-    leftovers = [
-        p.name for p in (storage / "registry" / "job-b").iterdir() if p.name.startswith(".")
+    names = [p.name for p in (storage / "registry" / "job-b").iterdir()]
+    assert not [n for n in names if ".tmp" in n], names  # no half-written publish left behind
+    assert sorted(n for n in names if not n.startswith(".")) == ["1", "aliases.json"]
+    cluster.add_worker(kind)  # a replacement joins, as after a real node failure
+
+
+def test_job_places_training_by_node_type_and_serves(cluster: LocalCluster, tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    models = [
+        {
+            "name": "gbdt",
+            "num_boost_round": 20,
+            "report_every": 10,
+            "scaling": {
+                "num_workers": 2,
+                "resources_per_worker": {"CPU": 0.5},
+                "label_selector": {"node-type": "cpu"},
+            },
+        },
+        {
+            "name": "mlp",
+            "kind": "torch.mlp",
+            "epochs": 2,
+            "scaling": {
+                "num_workers": 1,
+                "resources_per_worker": {"CPU": 1, "fake_gpu": 1},
+                "label_selector": {"node-type": "gpu"},
+            },
+        },
     ]
-    assert not leftovers, leftovers
+    serve = {"port": SERVE_PORT, "label_selector": {"node-type": "cpu"}, "api_key_env": None}
+    spec = _spec(tmp_path / "job-a", storage, models, serve, 4000)
+    code = main(
+        ["submit", str(spec), "--address", cluster.address, "--working-dir", str(spec.parent)]
+    )
+    assert code == 0
+    report = _report(storage, "job-a")
+    placed = {m["name"]: m["trained_on"]["labels"].get("node-type") for m in report["models"]}
+    assert placed == {"gbdt": "cpu", "mlp": "gpu"}
+    r = httpx.get(f"http://127.0.0.1:{SERVE_PORT}/job-a/healthz", timeout=10)
+    assert r.status_code == 200 and r.json()["version"] == report["model"]["version"]
