@@ -578,17 +578,30 @@ def test_no_wait_without_a_cluster_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_served_torch_model_ranks_like_its_predictor(served: dict) -> None:
-    """A torch bundle (state_dict + architecture JSON) serves /rank through the same app."""
+def _candidates(name: str) -> list[dict]:
+    if name == "ranking_mlp":
+        rng = np.random.default_rng(1)
+        return [{f"f{i}": float(rng.normal()) for i in range(8)} for _ in range(10)]
+    params = {"rows": 10, "seed": 2, "cardinality": 5000}  # DLRM: counts, hashed and vocab ids
+    frame = generators.generate_block(generators.plan_blocks("ctr", params)[0])
+    cols = [f"I{i}" for i in range(1, 14)] + ["C1", "C2", "C3", "C4"]
+    rows = frame[cols].astype(object).where(frame[cols].notna(), None)
+    return rows.to_dict(orient="records")
+
+
+@pytest.mark.parametrize("name", ["ranking_mlp", "ctr_dlrm"])
+def test_a_served_torch_model_ranks_like_its_predictor(served: dict, name: str) -> None:
+    """Torch bundles (state_dict + architecture JSON: MLP, DLRM) serve /rank through the same
+    app, with the scores of their Predictor."""
     storage = str(served["storage"])
-    assert main(["run", str(TINY / "ranking_mlp.yaml"), "--storage", storage]) == 0
-    url = deploy(_args(storage, "tiny-ranking-mlp"))["url"]
-    rng = np.random.default_rng(1)
-    cands = [{f"f{i}": float(rng.normal()) for i in range(8)} for _ in range(10)]
+    model = f"tiny-{name.replace('_', '-')}"
+    assert main(["run", str(TINY / f"{name}.yaml"), "--storage", storage]) == 0
+    url = deploy(_args(storage, model))["url"]
+    cands = _candidates(name)
     r = httpx.post(f"{url}/rank", json={"candidates": cands, "top_k": 5})
     assert r.status_code == 200, r.text
     ranked = r.json()["ranked"]
-    bundle = Registry(storage).resolve("tiny-ranking-mlp").path
+    bundle = Registry(storage).resolve(model).path
     assert Path(bundle, "model.pt").exists() and Path(bundle, "architecture.json").exists()
     expected = Predictor.load(bundle).predict(pd.DataFrame(cands))
     assert [c["index"] for c in ranked] == list(np.argsort(-expected, kind="stable")[:5])

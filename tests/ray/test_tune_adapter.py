@@ -19,7 +19,7 @@ SPACE = parse_space(
         "x": {"uniform": [-2.0, 2.0]},
         "lr": {"loguniform": [1e-3, 1e-1]},
         "depth": {"randint": [1, 4]},
-        "kind": {"choice": ["a", "b"]},
+        "flavor": {"choice": ["a", "b"]},
     }
 )
 
@@ -49,7 +49,7 @@ def test_to_tune_objects() -> None:
     assert isinstance(got["x"], tune.search.sample.Float)
     assert isinstance(got["depth"], tune.search.sample.Integer)
     assert got["depth"].lower == 1 and got["depth"].upper == 4
-    assert isinstance(got["kind"], tune.search.sample.Categorical)
+    assert isinstance(got["flavor"], tune.search.sample.Categorical)
     grid = tune_step.to_tune(parse_space({"n": {"grid": [1, 2]}}))
     assert grid["n"] == {"grid_search": [1, 2]}
 
@@ -81,6 +81,6 @@ def test_search_picks_the_best_finished_trial(
     assert result.best_outcome.model == f"{result.best.config['x']:.6f}".encode()
     assert result.best_outcome.valid_metrics["auc"] == pytest.approx(result.best.value)
     for t in result.trials:
-        assert -2.0 <= t.config["x"] <= 2.0 and t.config["kind"] in ("a", "b")
+        assert -2.0 <= t.config["x"] <= 2.0 and t.config["flavor"] in ("a", "b")
     if scheduler == "fifo":
         assert len(finished) == 5  # nothing stops a trial early
