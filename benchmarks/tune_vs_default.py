@@ -8,7 +8,8 @@ generated stand-ins of compare_xgboost.py):
 - default: rayline with the default parameters of compare_xgboost.py (eta 0.1, depth 6, 200
   rounds) trained on the whole given training file, as in the foundation benchmark;
 - tuned: the training file is cut into fit (85%) and validation (15%, by query for LTR) parts;
-  Ray Tune searches XGBoost (eta, depth, min_child_weight, subsample; early stopping) and a
+  Ray Tune (Optuna TPE by default) searches XGBoost (eta, depth, min_child_weight,
+  subsample, colsample_bytree, lambda; early stopping) and a
   PyTorch MLP (learning rate, layers, dropout or loss) with ASHA; the best family on validation
   is refit on fit + validation (all the given training rows, like the default) for its best
   number of rounds/epochs (``--winner checkpoint`` keeps the trial's own model instead) and
@@ -48,7 +49,13 @@ def fit_valid(ds: dict[str, Any], folder: Path) -> tuple[Path, Path]:
 
 
 def tuned_spec(
-    ds: dict[str, Any], storage: str, fit: Path, valid: Path, samples: int, winner: str
+    ds: dict[str, Any],
+    storage: str,
+    fit: Path,
+    valid: Path,
+    samples: int,
+    winner: str,
+    searcher: str = "optuna",
 ) -> dict:
     spec = spec_for(ds, 1, storage)
     spec["name"] = f"tuned-{ds['name']}"
@@ -64,8 +71,8 @@ def tuned_spec(
             "name": "xgb",
             "kind": "xgboost",
             "params": {"objective": "rank:ndcg" if ranking else "binary:logistic"},
-            "num_boost_round": 500,
-            "early_stopping_rounds": 30,
+            "num_boost_round": 2000,
+            "early_stopping_rounds": 50,
             "report_every": 25,
             "scaling": {"num_workers": 1, "resources_per_worker": {"CPU": 1}},
             "search": {
@@ -73,6 +80,8 @@ def tuned_spec(
                 "params.max_depth": {"randint": [3, 10]},
                 "params.min_child_weight": {"loguniform": [0.5, 20.0]},
                 "params.subsample": {"uniform": [0.6, 1.0]},
+                "params.colsample_bytree": {"uniform": [0.4, 1.0]},
+                "params.lambda": {"loguniform": [0.1, 10.0]},
             },
         },
         {
@@ -99,6 +108,7 @@ def tuned_spec(
         "num_samples": samples,
         "max_concurrent_trials": 2,
         "scheduler": "asha",
+        "searcher": searcher,
         "winner": winner,
     }
     return spec
@@ -123,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, help="folder with adult/ and lightgbm_lambdarank/")
     ap.add_argument("--samples", type=int, default=8, help="trials per model family")
     ap.add_argument("--winner", choices=["refit", "checkpoint"], default="refit")
+    ap.add_argument("--searcher", choices=["optuna", "random"], default="optuna")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -133,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             default, t_default = run(spec_for(ds, 1, storage), storage)
             fit, valid = fit_valid(ds, Path(storage) / "splits" / ds["name"])
             tuned, t_tuned = run(
-                tuned_spec(ds, storage, fit, valid, args.samples, args.winner), storage
+                tuned_spec(ds, storage, fit, valid, args.samples, args.winner, args.searcher), storage
             )
             winner = tuned["winner"]
             best = (tuned["tuning"].get(winner) or {}).get("best") or {}

@@ -14,6 +14,18 @@ import pandas as pd
 
 from components import metrics
 from components.hashing import unit_interval
+from components.rule_models import filtered_scores
+
+
+def without_guardrails(scored: pd.DataFrame) -> pd.DataFrame | None:
+    """The same frame with the model's own outputs (``raw_*``, before guardrails) as its output
+    columns, or None when no guardrail ran."""
+    raw = [str(c) for c in scored.columns if str(c).startswith("raw_")]
+    if not raw:
+        return None
+    own = [c.removeprefix("raw_") for c in raw]
+    frame = scored.drop(columns=[*own, "filtered"], errors="ignore")
+    return frame.rename(columns=dict(zip(raw, own, strict=True)))
 
 
 def evaluate(
@@ -24,8 +36,14 @@ def evaluate(
     relevance_threshold: float = 1.0,
     threshold: float = 0.5,
 ) -> dict[str, float]:
-    """Metrics for a frame holding the label, the model output columns and (ranking) ``_group``."""
+    """Metrics for a frame holding the label, the model output columns and (ranking) ``_group``.
+
+    Ranking rows that a guardrail filter dropped (a ``filtered`` column) rank below every kept
+    row of their query, as they are never shown.
+    """
     y = scored[label].to_numpy(dtype=np.float64)
+    if task == "regression":
+        return metrics.regression_metrics(y, scored["score"].to_numpy())
     if task == "binary":
         return metrics.binary_metrics(
             y.astype(np.int64), scored["score"].to_numpy(), threshold=threshold
@@ -38,9 +56,12 @@ def evaluate(
             )
         ]
         return metrics.multiclass_metrics(y.astype(np.int64), proba.to_numpy())
+    scores = scored["score"].to_numpy(dtype=np.float64)
+    if "filtered" in scored:
+        scores = filtered_scores(scores, scored["filtered"].to_numpy(dtype=bool))
     return metrics.ranking_metrics(
         y,
-        scored["score"].to_numpy(),
+        scores,
         scored["_group"].to_numpy(),
         ks=tuple(ks),
         threshold=relevance_threshold,
@@ -57,13 +78,14 @@ def baseline(
 ) -> dict[str, float]:
     """The same metrics for a model that knows nothing about the features (``evaluate``'s kwargs).
 
-    binary: every row gets the training base rate; multiclass: the training class frequencies
+    binary: every row gets the training base rate; regression: the training label mean;
+    multiclass: the training class frequencies
     are not known here, so uniform probabilities (accuracy of a constant guess); ranking: a random
     order (seeded by row key), the usual reference for NDCG.
     """
     n = len(scored)
     frame = scored[[label] + (["_group"] if "_group" in scored else [])].copy()
-    if task == "binary":
+    if task in ("binary", "regression"):
         frame["score"] = np.full(n, train_label_mean)
     elif task == "multiclass":
         k = int(num_classes or 2)

@@ -18,7 +18,7 @@ import numpy as np
 
 from components import metrics
 
-LOWER_IS_BETTER = frozenset({"logloss"})
+LOWER_IS_BETTER = metrics.LOWER_IS_BETTER
 _CHUNK = 64  # resamples per vectorized chunk: bounds memory at _CHUNK x units
 
 
@@ -73,6 +73,13 @@ def _per_unit(
         if metric == "accuracy":
             return (out.argmax(axis=1) == idx).astype(np.float64)
         return None
+    if task == "regression":
+        if metric == "mae":
+            return np.abs(out - y)
+        if metric == "mape":  # over the rows with a positive label, as metrics.regression_metrics
+            pos = y > 0
+            return np.abs(out[pos] - y[pos]) / y[pos]
+        return None
     raise ValueError(f"unknown task {task!r}")
 
 
@@ -87,6 +94,14 @@ def _whole_metric(
     def multiclass(y: np.ndarray, out: np.ndarray) -> float:
         return metrics.multiclass_metrics(y.astype(np.int64), out)[metric]
 
+    def rmse(y: np.ndarray, out: np.ndarray) -> float:
+        return float(np.sqrt(np.mean((out - y) ** 2)))
+
+    def r2(y: np.ndarray, out: np.ndarray) -> float:
+        return metrics.regression_metrics(y, out)["r2"]
+
+    if task == "regression" and metric in ("rmse", "r2"):
+        return rmse if metric == "rmse" else r2
     if task == "binary" and metric in ("auc", "f1"):
         return binary
     if task == "multiclass" and metric == "macro_f1":
@@ -163,9 +178,11 @@ def decide(
     seed: int = 0,
     relevance_threshold: float = 1.0,
     threshold: float = 0.5,
+    champion_name: str = "production",
 ) -> GateDecision:
     """Promote the challenger if there is no champion, or if the lower bound of the interval of
-    its improvement exceeds ``min_improvement``; otherwise keep the champion and say why."""
+    its improvement exceeds ``min_improvement``; otherwise keep the champion (called
+    ``champion_name`` in the reason) and say why."""
     kwargs = {"relevance_threshold": relevance_threshold, "threshold": threshold}
     value = _value(task, metric, y, challenger, groups, **kwargs)
     if champion is None:
@@ -198,13 +215,13 @@ def decide(
             ),
         )
     elif high < 0:
-        promote, reason = False, f"worse on {metric} by {interval}: production stays"
+        promote, reason = False, f"worse on {metric} by {interval}: {champion_name} stays"
     else:
         promote, reason = (
             False,
             (
                 f"not confidently better on {metric}: {interval}; the lower bound does not exceed "
-                f"min_improvement {min_improvement:g}, so production stays"
+                f"min_improvement {min_improvement:g}, so {champion_name} stays"
             ),
         )
     return GateDecision(

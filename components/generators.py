@@ -1,7 +1,8 @@
 """Built-in synthetic data with a known, learnable signal, generated block by block.
 
-Four generators (``synthetic:<kind>`` sources): ``binary`` and ``multiclass`` (tabular rows with
-numeric and categorical columns and missing values), ``ranking`` (graded-relevance
+Five generators (``synthetic:<kind>`` sources): ``binary``, ``multiclass`` and ``regression``
+(tabular rows with numeric and categorical columns and missing values; the regression label is a
+positive, right-skewed quantity, optionally with a share of zeros), ``ranking`` (graded-relevance
 learning-to-rank data grouped by ``qid``) and ``ctr`` (Criteo-like click data grouped by
 ``request_id``). Pure numpy/pandas, no Ray: the pipeline plans the blocks on the driver
 (``plan_blocks``) and calls ``generate_block`` in one parallel task per block, so a 1k-row test
@@ -36,8 +37,9 @@ import pandas as pd
 
 from components.hashing import mix64
 
-GENERATORS: tuple[str, ...] = ("binary", "multiclass", "ranking", "ctr")
-KIND_IDS: dict[str, int] = {"binary": 1, "multiclass": 2, "ranking": 3, "ctr": 4}
+GENERATORS: tuple[str, ...] = ("binary", "multiclass", "regression", "ranking", "ctr")
+KIND_IDS: dict[str, int] = {"binary": 1, "multiclass": 2, "ranking": 3, "ctr": 4, "regression": 5}
+TABULAR = ("binary", "multiclass", "regression")
 
 TS_START = 1_767_225_600  # 2026-01-01T00:00:00Z
 TS_SPAN = 30 * 86_400  # rows spread over 30 days
@@ -95,6 +97,12 @@ _TABULAR: dict[str, _Param] = {
 _PARAMS: dict[str, dict[str, _Param]] = {
     "binary": {**_COMMON, **_TABULAR},
     "multiclass": {**_COMMON, **_TABULAR, "n_classes": _Param(4, int, 2, 100)},
+    # a positive quantity (think watch time); zero_rate: share of rows with a 0 label
+    "regression": {
+        **_COMMON,
+        **_TABULAR,
+        "zero_rate": _Param(0.0, float, 0.0, 1.0, high_open=True),
+    },
     "ranking": {
         **_COMMON,
         "n_features": _Param(20, int, 1, 1000),
@@ -110,6 +118,7 @@ _PARAMS: dict[str, dict[str, _Param]] = {
 _MODEL_PARAMS: dict[str, tuple[str, ...]] = {
     "binary": ("n_numeric", "n_categorical", "cardinality"),
     "multiclass": ("n_numeric", "n_categorical", "cardinality", "n_classes"),
+    "regression": ("n_numeric", "n_categorical", "cardinality"),
     "ranking": ("n_features",),
     "ctr": ("cardinality",),
 }
@@ -169,7 +178,7 @@ def _resolve(
                 )
         else:
             out[name] = spec.default
-    if kind in ("binary", "multiclass") and out["n_numeric"] + out["n_categorical"] < 1:
+    if kind in TABULAR and out["n_numeric"] + out["n_categorical"] < 1:
         raise ValueError(
             f"invalid parameters 'n_numeric' and 'n_categorical' for generator {kind!r}: "
             "at least one feature column is needed"
@@ -199,7 +208,7 @@ def columns(kind: str, params: Mapping[str, Any]) -> dict[str, list[str]]:
     """Column names by role: numeric, categorical, label, group, timestamp, key."""
     p = _resolve(kind, params, require_rows=False)
     out: dict[str, list[str]] = {"numeric": [], "categorical": [], "label": ["label"], "group": []}
-    if kind in ("binary", "multiclass"):
+    if kind in TABULAR:
         out["numeric"] = [f"num_{j}" for j in range(p["n_numeric"])]
         out["categorical"] = [f"cat_{j}" for j in range(p["n_categorical"])]
     elif kind == "ranking":
@@ -224,7 +233,7 @@ def generate_block(task: BlockTask) -> pd.DataFrame:
     rng = np.random.default_rng([p["seed"], task.index, KIND_IDS[task.kind]])
     start = task.index * int(p["block_rows"])
     n = int(task.rows)
-    if task.kind in ("binary", "multiclass"):
+    if task.kind in TABULAR:
         return _tabular_block(task.kind, p, rng, start, n)
     if task.kind == "ranking":
         return _ranking_block(p, rng, task.index, start, n)
@@ -322,6 +331,10 @@ class _TabularModel:
 _BINARY_SCALE = 2.7
 _BINARY_RATE = 0.35
 _MULTICLASS_TEMPERATURE = 3.0
+# regression: label = exp(_REGRESSION_SCALE * standardised score + noise) * e**_REGRESSION_LOG_MEDIAN
+_REGRESSION_SCALE = 0.8
+_REGRESSION_NOISE = 0.35
+_REGRESSION_LOG_MEDIAN = 2.3
 
 
 @lru_cache(maxsize=16)
@@ -359,6 +372,8 @@ def _tabular_model(kind: str, seed: int, key: str) -> _TabularModel:
         temperature = _BINARY_SCALE
         std = (raw[0] - center[0]) / spread * temperature
         bias = np.array([_intercept_for_rate(std, _BINARY_RATE)])
+    elif kind == "regression":
+        temperature, bias = _REGRESSION_SCALE, np.array([_REGRESSION_LOG_MEDIAN])
     else:
         temperature, bias = _MULTICLASS_TEMPERATURE, np.zeros(k)
     return replace(model, center=center, spread=spread, temperature=temperature, bias=bias)
@@ -395,6 +410,11 @@ def _tabular_block(
     logits = logits * model.temperature + model.bias[:, None]
     if kind == "binary":
         label = (rng.random(n) < _sigmoid(logits[0])).astype(np.int64)
+    elif kind == "regression":
+        label = np.exp(logits[0] + rng.normal(0.0, _REGRESSION_NOISE, n))
+        # zeros more likely for low scores; 2 * E[sigmoid(-z)] = 1 keeps the share near zero_rate
+        zero = rng.random(n) < float(p["zero_rate"]) * 2.0 * _sigmoid(-(logits[0] - model.bias[0]))
+        label[zero] = 0.0
     else:
         prob = np.exp(logits - logits.max(axis=0))
         cdf = np.cumsum(prob / prob.sum(axis=0), axis=0)

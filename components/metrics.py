@@ -61,6 +61,9 @@ import numpy.typing as npt
 EPS = 1e-15
 """Probabilities are clipped to ``[EPS, 1 - EPS]`` before taking logs."""
 
+LOWER_IS_BETTER = frozenset({"logloss", "rmse", "mae", "mape"})
+"""Metrics where smaller is better (selection, early stopping and the gate read this)."""
+
 
 # --------------------------------------------------------------------------------------------
 # validation helpers
@@ -289,6 +292,35 @@ def multiclass_metrics(y_true: npt.ArrayLike, proba: npt.ArrayLike) -> dict[str,
         "macro_f1": macro_f1(y, pred, k),
         "logloss": multiclass_log_loss(y, prob),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# regression
+
+
+def regression_metrics(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> dict[str, float]:
+    """``rmse``, ``mae``, ``r2`` and, when some label is positive, ``mape`` over those rows.
+
+    ``r2`` is ``1 - SSE / SST`` (``sklearn.metrics.r2_score``); for a constant label it is 1.0
+    when every prediction is exact and 0.0 otherwise (scikit-learn's ``force_finite``). ``mape`` is the mean of ``|y - p| / y`` over rows with
+    ``y > 0`` (equal to ``sklearn.metrics.mean_absolute_percentage_error`` on those rows), as a
+    fraction, not a percentage; rows with a zero label have no percentage error.
+    """
+    y = _floats("y_true", y_true)
+    p = _floats("y_pred", y_pred)
+    _same_length(y_true=y, y_pred=p)
+    err = p - y
+    sse = float(np.sum(err * err))
+    sst = float(np.sum((y - y.mean()) ** 2))
+    out = {
+        "rmse": float(np.sqrt(sse / len(y))),
+        "mae": float(np.mean(np.abs(err))),
+        "r2": (1.0 - sse / sst) if sst > 0 else (1.0 if sse == 0 else 0.0),
+    }
+    positive = y > 0
+    if positive.any():
+        out["mape"] = float(np.mean(np.abs(err[positive]) / y[positive]))
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,24 +5,59 @@ same rows give the same scores everywhere. Loading verifies every file's sha256 
 bundle's MANIFEST and refuses a tampered or half-written bundle.
 
 Bundle files: model.json (kind, task, classes, ...), features.json (FeatureTransform),
-schema.json (DataSchema), the model file (model.ubj for XGBoost), metrics.json, lineage.json.
+schema.json (DataSchema), the model file (model.ubj for XGBoost, model.pt + architecture.json
+for torch, rules.json for a rule model), guardrails.json (optional), metrics.json, lineage.json.
+
+Guardrails (components.rule_models) run inside ``score``/``predict`` after the model, so every
+path that scores through this class applies them identically.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from components import bundle, xgboost_model
+from components import bundle, rule_models, rules, xgboost_model
 from components.features import FeatureTransform
 from components.validation import DataSchema
 
-MODEL_FILES = {"xgboost": "model.ubj", "torch.mlp": "model.pt", "torch.dlrm": "model.pt"}
+MODEL_FILES = {
+    "xgboost": "model.ubj",
+    "torch.mlp": "model.pt",
+    "torch.dlrm": "model.pt",
+    "rules": "rules.json",
+}
+GUARDRAILS_FILE = "guardrails.json"
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A model's output for some rows: ``output`` after guardrails (what is served), ``raw``
+    before them, the deciding rule of a rule model, and the guardrails that fired per row."""
+
+    output: np.ndarray
+    raw: np.ndarray
+    rule: list[str] | None = None
+    fired: list[list[str]] | None = None  # None: the bundle has no guardrails
+    filtered: np.ndarray | None = None  # ranking filters: True where dropped
+
+    def __len__(self) -> int:
+        return len(self.output)
+
+    def part(self, start: int, stop: int) -> Scored:
+        """Rows ``start:stop`` (one request of a batch)."""
+        return Scored(
+            self.output[start:stop],
+            self.raw[start:stop],
+            None if self.rule is None else self.rule[start:stop],
+            None if self.fired is None else self.fired[start:stop],
+            None if self.filtered is None else self.filtered[start:stop],
+        )
 
 
 @dataclass
@@ -34,12 +69,13 @@ class Predictor:
     transform: FeatureTransform
     schema: DataSchema
     model: Any
+    guardrails: rule_models.Guardrails | None = field(default=None)
 
     @classmethod
     def load(cls, path: str | Path) -> Predictor:
         """Load and verify a bundle directory (raises bundle.BundleError on any mismatch)."""
         path = str(path)
-        bundle.verify_bundle(path)
+        files = bundle.verify_bundle(path)["files"]
         meta = json.loads(bundle.read_bundle_file(path, "model.json", verify=False))
         kind = meta.get("kind")
         if kind not in MODEL_FILES:
@@ -53,9 +89,24 @@ class Predictor:
             bundle.read_bundle_file(path, "schema.json", verify=False).decode()
         )
         raw = bundle.read_bundle_file(path, MODEL_FILES[kind], verify=False)
+        kinds = rules.feature_kinds(
+            [p.name for p in transform.numeric], [p.name for p in transform.categorical]
+        )
+        task, k = str(meta["task"]), meta.get("num_classes")
+        guardrails = None
+        try:
+            if GUARDRAILS_FILE in files:
+                items = json.loads(bundle.read_bundle_file(path, GUARDRAILS_FILE, verify=False))
+                guardrails = (
+                    rule_models.compile_guardrails(task, items, kinds, k) if items else None
+                )
+            if kind == "rules":
+                model: Any = rule_models.compile_rule_model(task, json.loads(raw), kinds, k)
+        except rule_models.RulesConfigError as e:
+            raise bundle.BundleError(f"{path}: {e}") from None
         if kind == "xgboost":
-            model: Any = xgboost_model.load_booster(raw)
-        else:  # torch is imported only for torch bundles
+            model = xgboost_model.load_booster(raw)
+        elif kind != "rules":  # torch is imported only for torch bundles
             from components.torch_models import ArchitectureSpec
             from components.torch_training import load_state
 
@@ -63,7 +114,14 @@ class Predictor:
                 bundle.read_bundle_file(path, "architecture.json", verify=False).decode()
             )
             model = load_state(arch, raw)
-        return cls(path=path, meta=meta, transform=transform, schema=schema, model=model)
+        return cls(
+            path=path,
+            meta=meta,
+            transform=transform,
+            schema=schema,
+            model=model,
+            guardrails=guardrails,
+        )
 
     @property
     def task(self) -> str:
@@ -73,29 +131,68 @@ class Predictor:
     def feature_columns(self) -> list[str]:
         return self.transform.input_columns
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """P(class 1) for binary, (n, K) probabilities for multiclass, a score for ranking."""
+    def _model_output(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[str] | None]:
+        if self.meta["kind"] == "rules":
+            values, which = self.model.predict(frame)
+            return values, self.model.rule_names(which)
+        x = self.transform.transform(frame)
+        if self.meta["kind"] == "xgboost":
+            return xgboost_model.predict(self.model, x, self.transform), None
+        from components.torch_training import predict
+
+        return predict(self.model, x, self.task), None  # type: ignore[arg-type]
+
+    def score(self, frame: pd.DataFrame) -> Scored:
+        """The model's output for every row, then the guardrails (see ``Scored``)."""
         missing = [c for c in self.feature_columns if c not in frame.columns]
         if missing:
             raise ValueError(f"missing feature column(s) {missing}")
         if len(frame) == 0:
             k = int(self.meta.get("num_classes") or 0)
-            return np.zeros((0, k)) if self.task == "multiclass" else np.zeros(0)
-        x = self.transform.transform(frame)
-        if self.meta["kind"] == "xgboost":
-            return xgboost_model.predict(self.model, x, self.transform)
-        from components.torch_training import predict
+            empty = np.zeros((0, k)) if self.task == "multiclass" else np.zeros(0)
+            return Scored(empty, empty, [] if self.meta["kind"] == "rules" else None)
+        raw, rule = self._model_output(frame)
+        if self.guardrails is None:
+            return Scored(raw, raw, rule)
+        applied = self.guardrails.apply(frame, raw)
+        return Scored(
+            applied.output,
+            raw,
+            rule,
+            applied.fired_names(),
+            applied.filtered if self.task == "ranking" else None,
+        )
 
-        return predict(self.model, x, self.task)  # type: ignore[arg-type]
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """P(class 1) for binary, (n, K) probabilities for multiclass, a score for ranking, the
+        value for regression; guardrails applied."""
+        return self.score(frame).output
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Scores as columns: ``score`` (+ ``label_pred``), or ``proba_<k>`` + ``label_pred``."""
-        out = self.predict(frame)
+        """Scores as columns: ``score`` (+ ``label_pred`` for binary), or ``proba_<k>`` +
+        ``label_pred``; with guardrails also the output before them (``raw_score`` or
+        ``raw_proba_<k>``), ``guardrails`` (the names that fired, comma-separated) and, for
+        ranking, ``filtered``; a rule model adds ``rule`` (the rule that decided)."""
+        scored = self.score(frame)
+        out = scored.output
         if self.task == "multiclass":
             cols = {f"proba_{k}": out[:, k] for k in range(out.shape[1])}
             cols["label_pred"] = out.argmax(axis=1) if len(out) else np.zeros(0, dtype=np.int64)
-            return pd.DataFrame(cols, index=frame.index)
-        result = pd.DataFrame({"score": out}, index=frame.index)
-        if self.task == "binary":
-            result["label_pred"] = (out >= float(self.meta.get("threshold", 0.5))).astype(np.int64)
+            result = pd.DataFrame(cols, index=frame.index)
+        else:
+            result = pd.DataFrame({"score": out}, index=frame.index)
+            if self.task == "binary":
+                threshold = float(self.meta.get("threshold", 0.5))
+                result["label_pred"] = (out >= threshold).astype(np.int64)
+        if scored.fired is not None:
+            if self.task == "multiclass":
+                for k in range(scored.raw.shape[1]):
+                    result[f"raw_proba_{k}"] = scored.raw[:, k]
+            else:
+                result["raw_score"] = scored.raw
+            result["guardrails"] = [",".join(names) for names in scored.fired]
+            if scored.filtered is not None:
+                result["filtered"] = scored.filtered
+        if scored.rule is not None:
+            result["rule"] = scored.rule
         return result

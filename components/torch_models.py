@@ -36,6 +36,10 @@ class ArchitectureSpec:
     # DLRM only: a learned constant vector joins the dot-product interactions, so each
     # embedding also gets a first-order (per-value) term. False in bundles written before it.
     first_order: bool = False
+    # regression: the network learns the standardised label; predictions are
+    # output * target_scale + target_mean (identity for other tasks and older bundles)
+    target_mean: float = 0.0
+    target_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -46,6 +50,8 @@ class ArchitectureSpec:
             raise ValueError("a model needs at least one input feature")
         if self.embedding_dim < 1 or self.num_outputs < 1 or not 0.0 <= self.dropout < 1.0:
             raise ValueError("embedding_dim and num_outputs must be >= 1, dropout in [0, 1)")
+        if not self.target_scale > 0:
+            raise ValueError("target_scale must be > 0")
 
     @property
     def num_features(self) -> int:

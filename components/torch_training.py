@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from components.losses import LOSSES
 from components.torch_models import ArchitectureSpec, build_model
 
-Task = Literal["binary", "multiclass", "ranking"]
+Task = Literal["binary", "multiclass", "ranking", "regression"]
 Batch = dict[str, Tensor]
 
 
@@ -103,8 +103,11 @@ def predict(
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """float64 predictions: binary ``sigmoid`` probability ``(n,)``, multiclass ``softmax``
-    ``(n, K)``, ranking raw score ``(n,)``. Moves ``model`` to ``device`` and sets eval mode."""
+    ``(n, K)``, ranking raw score ``(n,)``, regression the value ``(n,)`` (the output mapped back
+    from the standardised label). Moves ``model`` to ``device`` and sets eval mode."""
     device = torch.device(device)
+    spec = getattr(model, "spec", None)
+    mean, scale = getattr(spec, "target_mean", 0.0), getattr(spec, "target_scale", 1.0)
     model.to(device).eval()
     x = np.ascontiguousarray(x, dtype=np.float32)
     parts: list[np.ndarray] = []
@@ -115,6 +118,8 @@ def predict(
             out = torch.sigmoid(out)
         elif task == "multiclass":
             out = torch.softmax(out, dim=1)
+        elif task == "regression":
+            out = out * scale + mean
         elif task != "ranking":
             raise ValueError(f"unknown task {task!r}")
         parts.append(out.cpu().numpy())

@@ -192,6 +192,14 @@ def _check_label_range(values: np.ndarray, schema: DataSchema, marks: _Marks) ->
     col = schema.label
     marks.mark(np.isnan(values), "null_label", f"column {col!r}: label is missing")
     finite = ~np.isnan(values)
+    if schema.task == "regression":  # any finite number
+        marks.mark(
+            finite & ~np.isfinite(values),
+            "label_out_of_range",
+            lambda v: f"column {col!r}: label {v:g} is not a finite number",
+            values,
+        )
+        return
     integral = finite & (np.mod(np.where(finite, values, 0), 1) == 0)
     if schema.task == "binary":
         hi, what = 1, "0 or 1"

@@ -19,6 +19,7 @@ OBJECTIVES = {
     "binary": ("binary:logistic",),
     "multiclass": ("multi:softprob",),
     "ranking": ("rank:ndcg", "rank:pairwise", "rank:map"),
+    "regression": ("reg:squarederror", "reg:absoluteerror", "reg:tweedie"),
 }
 # rayline metric name -> XGBoost eval_metric (for early stopping on the validation split).
 _EVAL_METRIC = {
@@ -28,6 +29,12 @@ _EVAL_METRIC = {
     "f1": "logloss",
     "macro_f1": "mlogloss",
     "mrr": "ndcg",
+    "rmse": "rmse",
+    "mae": "mae",
+    # R2 on a fixed validation split is 1 - MSE / var: tracking RMSE picks the same round.
+    "r2": "rmse",
+    # XGBoost's own mape divides by every label (zeros give inf); MAE is the robust stand-in.
+    "mape": "mae",
 }
 _MAXIMIZE = {"auc", "ndcg", "map", "pre"}
 
@@ -73,6 +80,7 @@ def build_params(
         "binary": ["logloss", "auc"],
         "multiclass": ["mlogloss", "merror"],
         "ranking": ["ndcg@10"],
+        "regression": ["rmse", "mae"],
     }[task]
     # XGBoost early-stops on the LAST metric in the list.
     params["eval_metric"] = [m for m in extra if m != tracked] + [tracked]
@@ -161,7 +169,8 @@ def load_booster(data: bytes) -> xgboost.Booster:
 
 
 def predict(booster: xgboost.Booster, x: np.ndarray, transform: FeatureTransform) -> np.ndarray:
-    """Raw model output for a transformed matrix: P(1), class probabilities, or a ranking score.
+    """Model output for a transformed matrix: P(1), class probabilities, a ranking score, or the
+    predicted value (reg:tweedie predicts the mean, not the log of it).
 
     ``inplace_predict`` skips building a DMatrix (half the cost of a 1-row request); the
     booster carries the feature types, so categorical codes split exactly as in training.

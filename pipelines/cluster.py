@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from pipelines.resources import Node, WorkerRequest, check_requests
-from pipelines.spec import PipelineSpec
+from pipelines.spec import PipelineSpec, RulesModelSpec
 
 # Ray Train's controller polls workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s) and a
 # report() blocks until the next poll; 0.1 s makes per-round reporting affordable.
@@ -75,6 +75,7 @@ def worker_requests(spec: PipelineSpec) -> list[WorkerRequest]:
                 m.scaling.label_selector,
             )
             for i, m in enumerate(spec.models)
+            if not isinstance(m, RulesModelSpec)  # rules need no workers
         ]
     )
 

@@ -119,6 +119,31 @@ def ranking_curves(rel: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> d
     return out
 
 
+def regression_curves(y: np.ndarray, pred: np.ndarray) -> dict[str, bytes]:
+    """Predicted against actual (density, with the diagonal), and residuals against predicted."""
+    lo = float(min(np.min(y), np.min(pred)))
+    hi = float(max(np.quantile(y, 0.995), np.quantile(pred, 0.995)))
+    fig, ax = plt.subplots(figsize=(4.4, 4))
+    hb = ax.hexbin(y, pred, gridsize=40, bins="log", extent=(lo, hi, lo, hi), mincnt=1)
+    ax.plot([lo, hi], [lo, hi], "--", color="C3", lw=1, label="perfect")
+    fig.colorbar(hb, ax=ax, label="rows (log)")
+    ax.set(xlabel="actual", ylabel="predicted", title="Predicted vs actual (test)")
+    ax.legend(loc="upper left")
+    out = {"predicted_vs_actual": _png(fig)}
+    resid = y - pred
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.4))
+    r_lo, r_hi = np.quantile(resid, [0.005, 0.995])
+    a1.hexbin(pred, resid, gridsize=40, bins="log", extent=(lo, hi, r_lo, r_hi), mincnt=1)
+    a1.axhline(0, color="C3", lw=1)
+    a1.set(xlabel="predicted", ylabel="actual - predicted", title="Residuals (test)")
+    a2.hist(np.clip(resid, r_lo, r_hi), bins=50)
+    a2.axvline(float(np.mean(resid)), color="C1", label=f"mean {np.mean(resid):+.3g}")
+    a2.set(xlabel="actual - predicted", ylabel="rows", title="Residual distribution")
+    a2.legend()
+    out["residuals"] = _png(fig)
+    return out
+
+
 def feature_importance(importance: Mapping[str, float], top: int = 20) -> bytes | None:
     if not importance:
         return None
@@ -144,6 +169,6 @@ def gate_interval(g: Mapping[str, Any]) -> bytes | None:
     ax.axvline(0, color="grey", lw=1)
     ax.axvline(g["min_improvement"], color="C3", ls="--", label="required lower bound")
     ax.set_yticks([])
-    ax.set_xlabel(f"improvement in {g['metric']} over production")
+    ax.set_xlabel(f"improvement in {g['metric']} over {g.get('baseline') or 'production'}")
     ax.legend(fontsize=8, loc="upper left")
     return _png(fig)

@@ -13,11 +13,34 @@ def _fmt(v: Any) -> str:
 
 def _metric_table(report: dict[str, Any]) -> list[str]:
     test, base = report.get("test") or {}, report.get("baseline") or {}
-    lines = ["| metric | model (test) | trivial baseline (test) |", "| --- | --- | --- |"]
+    plain = report.get("test_without_guardrails")
+    if plain is None:
+        lines = ["| metric | model (test) | trivial baseline (test) |", "| --- | --- | --- |"]
+    else:
+        lines = [
+            "| metric | model with guardrails (test) | model alone (test) | "
+            "trivial baseline (test) |",
+            "| --- | --- | --- | --- |",
+        ]
     for k, v in test.items():
         if k == "queries":
             continue
-        lines.append(f"| {k} | {_fmt(v)} | {_fmt(base.get(k, ''))} |")
+        alone = "" if plain is None else f" {_fmt(plain.get(k, ''))} |"
+        lines.append(f"| {k} | {_fmt(v)} |{alone} {_fmt(base.get(k, ''))} |")
+    return lines
+
+
+def _gate_lines(g: dict[str, Any], against: str) -> list[str]:
+    lines = [f"- why: {g['reason']}"]
+    if g.get("low") is not None:
+        lines += [
+            f"- {g['metric']}: {g.get('challenger_name') or 'new model'} "
+            f"{_fmt(g['challenger'])} vs {against} {_fmt(g['champion'])} on the same "
+            f"{g['units']:,} {g.get('split', 'test')} {g['unit']}",
+            f"- improvement {g['improvement']:+.4f}, {100 * g['confidence']:g}% paired-bootstrap "
+            f"interval [{g['low']:+.4f}, {g['high']:+.4f}] ({g['resamples']} resamples); "
+            f"required lower bound > {g['min_improvement']:g}",
+        ]
     return lines
 
 
@@ -71,8 +94,9 @@ def markdown(report: dict[str, Any]) -> str:
             "| --- | --- | --- | --- | --- |",
         ]
         for m in models:
+            rounds = "-" if m["kind"] == "rules" else f"{m['rounds']} ({m['best_iteration'] + 1})"
             out.append(
-                f"| {m['name']} | {m['kind']} | {m['rounds']} ({m['best_iteration'] + 1}) | "
+                f"| {m['name']} | {m['kind']} | {rounds} | "
                 f"{m['train_seconds']} | {_fmt(m['valid'].get(metric))} |"
             )
         out += ["", f"Winner on the validation split: **{report.get('winner')}**"]
@@ -100,6 +124,37 @@ def markdown(report: dict[str, Any]) -> str:
             )
     if report.get("test"):
         out += ["", "## Test metrics (whole test split)", "", *_metric_table(report)]
+    guards = report.get("guardrails")
+    if guards:
+        out += [
+            "",
+            "## Guardrails",
+            "",
+            "Applied in this order after the model, offline and online (test rows they changed):",
+            "",
+            "| guardrail | action | when | fired on | share |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        out += [
+            f"| {gr['name']} | {gr['action']} | `{gr['when'] or 'always'}` | "
+            f"{gr['fired']:,} | {100 * gr['share']:.2f}% |"
+            for gr in guards
+        ]
+    b = report.get("baseline_gate")
+    if b:
+        kept = not b["promote"]
+        out += [
+            "",
+            "## Rule baseline",
+            "",
+            f"- decision: **{b['baseline'] if kept else b['challenger_name']}** "
+            + (
+                f"(the trained {b['challenger_name']} did not clearly beat the rules)"
+                if kept
+                else f"(clearly better than the rule baseline {b['baseline']})"
+            ),
+            *_gate_lines(b, f"rules {b['baseline']}"),
+        ]
     g = report.get("gate")
     if g:
         out += [
@@ -107,17 +162,8 @@ def markdown(report: dict[str, Any]) -> str:
             "## Promotion gate",
             "",
             f"- decision: **{'promote' if g['promote'] else 'keep production'}**",
+            *_gate_lines(g, f"production v{g.get('champion_version')}"),
         ]
-        out.append(f"- why: {g['reason']}")
-        if g.get("low") is not None:
-            out += [
-                f"- {g['metric']}: new model {_fmt(g['challenger'])} vs production "
-                f"v{g.get('champion_version')} {_fmt(g['champion'])} on the same "
-                f"{g['units']:,} test {g['unit']}",
-                f"- improvement {g['improvement']:+.4f}, {100 * g['confidence']:g}% paired-bootstrap "
-                f"interval [{g['low']:+.4f}, {g['high']:+.4f}] ({g['resamples']} resamples); "
-                f"required lower bound > {g['min_improvement']:g}",
-            ]
     model = report.get("model")
     if model:
         out += [
@@ -147,7 +193,11 @@ def summary(report: dict[str, Any]) -> str:
             f"{data['rows_quarantined']:,} quarantined"
         )
     if report.get("test"):
-        lines.append("  test metrics (model vs. trivial baseline):")
+        lines.append(
+            "  test metrics (model"
+            + (" with guardrails" if report.get("test_without_guardrails") else "")
+            + " vs. trivial baseline):"
+        )
         for k, v in report["test"].items():
             if k != "queries":
                 lines.append(
@@ -194,6 +244,12 @@ def figures(report: dict[str, Any]) -> dict[str, bytes]:
                     frame[label].to_numpy(np.int64), frame["score"].to_numpy(np.float64)
                 )
             )
+        elif report["task"] == "regression" and label in frame:
+            out.update(
+                plots.regression_curves(
+                    frame[label].to_numpy(np.float64), frame["score"].to_numpy(np.float64)
+                )
+            )
         elif report["task"] == "ranking" and "_group" in frame:
             out.update(
                 plots.ranking_curves(
@@ -212,6 +268,10 @@ def figures(report: dict[str, Any]) -> dict[str, bytes]:
         png = plots.gate_interval(report["gate"])
         if png:
             out["gate"] = png
+    if report.get("baseline_gate"):
+        png = plots.gate_interval(report["baseline_gate"])
+        if png:
+            out["baseline_gate"] = png
     return out
 
 
@@ -223,8 +283,11 @@ SECTION_FIGURES = {  # which figures go under which markdown section
         "calibration",
         "ndcg_by_k",
         "ndcg_per_query",
+        "predicted_vs_actual",
+        "residuals",
         "feature_importance",
     ],
+    "## Rule baseline": ["baseline_gate"],
     "## Promotion gate": ["gate"],
 }
 

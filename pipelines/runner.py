@@ -29,14 +29,23 @@ import pandas as pd
 import yaml
 
 from components import bundle, evaluation, xgboost_model
+from components import predictor as predictor_mod
 from components.features import CategoricalConfig, FeatureConfig, FeatureTransform
+from components.metrics import LOWER_IS_BETTER
 from components.registry import Registry, RegistryError
+from components.rule_models import filtered_scores
 from components.splits import SplitPlan
 from components.steps.train_common import TrainOutcome
 from components.validation import DataSchema
 from pipelines import report, trainers
 from pipelines import resume as resume_mod
-from pipelines.spec import LOWER_IS_BETTER, PipelineSpec, SourceSpec, TorchModelSpec
+from pipelines.spec import (
+    PipelineSpec,
+    RulesModelSpec,
+    SourceSpec,
+    TorchModelSpec,
+    XGBoostModelSpec,
+)
 
 Printer = Callable[[str], None]
 
@@ -98,7 +107,10 @@ def _outputs(scored: pd.DataFrame, task: str) -> np.ndarray:
             key=lambda c: int(c.removeprefix("proba_")),
         )
         return scored[cols].to_numpy(dtype=np.float64)
-    return scored["score"].to_numpy(dtype=np.float64)
+    scores = scored["score"].to_numpy(dtype=np.float64)
+    if "filtered" in scored:  # as evaluation ranks them: below every kept row
+        scores = filtered_scores(scores, scored["filtered"].to_numpy(dtype=bool))
+    return scores
 
 
 def _unit(m: Any) -> str:
@@ -461,7 +473,7 @@ class Runner:
 
         has_group = self.spec.data.group is not None
         if "all" in parts:
-            stratify = self.spec.split.stratify and self.spec.task != "ranking"
+            stratify = self.spec.split.stratify and self.spec.task in ("binary", "multiclass")
             sp = split_dataset(parts["all"], split_plan(self.spec), has_group, stratify)
         else:
             sp = explicit_splits(parts, has_group)
@@ -497,8 +509,12 @@ class Runner:
     def _train_all(self, transform: FeatureTransform, sp: Any) -> list[dict[str, Any]]:
         metric = self.spec.selection_metric()
         trained = []
-        label_mean = float(sp.train.mean(self.spec.data.label))
-        ctx = self._context(transform)
+        label = self.spec.data.label
+        label_mean = float(sp.train.mean(label))
+        if self.spec.task == "regression":
+            self._label_std = float(sp.train.std(label) or 1.0)
+            self._check_regression_labels(float(sp.train.min(label)))
+        ctx = self._context(transform, label_mean)
         for i, m in enumerate(self.spec.models):
             k = self._candidate_key(m)
             key_dir = os.path.join(self.run_dir, "candidates", ".done", m.name)
@@ -508,7 +524,16 @@ class Runner:
                 trained.append(entry)
                 self.reused.append(f"models.{i} {m.name}")
                 continue
-            if m.search:
+            if isinstance(m, RulesModelSpec):
+                outcome = TrainOutcome(
+                    model=m.model_dump_json().encode(),
+                    history=[],
+                    best_iteration=0,
+                    rounds=0,
+                    seconds=0.0,
+                    checkpoint_path=None,
+                )
+            elif m.search:
                 m, outcome = self._tune(i, m, ctx, sp)
             else:
                 outcome = self._fit(i, m, ctx, sp)
@@ -536,9 +561,14 @@ class Runner:
                 outcome={f: v for f, v in dataclasses.asdict(outcome).items() if f != "model"},
                 tuning=(self.report.get("tuning") or {}).get(m.name),
             )
+            done_text = (
+                f"{len(m.rules)} rule(s), no training"
+                if isinstance(m, RulesModelSpec)
+                else f"{outcome.rounds} {_unit(m)} (best {outcome.best_iteration + 1}) in "
+                f"{outcome.seconds:.1f}s"
+            )
             self.out(
-                f"    models.{i} {m.name}: {outcome.rounds} {_unit(m)} (best {outcome.best_iteration + 1}) in "
-                f"{outcome.seconds:.1f}s; valid {metric} = {valid_metrics[metric]:.4f}"
+                f"    models.{i} {m.name}: {done_text}; valid {metric} = {valid_metrics[metric]:.4f}"
                 + (
                     f" (restarted after a failure, resumed at {outcome.resumed_from})"
                     if outcome.resumed_from
@@ -558,7 +588,7 @@ class Runner:
         spec = TypeAdapter(ModelSpec).validate_python(done["spec"])
         bundle_dir = os.path.join(self.run_dir, "candidates", m.name)
         bundle.verify_bundle(bundle_dir)
-        name = "model.pt" if isinstance(spec, TorchModelSpec) else "model.ubj"
+        name = predictor_mod.MODEL_FILES[spec.kind]
         fields = dict(done["outcome"])
         outcome = TrainOutcome(model=Path(bundle_dir, name).read_bytes(), **fields)
         if done.get("tuning"):
@@ -576,7 +606,7 @@ class Runner:
             "label_mean": label_mean,
         }
 
-    def _context(self, transform: FeatureTransform) -> trainers.TrainContext:
+    def _context(self, transform: FeatureTransform, label_mean: float) -> trainers.TrainContext:
         return trainers.TrainContext(
             task=self.spec.task,
             label=self.spec.data.label,
@@ -584,7 +614,21 @@ class Runner:
             num_classes=self.spec.data.num_classes,
             features_json=transform.to_json(),
             eval_kwargs=self._eval_kwargs(),
+            label_mean=label_mean,
+            label_std=getattr(self, "_label_std", 1.0),
         )
+
+    def _check_regression_labels(self, lowest: float) -> None:
+        """reg:tweedie fails deep inside XGBoost on a negative label; say so before training."""
+        label = self.spec.data.label
+        for i, m in enumerate(self.spec.models):
+            objective = m.params.get("objective") if isinstance(m, XGBoostModelSpec) else None
+            if objective == "reg:tweedie" and lowest < 0:
+                raise PipelineError(
+                    f"models.{i}.params.objective reg:tweedie needs labels >= 0, but column "
+                    f"{label!r} holds {lowest:g} in the training split; use reg:squarederror or "
+                    "reg:absoluteerror"
+                )
 
     def _tune(
         self, i: int, m: Any, ctx: trainers.TrainContext, sp: Any
@@ -685,7 +729,7 @@ class Runner:
             update = {"num_boost_round": n, "early_stopping_rounds": None}
         doc = {**m.model_dump(mode="json"), **update, "search": None}
         refit_spec = type(m).model_validate(doc)
-        ctx = self._context(FeatureTransform.from_json(self._features_json))
+        ctx = self._context(FeatureTransform.from_json(self._features_json), winner["label_mean"])
         job = trainers.make_job(ctx, refit_spec)
         both = ray.data.Dataset.union(sp.train, sp.valid).materialize()
         self.out(f"    refitting {m.name} on train + valid for {n} {_unit(m)}")
@@ -707,7 +751,16 @@ class Runner:
         metric = self.spec.selection_metric()
         sign = -1 if metric in LOWER_IS_BETTER else 1
         winner = max(trained, key=lambda t: sign * t["valid"][metric])
-        if self.spec.tune.winner == "refit":
+        baselines = [
+            t for t in trained if isinstance(t["spec"], RulesModelSpec) and t["spec"].baseline
+        ]
+        if baselines and not isinstance(winner["spec"], RulesModelSpec):
+            winner = self._beat_baseline(
+                winner, max(baselines, key=lambda t: sign * t["valid"][metric]), sp
+            )
+        if isinstance(winner["spec"], RulesModelSpec):
+            self.report["final_model"] = f"the rule model {winner['spec'].name} (no training)"
+        elif self.spec.tune.winner == "refit":
             winner = self._refit(winner, sp)
         else:
             self.report["final_model"] = (
@@ -723,6 +776,8 @@ class Runner:
         test = evaluation.evaluate(
             self.spec.task, scored, self.spec.data.label, **self._eval_kwargs()
         )
+        if self.spec.guardrails:
+            self._note_guardrails(scored)
         base = evaluation.baseline(
             self.spec.task,
             scored,
@@ -755,6 +810,73 @@ class Runner:
         winner["scored"] = scored
         return winner
 
+    def _beat_baseline(
+        self, winner: dict[str, Any], baseline: dict[str, Any], sp: Any
+    ) -> dict[str, Any]:
+        """A trained winner replaces a rule baseline only when the gate (on the validation split:
+        this is selection, the test split stays for the final check) says it is better."""
+        from components import gate
+
+        g, e = self.spec.registry.gate, self.spec.evaluation
+        metric, label = self.spec.selection_metric(), self.spec.data.label
+        ours = self._score(sp.valid, winner["bundle"]).sort_values("_row_key", kind="stable")
+        theirs = self._score(sp.valid, baseline["bundle"]).sort_values("_row_key", kind="stable")
+        groups = ours["_group"].to_numpy() if "_group" in ours else None
+        name = baseline["spec"].name
+        decision = gate.decide(
+            self.spec.task,
+            metric,
+            ours[label].to_numpy(),
+            _outputs(ours, self.spec.task),
+            _outputs(theirs, self.spec.task),
+            groups,
+            min_improvement=g.min_improvement,
+            resamples=g.resamples,
+            confidence=g.confidence,
+            seed=g.seed,
+            relevance_threshold=e.relevance_threshold,
+            threshold=e.threshold,
+            champion_name=f"the rule baseline {name!r}",
+        ).to_dict()
+        decision.update(challenger_name=winner["spec"].name, baseline=name, split="valid")
+        self.report["baseline_gate"] = decision
+        verdict = (
+            f"{winner['spec'].name} beats"
+            if decision["promote"]
+            else f"{name} stays the winner over"
+        )
+        self.out(
+            f"    baseline {name}: {verdict} "
+            f"{name if decision['promote'] else winner['spec'].name} on validation: {decision['reason']}"
+        )
+        return winner if decision["promote"] else baseline
+
+    def _note_guardrails(self, scored: pd.DataFrame) -> None:
+        """Test metrics without the guardrails, and how often each fired."""
+        plain = evaluation.without_guardrails(scored)
+        if plain is not None:
+            self.report["test_without_guardrails"] = evaluation.evaluate(
+                self.spec.task, plain, self.spec.data.label, **self._eval_kwargs()
+            )
+        fired = scored["guardrails"].fillna("").str.split(",")
+        counts = {g.name: 0 for g in self.spec.guardrails}
+        for names in fired:
+            for n in names:
+                if n:
+                    counts[n] += 1
+        self.report["guardrails"] = [
+            {
+                "name": g.name,
+                "action": next(
+                    a for a in ("override", "clamp", "boost", "filter") if getattr(g, a)
+                ),
+                "when": g.when,
+                "fired": counts[g.name],
+                "share": counts[g.name] / max(len(scored), 1),
+            }
+            for g in self.spec.guardrails
+        ]
+
     def _write_bundle(
         self,
         directory: str,
@@ -775,6 +897,7 @@ class Runner:
             "best_iteration": outcome.best_iteration,
             "rounds": outcome.rounds,
             "params": m.model_dump(mode="json", exclude={"scaling"}),
+            "guardrails": [g.name for g in self.spec.guardrails],
         }
         files = {
             "model.json": json.dumps(meta, indent=1, default=str).encode(),
@@ -782,7 +905,12 @@ class Runner:
             "schema.json": self.schema.to_json().encode(),
             **extra,
         }
-        if isinstance(m, TorchModelSpec):
+        if self.spec.guardrails:
+            items = [g.model_dump(mode="json", exclude_none=True) for g in self.spec.guardrails]
+            files[predictor_mod.GUARDRAILS_FILE] = json.dumps(items, indent=1).encode()
+        if isinstance(m, RulesModelSpec):
+            files["rules.json"] = outcome.model
+        elif isinstance(m, TorchModelSpec):
             files["model.pt"] = outcome.model
             files["architecture.json"] = outcome.architecture.encode()
         else:
@@ -805,6 +933,11 @@ class Runner:
         metrics_doc = {
             "selection_metric": self.spec.selection_metric(),
             "test": winner["test"],
+            **(
+                {"test_without_guardrails": self.report["test_without_guardrails"]}
+                if "test_without_guardrails" in self.report
+                else {}
+            ),
             "valid": winner["valid"],
             "baseline": winner["baseline"],
             "splits": self.report.get("splits"),

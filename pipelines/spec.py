@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from components import search_space
 from serve.config import ServeArgs, ServeOptions
 
-Task = Literal["binary", "multiclass", "ranking"]
+Task = Literal["binary", "multiclass", "ranking", "regression"]
 Policy = Literal["fail", "quarantine"]
 
 STORAGE_ENV = "RAYLINE_STORAGE"
@@ -283,10 +283,62 @@ class TorchModelSpec(_Strict):
     def loss_for(self, task: str) -> str:
         if self.loss != "auto":
             return self.loss
-        return {"binary": "bce", "multiclass": "cross_entropy", "ranking": "pairwise"}[task]
+        return {
+            "binary": "bce",
+            "multiclass": "cross_entropy",
+            "ranking": "pairwise",
+            "regression": "mse",
+        }[task]
 
 
-ModelSpecType = XGBoostModelSpec | TorchModelSpec
+class RuleOutput(_Strict):
+    """What a rule (or the default, or an override) gives; which field depends on the task:
+    binary ``score`` (a probability) or ``label`` (0/1), multiclass ``label``, ranking ``score``,
+    regression ``value``. Ranking scores and regression values may be numeric expressions."""
+
+    score: float | str | None = None
+    label: int | None = None
+    value: float | str | None = None
+
+
+class RuleSpec(RuleOutput):
+    name: str | None = None  # default rule_<i>
+    when: str  # a condition, e.g. "country in ['us', 'ca'] and age >= 18"
+
+
+class RulesModelSpec(_Strict):
+    """A hand-written model: ordered rules over feature values, the first that holds decides.
+
+    It needs no training; it is scored on the validation and test splits like any candidate.
+    """
+
+    kind: Literal["rules"]
+    name: str = "rules"
+    rules: list[RuleSpec] = Field(min_length=1)
+    default: RuleOutput
+    # A baseline: a trained model is selected over it only when the paired bootstrap on the
+    # validation split (registry.gate settings) says it is confidently better.
+    baseline: bool = True
+
+
+class ClampSpec(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+
+class GuardrailSpec(_Strict):
+    """One rule applied after the winning model, offline and online: exactly one action."""
+
+    name: str
+    when: str | None = None  # required except for clamp (which then applies to every row)
+    override: RuleOutput | None = None
+    clamp: ClampSpec | None = None
+    boost: float | str | None = None  # ranking: added to the score
+    filter: bool = False  # ranking: the candidate is dropped
+
+
+TrainedModelSpec = XGBoostModelSpec | TorchModelSpec  # the families Ray Train fits and Tune tunes
+ModelSpecType = TrainedModelSpec | RulesModelSpec
 ModelSpec = Annotated[ModelSpecType, Field(discriminator="kind")]
 
 
@@ -364,12 +416,23 @@ METRICS: dict[str, tuple[str, ...]] = {
     "binary": ("auc", "logloss", "accuracy", "f1"),
     "multiclass": ("accuracy", "macro_f1", "logloss"),
     "ranking": ("ndcg@k", "map@k", "mrr"),
+    "regression": ("rmse", "mae", "r2", "mape"),
 }
-DEFAULT_METRIC = {"binary": "auc", "multiclass": "logloss", "ranking": "ndcg@10"}
-LOWER_IS_BETTER = {"logloss"}
+DEFAULT_METRIC = {
+    "binary": "auc",
+    "multiclass": "logloss",
+    "ranking": "ndcg@10",
+    "regression": "rmse",
+}
 
 
-def _check_search(i: int, m: ModelSpecType, tune: TuneSpec) -> None:
+def xgboost_model_objectives() -> dict[str, tuple[str, ...]]:
+    from components.xgboost_model import OBJECTIVES
+
+    return OBJECTIVES
+
+
+def _check_search(i: int, m: XGBoostModelSpec | TorchModelSpec, tune: TuneSpec) -> None:
     """Parse the space and validate the model at every edge of it, naming the path."""
     try:
         space = search_space.parse_space(m.search or {})
@@ -400,6 +463,8 @@ class PipelineSpec(_Strict):
     features: FeatureSpec
     split: SplitSpec = SplitSpec()
     models: list[ModelSpec] = Field(min_length=1)
+    # applied in order after whichever model wins; stored in its bundle (see components/rule_models)
+    guardrails: list[GuardrailSpec] = Field(default_factory=list)
     evaluation: EvaluationSpec = EvaluationSpec()
     registry: RegistrySpec = RegistrySpec()
     tune: TuneSpec = TuneSpec()
@@ -462,6 +527,7 @@ class PipelineSpec(_Strict):
                     "binary": {"bce"},
                     "multiclass": {"cross_entropy"},
                     "ranking": {"bce", "mse", "huber", "pairwise", "lambdarank", "listwise"},
+                    "regression": {"mse", "huber"},
                 }[self.task]
                 if loss not in fits:
                     raise ValueError(
@@ -472,8 +538,16 @@ class PipelineSpec(_Strict):
                         f"models.{i}.loss bce needs 0/1 labels but data.max_relevance is "
                         f"{d.max_relevance}; use mse or huber (pointwise) or a ranking loss"
                     )
+            if isinstance(m, XGBoostModelSpec) and "objective" in m.params:
+                objectives = xgboost_model_objectives()[self.task]
+                if m.params["objective"] not in objectives:
+                    raise ValueError(
+                        f"models.{i}.params.objective {m.params['objective']!r} does not fit "
+                        f"task {self.task}; use one of {list(objectives)}"
+                    )
+        self._check_rules()
         for i, m in enumerate(self.models):
-            if m.search:
+            if not isinstance(m, RulesModelSpec) and m.search:
                 _check_search(i, m, self.tune)
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
@@ -486,6 +560,32 @@ class PipelineSpec(_Strict):
                 f"choose one of {', '.join(METRICS[self.task])}"
             )
         return self
+
+    def feature_kinds(self) -> dict[str, Any]:
+        """Feature name -> "number" | "string", for rule expressions."""
+        from components import rules
+
+        return rules.feature_kinds(
+            self.features.numeric, [c.name for c in self.features.categorical_features()]
+        )
+
+    def _check_rules(self) -> None:
+        """Compile every rule model and guardrail: names, types and syntax, with positions."""
+        from components import rule_models
+
+        kinds = self.feature_kinds()
+        k = self.data.num_classes
+        try:
+            for i, m in enumerate(self.models):
+                if isinstance(m, RulesModelSpec):
+                    rule_models.compile_rule_model(
+                        self.task, m.model_dump(), kinds, k, where=f"models.{i}"
+                    )
+            rule_models.compile_guardrails(
+                self.task, [g.model_dump() for g in self.guardrails], kinds, k
+            )
+        except rule_models.RulesConfigError as e:
+            raise ValueError(str(e)) from None
 
     def selection_metric(self) -> str:
         return self.evaluation.metric or DEFAULT_METRIC[self.task]
@@ -544,14 +644,38 @@ def apply_override(doc: Any, path: list[str], value: Any) -> None:
             raise SpecError(f"override {'.'.join(path)}: {'.'.join(path[:i])} is not a mapping")
 
 
+_MODEL_TAGS = ("xgboost", "torch.mlp", "torch.dlrm", "rules")
+
+
+def _visible_loc(loc: tuple[Any, ...]) -> list[str]:
+    """The field path without pydantic's tags: validator names, and the model kind that a
+    discriminated union inserts after ``models.<i>`` (a field may have the same name)."""
+    out: list[str] = []
+    for i, p in enumerate(loc):
+        text = str(p)
+        if text.startswith("function-"):
+            continue
+        if (
+            text in _MODEL_TAGS
+            and i >= 2
+            and loc[i - 2] == "models"
+            and isinstance(loc[i - 1], int)
+        ):
+            continue
+        out.append(text)
+    return out
+
+
 def _format_errors(source: str, err: ValidationError) -> str:
     lines = [f"{source}: invalid spec ({err.error_count()} problem{'s' * (err.error_count() > 1)})"]
     for e in err.errors():
         # Drop pydantic's tags (validator names, the model kind of a discriminated union).
-        skip = ("function-after", "xgboost", "torch.mlp", "torch.dlrm")
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(skip)) or "(top level)"
+        loc = ".".join(_visible_loc(e["loc"])) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"  - {loc}: {msg}")
+        if loc == "(top level)" and re.match(r"^(models|guardrails)\.\d", msg):
+            lines.append(f"  - {msg}")  # the message starts with the field path
+        else:
+            lines.append(f"  - {loc}: {msg}")
     return "\n".join(lines)
 
 

@@ -14,9 +14,10 @@ from typing import Any
 
 from components import xgboost_model
 from components.features import FeatureTransform
+from components.metrics import LOWER_IS_BETTER
 from components.steps.train_common import TrainOutcome
 from components.torch_models import ArchitectureSpec
-from pipelines.spec import LOWER_IS_BETTER, ModelSpecType, TorchModelSpec, XGBoostModelSpec
+from pipelines.spec import TorchModelSpec, TrainedModelSpec, XGBoostModelSpec
 
 
 @dataclass(frozen=True)
@@ -27,13 +28,17 @@ class TrainContext:
     num_classes: int | None
     features_json: str
     eval_kwargs: dict[str, Any] = field(default_factory=dict)
+    # regression: the training split's label mean and standard deviation (torch models learn
+    # the standardised label)
+    label_mean: float = 0.0
+    label_std: float = 1.0
 
     @property
     def transform(self) -> FeatureTransform:
         return FeatureTransform.from_json(self.features_json)
 
 
-def make_job(ctx: TrainContext, m: ModelSpecType) -> Any:
+def make_job(ctx: TrainContext, m: TrainedModelSpec) -> Any:
     """The adapter job (XGBoostJob or TorchJob) for model spec ``m``."""
     if isinstance(m, TorchModelSpec):
         from components.steps import train_torch
@@ -86,10 +91,12 @@ def architecture(ctx: TrainContext, m: TorchModelSpec) -> ArchitectureSpec:
         dropout=m.dropout,
         first_order=m.first_order,
         num_outputs=(ctx.num_classes or 2) if ctx.task == "multiclass" else 1,
+        target_mean=ctx.label_mean if ctx.task == "regression" else 0.0,
+        target_scale=(ctx.label_std or 1.0) if ctx.task == "regression" else 1.0,
     )
 
 
-def describe(m: ModelSpecType, job: Any) -> str:
+def describe(m: TrainedModelSpec, job: Any) -> str:
     """One line for the run's output."""
     if isinstance(m, TorchModelSpec):
         return (
@@ -130,7 +137,7 @@ class Progress:
     step: int  # time units between two reports
 
 
-def progress(ctx: TrainContext, m: ModelSpecType) -> Progress:
+def progress(ctx: TrainContext, m: TrainedModelSpec) -> Progress:
     """What Ray Tune watches for model ``m``: its own validation metric, per round or epoch."""
     if isinstance(m, XGBoostModelSpec):
         tracked = xgboost_model.eval_metric(ctx.task, ctx.metric)

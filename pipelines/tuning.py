@@ -17,16 +17,17 @@ from pydantic import TypeAdapter
 from components import search_space
 from components.steps import tune as tune_step
 from pipelines import trainers
-from pipelines.spec import ModelSpec, ModelSpecType, TuneSpec
+from pipelines.spec import ModelSpec, RulesModelSpec, TrainedModelSpec, TuneSpec
 
 _MODEL = TypeAdapter(ModelSpec)
 
 
-def trial_model(model_json: str, config: dict[str, Any]) -> ModelSpecType:
+def trial_model(model_json: str, config: dict[str, Any]) -> TrainedModelSpec:
     """The model spec a trial trains: the base spec with the sampled values, validated again."""
     doc = search_space.apply(json.loads(model_json), config)
     doc.pop("search", None)
-    model: ModelSpecType = _MODEL.validate_python(doc)
+    model = _MODEL.validate_python(doc)
+    assert not isinstance(model, RulesModelSpec)  # rule models have no search space
     return model
 
 
@@ -61,7 +62,7 @@ def trial(
 
 def search(
     ctx: trainers.TrainContext,
-    m: ModelSpecType,
+    m: TrainedModelSpec,
     settings: TuneSpec,
     train: Any,
     valid: Any,
@@ -103,7 +104,7 @@ def search(
     )
 
 
-def trial_resources(m: ModelSpecType) -> dict[str, float]:
+def trial_resources(m: TrainedModelSpec) -> dict[str, float]:
     """What the trial's own process holds while its Train workers hold theirs.
 
     With workers, the trial only waits on them: no CPU (a CPU per trial deadlocks small

@@ -13,7 +13,6 @@ import hmac
 import os
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,6 +20,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from components.predictor import Scored
 from components.registry import Registry
 from serve.config import ServeArgs
 from serve.schemas import ModelInfo, PredictRequest, PredictResponse, RankRequest, RankResponse
@@ -181,17 +181,17 @@ class ModelServer:
         return self.scorer
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
-    async def _score(self, frames: list[pd.DataFrame]) -> list[np.ndarray]:
+    async def _score(self, frames: list[pd.DataFrame]) -> list[Scored]:
         assert self.scorer is not None
         return score_frames(self.scorer.predictor, frames)
 
-    @api.post("/predict", response_model=PredictResponse)
+    @api.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
     async def predict(self, body: PredictRequest, request: Request) -> PredictResponse:
         scorer = self._authorize(request)
         frame = scorer.frame(body.rows, "rows", scorer.limits.max_rows)
         return scorer.predict_response(await self._score(frame))
 
-    @api.post("/rank", response_model=RankResponse)
+    @api.post("/rank", response_model=RankResponse, response_model_exclude_none=True)
     async def rank(self, body: RankRequest, request: Request) -> RankResponse:
         scorer = self._authorize(request)
         if len(body.candidates) > scorer.limits.max_candidates:

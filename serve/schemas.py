@@ -36,9 +36,17 @@ class RankRequest(_Body):
 
 
 class RowPrediction(BaseModel):
-    score: float | None = None
+    score: float | None = Field(default=None, description="binary: P(class 1); ranking: score")
     label: int | None = None
     probabilities: list[float] | None = None
+    value: float | None = Field(default=None, description="regression: the predicted value")
+    rule: str | None = Field(default=None, description="rule models: the rule that decided")
+    guardrails: list[str] | None = Field(
+        default=None, description="guardrails that changed this row, in the order they ran"
+    )
+    filtered: bool | None = Field(
+        default=None, description="ranking: a guardrail filter would drop this row"
+    )
 
 
 class PredictResponse(BaseModel):
@@ -50,12 +58,22 @@ class PredictResponse(BaseModel):
 class RankedCandidate(BaseModel):
     index: int = Field(description="position of the candidate in the request")
     score: float
+    rule: str | None = None
+    guardrails: list[str] | None = None
+
+
+class FilteredCandidate(BaseModel):
+    index: int = Field(description="position of the candidate in the request")
+    guardrails: list[str] = Field(description="the filter(s) that dropped it")
 
 
 class RankResponse(BaseModel):
     model: str
     version: int
     ranked: list[RankedCandidate]
+    filtered: list[FilteredCandidate] | None = Field(
+        default=None, description="candidates a guardrail filter removed"
+    )
 
 
 class FeatureInfo(BaseModel):

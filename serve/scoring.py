@@ -8,6 +8,7 @@ maps them to the out-of-vocabulary code, exactly as in offline evaluation.
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -16,9 +17,10 @@ import numpy as np
 import pandas as pd
 
 from components import bundle
-from components.predictor import Predictor
+from components.predictor import Predictor, Scored
 from serve.schemas import (
     FeatureInfo,
+    FilteredCandidate,
     ModelInfo,
     PredictResponse,
     RankedCandidate,
@@ -147,18 +149,30 @@ class ModelScorer:
         return merged
 
     # -- responses ---------------------------------------------------------------------------
-    def predict_response(self, out: np.ndarray) -> PredictResponse:
+    def predict_response(self, scored: Scored) -> PredictResponse:
         task = self.predictor.task
+        out = scored.output
         if task == "multiclass":
             preds = [RowPrediction(probabilities=p.tolist(), label=int(p.argmax())) for p in out]
         elif task == "binary":
             threshold = float(self.predictor.meta.get("threshold", 0.5))
             preds = [RowPrediction(score=float(s), label=int(s >= threshold)) for s in out]
+        elif task == "regression":
+            preds = [RowPrediction(value=float(s)) for s in out]
         else:
             preds = [RowPrediction(score=float(s)) for s in out]
+        if scored.rule is not None or scored.fired is not None:  # only for such bundles
+            for i, p in enumerate(preds):
+                if scored.rule is not None:
+                    p.rule = scored.rule[i]
+                if scored.fired is not None:
+                    p.guardrails = scored.fired[i]
+                if scored.filtered is not None:
+                    p.filtered = bool(scored.filtered[i])
         return PredictResponse(model=self.model, version=self.version, predictions=preds)
 
-    def rank_response(self, scores: np.ndarray, top_k: int | None) -> RankResponse:
+    def rank_response(self, scored: Scored, top_k: int | None) -> RankResponse:
+        scores = scored.output
         if scores.ndim != 1:
             raise RequestError(
                 400,
@@ -166,10 +180,25 @@ class ModelScorer:
             )
         # Highest score first; equal scores keep request order (stable sort on -score).
         order = np.argsort(-scores, kind="stable")
+        dropped: list[FilteredCandidate] | None = None
+        if scored.filtered is not None:
+            keep = ~scored.filtered[order]
+            fired = scored.fired or []
+            dropped = [
+                FilteredCandidate(index=int(i), guardrails=fired[i])
+                for i in np.flatnonzero(scored.filtered)
+            ]
+            order = order[keep]
         if top_k is not None:
             order = order[:top_k]
         ranked = [RankedCandidate(index=int(i), score=float(scores[i])) for i in order]
-        return RankResponse(model=self.model, version=self.version, ranked=ranked)
+        if scored.rule is not None or scored.fired is not None:
+            for c in ranked:
+                if scored.rule is not None:
+                    c.rule = scored.rule[c.index]
+                if scored.fired is not None:
+                    c.guardrails = scored.fired[c.index]
+        return RankResponse(model=self.model, version=self.version, ranked=ranked, filtered=dropped)
 
     def info(self) -> ModelInfo:
         path = self.predictor.path
@@ -198,8 +227,8 @@ class ModelScorer:
         )
 
 
-def score_frames(predictor: Predictor, frames: list[pd.DataFrame]) -> list[np.ndarray]:
+def score_frames(predictor: Predictor, frames: list[pd.DataFrame]) -> list[Scored]:
     """One vectorised predict for a batch of requests, split back per request."""
-    sizes = [len(f) for f in frames]
-    out = predictor.predict(pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0])
-    return list(np.split(out, np.cumsum(sizes)[:-1]))
+    scored = predictor.score(pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0])
+    bounds = np.cumsum([0] + [len(f) for f in frames]).tolist()
+    return [scored.part(a, b) for a, b in itertools.pairwise(bounds)]

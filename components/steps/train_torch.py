@@ -94,6 +94,9 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     tr = train_df.materialize().to_pandas()
     va = valid_ds.materialize().to_pandas()
     x, y, g = _arrays(tr, transform, job)
+    arch = ArchitectureSpec.from_json(job.arch_json)
+    if job.task == "regression":  # learn the standardised label (see ArchitectureSpec)
+        y = ((y - arch.target_mean) / arch.target_scale).astype(np.float32)
     xv = transform.transform(va)
     device = torch.device("cuda" if job.use_gpu and torch.cuda.is_available() else "cpu")
     if world > 1:

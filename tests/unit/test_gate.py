@@ -116,3 +116,21 @@ def test_bad_arguments() -> None:
         gate.paired_bootstrap("binary", "auc", y, good[:-1], weak)
     with pytest.raises(ValueError, match="resamples"):
         gate.paired_bootstrap("binary", "auc", y, good, weak, resamples=10)
+
+
+@pytest.mark.parametrize("metric", ["rmse", "mae", "r2", "mape"])
+def test_regression_gate_by_rows(metric: str) -> None:
+    rng = np.random.default_rng(3)
+    y = np.exp(rng.normal(2, 0.5, 2000))
+    good = y * np.exp(rng.normal(0, 0.1, 2000))
+    bad = y * np.exp(rng.normal(0, 0.4, 2000))
+    better = gate.decide("regression", metric, y, good, bad, min_improvement=0.0)
+    assert better.promote and better.unit == "rows" and better.improvement > 0  # type: ignore[operator]
+    whole = metrics.regression_metrics(y, good)[metric]
+    assert better.challenger == pytest.approx(whole)
+    worse = gate.decide("regression", metric, y, bad, good)
+    assert not worse.promote and "worse on" in worse.reason
+    twin = gate.decide("regression", metric, y, good + rng.normal(0, 1e-3, 2000), good)
+    assert not twin.promote and "not confidently better" in twin.reason
+    named = gate.decide("regression", metric, y, bad, good, champion_name="the rule baseline 'r'")
+    assert "the rule baseline 'r' stays" in named.reason

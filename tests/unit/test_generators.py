@@ -207,10 +207,12 @@ def test_ctr_categoricals_are_hex_high_cardinality_and_zipf_like(
 
 def test_unknown_kind_is_named_with_the_valid_ones() -> None:
     for call in (
-        lambda: g.plan_blocks("regression", {"rows": 10}),
-        lambda: g.columns("regression", {}),
+        lambda: g.plan_blocks("survival", {"rows": 10}),
+        lambda: g.columns("survival", {}),
     ):
-        with pytest.raises(ValueError, match=r"'regression'.*binary, multiclass, ranking, ctr"):
+        with pytest.raises(
+            ValueError, match=r"'survival'.*binary, multiclass, regression, ranking, ctr"
+        ):
             call()
 
 
@@ -326,3 +328,19 @@ def test_ranking_is_learnable(learn_frames: dict[str, pd.DataFrame]) -> None:
     random = _mean_ndcg10(y[te], np.random.default_rng(0).random(int(te.sum())), qid[te])
     print(f"ranking held-out NDCG@10 {ndcg:.3f} vs random order {random:.3f}")
     assert ndcg >= 0.75 and ndcg - random >= 0.2
+
+
+def test_regression_label_is_a_positive_skewed_quantity_with_zero_rate() -> None:
+    df = frame("regression", rows=20000, block_rows=5000)
+    y = df["label"]
+    assert df["label"].dtype == np.float64 and (y > 0).all()
+    assert y.mean() > y.median() * 1.2  # right-skewed
+    zeros = frame("regression", rows=20000, block_rows=5000, zero_rate=0.2)["label"]
+    assert 0.17 < (zeros == 0).mean() < 0.23
+    # the features carry the signal: a linear fit on log(label) explains a good part of it
+    x = df[[f"num_{j}" for j in range(8)]].fillna(0).to_numpy()
+    x = np.c_[x, np.ones(len(x))]
+    logy = np.log(y.to_numpy())
+    coef, *_ = np.linalg.lstsq(x, logy, rcond=None)
+    r2 = 1 - np.var(logy - x @ coef) / np.var(logy)
+    assert r2 > 0.2

@@ -335,3 +335,22 @@ def test_ranking_validation() -> None:
         metrics.mrr(rel, scores, np.array(["a", None], dtype=object))
     with pytest.raises(ValueError, match="ks must"):
         metrics.ranking_metrics(rel, scores, groups, ks=())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_regression_metrics_match_sklearn(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    y = np.exp(rng.normal(2, 1, 500))
+    y[:50] = 0.0  # rows without a percentage error
+    p = y + rng.normal(0, 3, 500)
+    got = metrics.regression_metrics(y, p)
+    assert got["rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(y, p)))
+    assert got["mae"] == pytest.approx(skm.mean_absolute_error(y, p))
+    assert got["r2"] == pytest.approx(skm.r2_score(y, p))
+    pos = y > 0
+    assert got["mape"] == pytest.approx(skm.mean_absolute_percentage_error(y[pos], p[pos]))
+    assert "mape" not in metrics.regression_metrics(-y - 1, p)  # no positive label
+    assert metrics.regression_metrics(np.ones(3), np.ones(3))["r2"] == 1.0
+    assert metrics.regression_metrics(np.ones(3), np.zeros(3))["r2"] == 0.0
+    with pytest.raises(ValueError, match="y_pred"):
+        metrics.regression_metrics(y, np.full(500, np.nan))

@@ -174,3 +174,54 @@ def test_scaling_placement_fields() -> None:
     assert scaling.worker_resources()["accelerator_type:H100"] > 0
     doc["models"][0]["scaling"]["use_gpu"] = False
     assert "accelerator_type needs use_gpu: true" in _error(doc)
+
+
+def _regression(**extra: object) -> dict:
+    doc = {
+        "name": "r",
+        "task": "regression",
+        "data": {"source": {"uri": "synthetic:regression", "params": {"rows": 100}}},
+        "features": {"numeric": ["num_0"], "categorical": ["cat_0"]},
+        "models": [{"kind": "xgboost", "params": {"objective": "reg:tweedie"}}],
+    }
+    doc.update(extra)
+    return doc
+
+
+def test_regression_task_metrics_losses_and_objectives() -> None:
+    spec = spec_from_dict(_regression())
+    assert spec.selection_metric() == "rmse"
+    assert spec_from_dict(_regression(evaluation={"metric": "mape"})).selection_metric() == "mape"
+    assert "not a regression metric" in _error(_regression(evaluation={"metric": "auc"}))
+    msg = _error(
+        _regression(models=[{"kind": "xgboost", "params": {"objective": "binary:logistic"}}])
+    )
+    assert "models.0.params.objective 'binary:logistic' does not fit task regression" in msg
+    msg = _error(_regression(models=[{"kind": "torch.mlp", "loss": "bce"}]))
+    assert "models.0.loss 'bce' does not fit task regression" in msg
+    torch_spec = spec_from_dict(_regression(models=[{"kind": "torch.mlp"}]))
+    assert torch_spec.models[0].loss_for("regression") == "mse"  # type: ignore[union-attr]
+
+
+def test_rules_and_guardrails_are_checked_with_their_position() -> None:
+    rules_model = {
+        "kind": "rules",
+        "name": "base",
+        "rules": [{"when": "num_0 > 1", "value": 2}, {"when": "cat_0 == 3", "value": 1}],
+        "default": {"value": 0},
+    }
+    msg = _error(_regression(models=[rules_model]))
+    assert "  - models.0.rules.1.when: at character 7: '==' compares a string" in msg
+    good = {**rules_model, "rules": [{"when": "num_0 > 1", "value": "num_0 * 2"}]}
+    spec = spec_from_dict(
+        _regression(models=[good], guardrails=[{"name": "c", "clamp": {"min": 0}}])
+    )
+    assert spec.models[0].kind == "rules" and spec.guardrails[0].name == "c"
+    msg = _error(
+        _regression(models=[good], guardrails=[{"name": "f", "when": "num_0 > 1", "filter": True}])
+    )
+    assert "guardrails.0.filter: only for task ranking (this is regression)" in msg
+    msg = _error(_regression(models=[{**good, "rules": []}]))
+    assert "models.0.rules" in msg and "at least 1 item" in msg
+    msg = _error(_regression(models=[{**good, "search": {"x": {"choice": [1]}}}]))
+    assert "models.0.search" in msg and "Extra inputs" in msg

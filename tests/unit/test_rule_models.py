@@ -1,0 +1,241 @@
+"""Rule models and guardrails: first-match semantics, every action, per-task outputs, errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.rule_models import (
+    RulesConfigError,
+    compile_guardrails,
+    compile_rule_model,
+    filtered_scores,
+)
+
+KINDS: dict[str, Any] = {"age": "number", "clicks": "number", "country": "string"}
+FRAME = pd.DataFrame(
+    {
+        "age": [15.0, 25.0, 40.0, np.nan],
+        "clicks": [0.0, 10.0, 3.0, 1.0],
+        "country": ["us", "ca", "us", None],
+    }
+)
+
+
+def test_first_matching_rule_decides_else_the_default() -> None:
+    model = compile_rule_model(
+        "regression",
+        {
+            "rules": [
+                {"name": "young", "when": "age < 18", "value": 1.0},
+                {"name": "us", "when": "country == 'us'", "value": "clicks * 2 + 0.5"},
+                {"when": "age > 30", "value": 99},  # never reached for row 2: "us" fired first
+            ],
+            "default": {"value": 7},
+        },
+        KINDS,
+    )
+    values, which = model.predict(FRAME)
+    assert values.tolist() == [1.0, 7.0, 6.5, 7.0]
+    assert model.rule_names(which) == ["young", "default", "us", "default"]
+
+
+def test_outputs_per_task() -> None:
+    binary = compile_rule_model(
+        "binary",
+        {"rules": [{"when": "clicks > 2", "label": 1}], "default": {"score": 0.2}},
+        KINDS,
+    )
+    assert binary.predict(FRAME)[0].tolist() == [0.2, 1.0, 1.0, 0.2]
+    multi = compile_rule_model(
+        "multiclass",
+        {"rules": [{"when": "country == 'us'", "label": 2}], "default": {"label": 0}},
+        KINDS,
+        num_classes=3,
+    )
+    out, _ = multi.predict(FRAME)
+    assert out.shape == (4, 3) and out.argmax(axis=1).tolist() == [2, 0, 2, 0]
+    assert np.allclose(out.sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize(
+    "task, doc, message",
+    [
+        ("regression", {"rules": [], "default": {"value": 1}}, "rules.rules: list at least one"),
+        (
+            "regression",
+            {"rules": [{"when": "age > 1", "score": 1}], "default": {"value": 1}},
+            "rules.rules.0: give exactly one of value for task regression (got score)",
+        ),
+        (
+            "binary",
+            {"rules": [{"when": "age > 1", "score": 1.5}], "default": {"score": 0}},
+            "rules.rules.0.score: a binary score is a probability",
+        ),
+        (
+            "binary",
+            {"rules": [{"when": "age > 1", "score": "clicks"}], "default": {"score": 0}},
+            "rules.rules.0.score: a binary score is a probability",
+        ),
+        (
+            "multiclass",
+            {"rules": [{"when": "age > 1", "label": 3}], "default": {"label": 0}},
+            "rules.rules.0.label: a class id in 0..2",
+        ),
+        (
+            "regression",
+            {"rules": [{"when": "agee > 1", "value": 1}], "default": {"value": 1}},
+            "rules.rules.0.when: at character 1: unknown feature 'agee'",
+        ),
+        (
+            "regression",
+            {"rules": [{"when": "age", "value": 1}], "default": {"value": 1}},
+            "rules.rules.0.when: at character 1: expected a condition, got a number",
+        ),
+        (
+            "regression",
+            {"rules": [{"when": "age > 1", "value": "country"}], "default": {"value": 1}},
+            "rules.rules.0.value: at character 1: expected a number",
+        ),
+        (
+            "regression",
+            {
+                "rules": [
+                    {"name": "a", "when": "age > 1", "value": 1},
+                    {"name": "a", "when": "age > 2", "value": 2},
+                ],
+                "default": {"value": 1},
+            },
+            "rule names must be distinct, repeated: ['a']",
+        ),
+        (
+            "regression",
+            {"rules": [{"when": "age > 1", "value": 1}], "default": {}},
+            "rules.default: give exactly one of value",
+        ),
+    ],
+)
+def test_rule_model_errors_name_the_rule(task: str, doc: dict, message: str) -> None:
+    with pytest.raises(RulesConfigError) as e:
+        compile_rule_model(task, doc, KINDS, num_classes=3)
+    assert message in str(e.value), str(e.value)
+
+
+def test_guardrails_run_in_order_and_report_what_fired() -> None:
+    g = compile_guardrails(
+        "ranking",
+        [
+            {"name": "minors", "when": "age < 18", "filter": True},
+            {"name": "fresh", "when": "clicks >= 3", "boost": "0.1 * clicks"},
+            {"name": "cap", "clamp": {"max": 1.0}},
+            {"name": "pin", "when": "country is null", "override": {"score": -5}},
+        ],
+        KINDS,
+    )
+    applied = g.apply(FRAME, np.array([0.3, 0.5, 0.95, 0.2]))
+    # row 1: 0.5 + 1.0 -> clamped to 1.0; row 2: 0.95 + 0.3 -> 1.0; row 3: pinned to -5
+    np.testing.assert_allclose(applied.output, [0.3, 1.0, 1.0, -5.0])
+    assert applied.filtered.tolist() == [True, False, False, False]
+    assert applied.fired_names() == [["minors"], ["fresh", "cap"], ["fresh", "cap"], ["pin"]]
+
+
+def test_a_clamp_fires_only_where_it_changes_the_value() -> None:
+    g = compile_guardrails(
+        "regression", [{"name": "floor", "when": "country == 'us'", "clamp": {"min": 0}}], KINDS
+    )
+    applied = g.apply(FRAME, np.array([-1.0, -2.0, 3.0, -4.0]))
+    assert applied.output.tolist() == [0.0, -2.0, 3.0, -4.0]  # only "us" rows are clamped
+    assert applied.fired_names() == [["floor"], [], [], []]
+
+
+def test_multiclass_and_binary_overrides() -> None:
+    g = compile_guardrails(
+        "multiclass",
+        [{"name": "ca", "when": "country == 'ca'", "override": {"label": 1}}],
+        KINDS,
+        3,
+    )
+    out = g.apply(FRAME, np.full((4, 3), 1 / 3)).output
+    assert out[1].tolist() == [0.0, 1.0, 0.0] and out[0].tolist() == [1 / 3] * 3
+    b = compile_guardrails(
+        "binary", [{"name": "young", "when": "age < 18", "override": {"label": 0}}], KINDS
+    )
+    assert b.apply(FRAME, np.full(4, 0.9)).output.tolist() == [0.0, 0.9, 0.9, 0.9]
+
+
+@pytest.mark.parametrize(
+    "task, items, message",
+    [
+        (
+            "binary",
+            [{"name": "b", "when": "age > 1", "boost": 1}],
+            "guardrails.0.boost: only for task ranking",
+        ),
+        (
+            "regression",
+            [{"name": "f", "when": "age > 1", "filter": True}],
+            "guardrails.0.filter: only for task ranking",
+        ),
+        (
+            "multiclass",
+            [{"name": "c", "clamp": {"max": 1}}],
+            "guardrails.0.clamp: not for multiclass",
+        ),
+        ("ranking", [{"name": "f", "filter": True}], "guardrails.0.when: filter needs a condition"),
+        (
+            "ranking",
+            [{"name": "x", "when": "age > 1"}],
+            "guardrails.0: give exactly one of override, clamp, boost, filter",
+        ),
+        (
+            "ranking",
+            [{"name": "x", "when": "age > 1", "boost": 1, "filter": True}],
+            "(got boost, filter)",
+        ),
+        ("ranking", [{"name": "c", "clamp": {"min": 2, "max": 1}}], "clamp: min 2 is above max 1"),
+        ("binary", [{"name": "c", "clamp": {"max": 2}}], "a binary score stays within [0, 1]"),
+        ("ranking", [{"name": "c", "clamp": {}}], "a mapping with min and/or max"),
+        (
+            "ranking",
+            [{"when": "age > 1", "filter": True}],
+            "guardrails.0.name: every guardrail needs a name",
+        ),
+        (
+            "ranking",
+            [
+                {"name": "a", "when": "age > 1", "filter": True},
+                {"name": "a", "when": "age > 2", "filter": True},
+            ],
+            "guardrail names must be distinct",
+        ),
+        (
+            "ranking",
+            [{"name": "b", "when": "age > 1", "boost": "country"}],
+            "guardrails.0.boost: at character 1: expected a number",
+        ),
+        (
+            "ranking",
+            [{"name": "b", "when": "country > 'x'", "boost": 1}],
+            "guardrails.0.when: at character 9: '>' is not defined for strings",
+        ),
+        (
+            "regression",
+            [{"name": "o", "when": "age > 1", "override": {"score": 1}}],
+            "guardrails.0.override: give exactly one of value",
+        ),
+    ],
+)
+def test_guardrail_errors_name_the_item(task: str, items: list, message: str) -> None:
+    with pytest.raises(RulesConfigError) as e:
+        compile_guardrails(task, items, KINDS, 3)
+    assert message in str(e.value), str(e.value)
+
+
+def test_filtered_scores_rank_dropped_rows_last() -> None:
+    scores = np.array([5.0, -1.0, 3.0, 10.0])
+    out = filtered_scores(scores, np.array([False, False, False, True]))
+    assert out.tolist() == [5.0, -1.0, 3.0, -2.0]
+    assert filtered_scores(scores, np.zeros(4, dtype=bool)) is scores
