@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             default, t_default = run(spec_for(ds, 1, storage), storage)
             fit, valid = fit_valid(ds, Path(storage) / "splits" / ds["name"])
             tuned, t_tuned = run(
-                tuned_spec(ds, storage, fit, valid, args.samples, args.winner, args.searcher), storage
+                tuned_spec(ds, storage, fit, valid, args.samples, args.winner, args.searcher),
+                storage,
             )
             winner = tuned["winner"]
             best = (tuned["tuning"].get(winner) or {}).get("best") or {}
