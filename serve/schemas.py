@@ -90,3 +90,6 @@ class ModelInfo(BaseModel):
     metrics: dict[str, object]
     lineage: dict[str, object]
     limits: dict[str, int]
+    guardrails: list[str] = Field(
+        default_factory=list, description="guardrails applied after the model, in order"
+    )

@@ -219,6 +219,7 @@ class ModelScorer:
             features=feats,
             metrics=docs.get("metrics.json", {}),
             lineage=docs.get("lineage.json", {}),
+            guardrails=list(self.predictor.guardrails.names if self.predictor.guardrails else []),
             limits={
                 "max_rows": self.limits.max_rows,
                 "max_candidates": self.limits.max_candidates,

@@ -239,3 +239,83 @@ def test_filtered_scores_rank_dropped_rows_last() -> None:
     out = filtered_scores(scores, np.array([False, False, False, True]))
     assert out.tolist() == [5.0, -1.0, 3.0, -2.0]
     assert filtered_scores(scores, np.zeros(4, dtype=bool)) is scores
+
+
+def _rules_bundle(path: Any, guardrails: list[dict] | None) -> str:
+    import json
+
+    from components import bundle
+    from components.features import CategoricalConfig, FeatureConfig, fit_transform, partial_stats
+    from components.validation import DataSchema
+
+    config = FeatureConfig(numeric=("age", "clicks"), categorical=(CategoricalConfig("country"),))
+    transform = fit_transform([partial_stats(FRAME, config)], config)
+    schema = DataSchema(task="ranking", numeric=("age", "clicks"), categorical=("country",))
+    rules_doc = {
+        "kind": "rules",
+        "name": "editorial",
+        "rules": [{"name": "us", "when": "country == 'us'", "score": "clicks + 1"}],
+        "default": {"score": 0.5},
+    }
+    files = {
+        "model.json": json.dumps(
+            {"kind": "rules", "name": "editorial", "task": "ranking"}
+        ).encode(),
+        "features.json": transform.to_json().encode(),
+        "schema.json": schema.to_json().encode(),
+        "rules.json": json.dumps(rules_doc).encode(),
+    }
+    if guardrails is not None:
+        files["guardrails.json"] = json.dumps(guardrails).encode()
+    out = str(path)
+    bundle.write_bundle(out, files)
+    return out
+
+
+def test_a_rules_bundle_with_guardrails_through_the_predictor(tmp_path: Any) -> None:
+    from components import bundle
+    from components.predictor import Predictor
+
+    path = _rules_bundle(
+        tmp_path / "b",
+        [
+            {"name": "kids", "when": "age < 18", "filter": True},
+            {"name": "cap", "clamp": {"max": 5}},
+        ],
+    )
+    p = Predictor.load(path)
+    frame = p.predict_frame(FRAME)
+    assert frame["raw_score"].tolist() == [1.0, 0.5, 4.0, 0.5]
+    assert frame["score"].tolist() == [1.0, 0.5, 4.0, 0.5]  # nothing above 5
+    assert frame["filtered"].tolist() == [True, False, False, False]
+    assert frame["guardrails"].tolist() == ["kids", "", "", ""]
+    assert frame["rule"].tolist() == ["us", "default", "us", "default"]
+    assert p.predict(FRAME).tolist() == frame["score"].tolist()
+    # without guardrails: no extra columns, the same rule output
+    plain = Predictor.load(_rules_bundle(tmp_path / "plain", None)).predict_frame(FRAME)
+    assert list(plain.columns) == ["score", "rule"]
+    # a guardrail that no longer compiles (edited by hand) is refused with the bundle's path
+    bad = _rules_bundle(tmp_path / "bad", [{"name": "x", "when": "agee > 1", "filter": True}])
+    with pytest.raises(bundle.BundleError, match="unknown feature 'agee'"):
+        Predictor.load(bad)
+
+
+def test_evaluation_ranks_filtered_candidates_last_and_reports_without_guardrails() -> None:
+    from components import evaluation
+
+    scored = pd.DataFrame(
+        {
+            "label": [3, 0, 1, 0],
+            "_group": [1, 1, 1, 1],
+            "score": [9.0, 2.0, 1.0, 0.0],
+            "raw_score": [9.0, 2.0, 1.0, 0.0],
+            "filtered": [True, False, False, False],
+        }
+    )
+    with_guard = evaluation.evaluate("ranking", scored, "label", ks=(1,))
+    plain = evaluation.without_guardrails(scored)
+    assert plain is not None and "filtered" not in plain and "raw_score" not in plain
+    without = evaluation.evaluate("ranking", plain, "label", ks=(1,))
+    assert without["ndcg@1"] == 1.0  # the relevant row first
+    assert with_guard["ndcg@1"] == 0.0  # filtered: it ranks last, below two weaker rows
+    assert evaluation.without_guardrails(scored.drop(columns=["raw_score"])) is None
