@@ -399,11 +399,12 @@ class Runner:
         return sp, data
 
     def _candidate_key(self, m: Any) -> str:
-        tune = self.spec.tune.model_dump(mode="json") if m.search else None
+        tune = self.spec.tune.model_dump(mode="json") if getattr(m, "search", None) else None
         return resume_mod.key(
             self._feat_key,
             m.model_dump(mode="json"),
             tune,
+            [g.model_dump(mode="json") for g in self.spec.guardrails],  # inside every bundle
             self.spec.selection_metric(),
             self.spec.evaluation.model_dump(mode="json"),
         )
@@ -750,14 +751,17 @@ class Runner:
     def _evaluate(self, trained: list[dict[str, Any]], sp: Any) -> dict[str, Any]:
         metric = self.spec.selection_metric()
         sign = -1 if metric in LOWER_IS_BETTER else 1
-        winner = max(trained, key=lambda t: sign * t["valid"][metric])
-        baselines = [
-            t for t in trained if isinstance(t["spec"], RulesModelSpec) and t["spec"].baseline
-        ]
-        if baselines and not isinstance(winner["spec"], RulesModelSpec):
-            winner = self._beat_baseline(
-                winner, max(baselines, key=lambda t: sign * t["valid"][metric]), sp
-            )
+        def best(entries: list[dict[str, Any]]) -> dict[str, Any]:
+            return max(entries, key=lambda t: sign * t["valid"][metric])
+
+        def is_baseline(t: dict[str, Any]) -> bool:
+            return isinstance(t["spec"], RulesModelSpec) and t["spec"].baseline
+
+        baselines = [t for t in trained if is_baseline(t)]
+        pool = [t for t in trained if not is_baseline(t)]
+        winner = best(pool or baselines)
+        if pool and baselines:  # the best of the others must beat the best baseline by the gate
+            winner = self._beat_baseline(winner, best(baselines), sp)
         if isinstance(winner["spec"], RulesModelSpec):
             self.report["final_model"] = f"the rule model {winner['spec'].name} (no training)"
         elif self.spec.tune.winner == "refit":

@@ -103,8 +103,31 @@ def tune_config(settings: SearchSettings, watch: Watch) -> tune.TuneConfig:
     )
 
 
+def wait_for_train_reports() -> None:
+    """Inside a trial, after the Ray Train run returned: block until Tune has taken every report
+    that run's ``TuneReportCallback`` forwarded.
+
+    The callback hands reports to the trial through a one-slot queue that the trial's main thread
+    drains; a report still in that slot when the trial function itself calls ``tune.report``
+    deadlocks Ray 2.60 (the main thread re-reports it into the full result queue that holds the
+    function's report, and both wait forever). Two empty items put through the same queue prove
+    the slot is free and the item before them fully handled: the second put returns only after
+    the main thread took the first, which it does after finishing the last real report. Empty
+    items are skipped by Tune.
+    """
+    from ray.train._internal.session import get_session
+
+    session = get_session()
+    if session is None:
+        return
+    slot = session._get_or_create_inter_actor_queue()
+    slot.put(None)
+    slot.put(None)
+
+
 def report_final(outcome: TrainOutcome, time_attr: str) -> None:
     """Inside a trial: report the finished model (as a Tune checkpoint) and its metrics."""
+    wait_for_train_reports()
     with tempfile.TemporaryDirectory() as d:
         with open(os.path.join(d, MODEL_FILE), "wb") as fh:
             fh.write(outcome.model)

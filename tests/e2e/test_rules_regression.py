@@ -182,3 +182,23 @@ def test_guardrails_change_served_rankings_exactly_as_offline(storage: str) -> N
         np.testing.assert_allclose(
             [x["score"] for x in p["predictions"]], rows["score"], rtol=0, atol=1e-6
         )
+
+
+def test_a_torch_regression_head_learns_the_quantity(tmp_path: Path) -> None:
+    """The MLP with a Huber head on the standardised label, against the same rule baseline."""
+    own = str(tmp_path / "storage")
+    mlp = (
+        "models.1={kind: torch.mlp, name: mlp, loss: huber, epochs: 8, batch_size: 64, "
+        "learning_rate: 0.003, hidden: [32], embedding_dim: 4, early_stopping_epochs: 3, "
+        "scaling: {num_workers: 0}}"
+    )
+    over = [mlp, "features.standardize=true", "registry.model_name=tiny-regression-mlp"]
+    assert main(["run", str(TINY / "regression.yaml"), "--storage", own, *over]) == 0
+    report = _report(own, "tiny-regression")
+    entry = next(m for m in report["models"] if m["name"] == "mlp")
+    assert entry["kind"] == "torch.mlp" and entry["valid"]["r2"] > 0.2
+    assert report["baseline_gate"]["challenger_name"] == "mlp"
+    bundle = Registry(own).resolve("tiny-regression-mlp").path
+    if report["winner"] == "mlp":
+        arch = json.loads(Path(bundle, "architecture.json").read_text())
+        assert arch["target_scale"] > 1.0 and 5.0 < arch["target_mean"] < 30.0
