@@ -153,7 +153,7 @@ def markdown(report: dict[str, Any]) -> str:
                 if kept
                 else f"(clearly better than the rule baseline {b['baseline']})"
             ),
-            *_gate_lines(b, f"rules {b['baseline']}"),
+            *_gate_lines(b, f"the rule baseline {b['baseline']}"),
         ]
     g = report.get("gate")
     if g:

@@ -751,6 +751,7 @@ class Runner:
     def _evaluate(self, trained: list[dict[str, Any]], sp: Any) -> dict[str, Any]:
         metric = self.spec.selection_metric()
         sign = -1 if metric in LOWER_IS_BETTER else 1
+
         def best(entries: list[dict[str, Any]]) -> dict[str, Any]:
             return max(entries, key=lambda t: sign * t["valid"][metric])
 
