@@ -544,6 +544,12 @@ class Runner:
             valid_metrics = evaluation.evaluate(
                 self.spec.task, valid_scores, self.spec.data.label, **self._eval_kwargs()
             )
+            if metric not in valid_metrics:  # mape without a positive label
+                raise PipelineError(
+                    f"evaluation.metric {metric} cannot be computed on the validation split "
+                    f"(for mape, no row has a positive {self.spec.data.label!r}); choose "
+                    f"another metric"
+                )
             trained.append(
                 {
                     "index": i,

@@ -336,6 +336,15 @@ class GuardrailSpec(_Strict):
     boost: float | str | None = None  # ranking: added to the score
     filter: bool = False  # ranking: the candidate is dropped
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not _NAME_RE.match(name):  # names travel comma-separated in prediction files
+            raise ValueError(
+                "use letters, digits, '_', '.', '-' (max 128), starting with a letter or digit"
+            )
+        return name
+
 
 TrainedModelSpec = XGBoostModelSpec | TorchModelSpec  # the families Ray Train fits and Tune tunes
 ModelSpecType = TrainedModelSpec | RulesModelSpec

@@ -225,3 +225,10 @@ def test_rules_and_guardrails_are_checked_with_their_position() -> None:
     assert "models.0.rules" in msg and "at least 1 item" in msg
     msg = _error(_regression(models=[{**good, "search": {"x": {"choice": [1]}}}]))
     assert "models.0.search" in msg and "Extra inputs" in msg
+
+
+def test_guardrail_names_are_identifiers() -> None:
+    doc = _regression(guardrails=[{"name": "a,b", "clamp": {"min": 0}}])
+    assert "guardrails.0.name: Value error, use letters" in _error(doc) or (
+        "guardrails.0.name" in _error(doc) and "use letters" in _error(doc)
+    )
