@@ -38,15 +38,15 @@ def measure_stages(
     """Microseconds per request for each stage of the replica's scoring path."""
     body = PredictRequest.model_validate_json(raw)
     frame = scorer.frame(body.rows, "rows", 10_000)
-    out = predictor.predict(frame)
+    scored = predictor.score(frame)
     transform_us = per_call_us(lambda: predictor.transform.transform(frame), repeat)
     return {
         "parse": per_call_us(lambda: PredictRequest.model_validate_json(raw), repeat),
         "frame": per_call_us(lambda: scorer.frame(body.rows, "rows", 10_000), repeat),
         "transform": transform_us,
-        # predict() = transform + booster; the model's share is the difference
-        "model": per_call_us(lambda: predictor.predict(frame), repeat) - transform_us,
-        "response": per_call_us(lambda: scorer.predict_response(out).model_dump_json(), repeat),
+        # score() = transform + booster (+ guardrails); the model's share is the difference
+        "model": per_call_us(lambda: predictor.score(frame), repeat) - transform_us,
+        "response": per_call_us(lambda: scorer.predict_response(scored).model_dump_json(), repeat),
     }
 
 
