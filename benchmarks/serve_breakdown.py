@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, nargs="+", default=[1, 100])
     ap.add_argument("--repeat", type=int, default=2000)
     args = ap.parse_args(argv)
-    predictor = Predictor.load(args.bundle)
+    predictor = Predictor.load(args.bundle, threads=1)  # as a one-CPU replica loads it
     scorer = ModelScorer(predictor, "bench", 1, Limits())
     base = example_row(predictor.transform)
     rng = np.random.default_rng(0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -117,23 +118,32 @@ class FeatureTransform:
             self._indexes[key] = lookup
         return lookup
 
-    def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        """Raw columns -> float32 matrix (numeric columns, then categorical codes)."""
-        missing = [c for c in self.input_columns if c not in frame.columns]
+    def transform(self, frame: pd.DataFrame | Columns) -> np.ndarray:
+        """Raw columns -> float32 matrix (numeric columns, then categorical codes).
+
+        ``frame`` is a DataFrame, or a mapping of column name -> 1-D array (what serving builds
+        from request rows: no DataFrame to construct and index for a few rows)."""
+        present = frame.columns if isinstance(frame, pd.DataFrame) else frame.keys()
+        missing = [c for c in self.input_columns if c not in present]
         if missing:
             raise KeyError(f"missing feature column(s) {missing}")
-        n = len(frame)
+        n = num_rows(frame)
         out = np.empty((n, len(self.numeric) + len(self.categorical)), dtype=np.float32)
         if self.numeric:
             # One block conversion for all numeric columns (a per-column loop dominates small
             # requests); columns holding non-numbers take the slow, coercing path.
             names = [p.name for p in self.numeric]
             try:
-                values = frame[names].to_numpy(dtype=np.float64, na_value=np.nan)
+                if isinstance(frame, pd.DataFrame):
+                    values = frame[names].to_numpy(dtype=np.float64, na_value=np.nan)
+                else:  # None -> NaN
+                    values = np.column_stack(
+                        [np.asarray(frame[c], dtype=np.float64) for c in names]
+                    )
             except (TypeError, ValueError):
                 values = np.column_stack(
                     [
-                        pd.to_numeric(frame[c], errors="coerce").to_numpy(
+                        pd.to_numeric(pd.Series(frame[c]), errors="coerce").to_numpy(
                             dtype=np.float64, na_value=np.nan
                         )
                         for c in names
@@ -156,17 +166,20 @@ class FeatureTransform:
             out[:, base + j] = self.codes(c, frame[c.name])
         return out
 
-    def codes(self, p: CategoricalParams, values: pd.Series) -> np.ndarray:
+    def codes(self, p: CategoricalParams, values: pd.Series | np.ndarray) -> np.ndarray:
         """Integer codes of one categorical column (0 = missing or out of vocabulary)."""
-        if p.encoding == "vocab" and len(values) <= SMALL_BATCH:
-            # Serving-sized inputs: a dict lookup per value beats pandas' per-call overhead.
+        small = len(values) <= SMALL_BATCH
+        if small and not isinstance(values, pd.Series):
+            raw = strings_of(values)  # serving: plain Python beats pandas' per-call overhead
+        else:
+            raw = categorical_strings(as_series(values))
+        if p.encoding == "vocab" and small:
             lookup = self._lookup(p)
             return np.fromiter(
-                (lookup.get(v, 0) if v is not None else 0 for v in categorical_strings(values)),
+                (lookup.get(v, 0) if v is not None else 0 for v in raw),
                 dtype=np.int64,
                 count=len(values),
             )
-        raw = categorical_strings(values)
         missing = pd.isna(raw)
         text = np.where(missing, "", raw).astype(object)
         if p.encoding == "vocab":
@@ -206,6 +219,21 @@ class FeatureTransform:
         )
 
 
+Columns = Mapping[str, np.ndarray]
+"""Column name -> 1-D array of raw values: numbers (None for missing) or categorical values."""
+
+
+def num_rows(frame: pd.DataFrame | Columns) -> int:
+    if isinstance(frame, pd.DataFrame):
+        return len(frame)
+    return len(next(iter(frame.values()))) if frame else 0
+
+
+def as_series(values: pd.Series | np.ndarray) -> pd.Series:
+    """A column as a Series (object dtype for a plain array, as a request's values are)."""
+    return values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
+
+
 def categorical_strings(raw: pd.Series) -> np.ndarray:
     """Categorical values as strings, the same at ingest and at serving time.
 
@@ -226,6 +254,20 @@ def categorical_strings(raw: pd.Series) -> np.ndarray:
                 text[i] = str(int(values[i]))
     text[missing] = None
     return text
+
+
+def strings_of(values: np.ndarray) -> np.ndarray:
+    """``categorical_strings`` for a small object array of request values, in plain Python
+    (the same text: integral floats as integers, None and NaN as None)."""
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values.tolist()):
+        if v is None or v is pd.NA or (isinstance(v, float) and v != v):
+            out[i] = None
+        elif isinstance(v, float) and v.is_integer():
+            out[i] = str(int(v))
+        else:
+            out[i] = str(v)
+    return out
 
 
 def _even_sample(values: np.ndarray, limit: int) -> np.ndarray:

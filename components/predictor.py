@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from components import bundle, rule_models, rules, xgboost_model
-from components.features import FeatureTransform
+from components.features import Columns, FeatureTransform, num_rows
 from components.validation import DataSchema
 
 MODEL_FILES = {
@@ -72,8 +72,11 @@ class Predictor:
     guardrails: rule_models.Guardrails | None = field(default=None)
 
     @classmethod
-    def load(cls, path: str | Path) -> Predictor:
-        """Load and verify a bundle directory (raises bundle.BundleError on any mismatch)."""
+    def load(cls, path: str | Path, threads: int | None = None) -> Predictor:
+        """Load and verify a bundle directory (raises bundle.BundleError on any mismatch).
+
+        ``threads`` caps XGBoost's prediction threads (a serving replica with one CPU: more
+        threads than cores only add contention to small requests)."""
         path = str(path)
         files = bundle.verify_bundle(path)["files"]
         meta = json.loads(bundle.read_bundle_file(path, "model.json", verify=False))
@@ -106,6 +109,8 @@ class Predictor:
             raise bundle.BundleError(f"{path}: {e}") from None
         if kind == "xgboost":
             model = xgboost_model.load_booster(raw)
+            if threads:
+                model.set_param({"nthread": int(threads)})
         elif kind != "rules":  # torch is imported only for torch bundles
             from components.torch_models import ArchitectureSpec
             from components.torch_training import load_state
@@ -131,7 +136,7 @@ class Predictor:
     def feature_columns(self) -> list[str]:
         return self.transform.input_columns
 
-    def _model_output(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[str] | None]:
+    def _model_output(self, frame: pd.DataFrame | Columns) -> tuple[np.ndarray, list[str] | None]:
         if self.meta["kind"] == "rules":
             values, which = self.model.predict(frame)
             return values, self.model.rule_names(which)
@@ -142,12 +147,14 @@ class Predictor:
 
         return predict(self.model, x, self.task), None  # type: ignore[arg-type]
 
-    def score(self, frame: pd.DataFrame) -> Scored:
-        """The model's output for every row, then the guardrails (see ``Scored``)."""
-        missing = [c for c in self.feature_columns if c not in frame.columns]
+    def score(self, frame: pd.DataFrame | Columns) -> Scored:
+        """The model's output for every row, then the guardrails (see ``Scored``). ``frame`` is
+        a DataFrame or a mapping of column -> array (see FeatureTransform.transform)."""
+        present = frame.columns if isinstance(frame, pd.DataFrame) else frame.keys()
+        missing = [c for c in self.feature_columns if c not in present]
         if missing:
             raise ValueError(f"missing feature column(s) {missing}")
-        if len(frame) == 0:
+        if num_rows(frame) == 0:
             k = int(self.meta.get("num_classes") or 0)
             empty = np.zeros((0, k)) if self.task == "multiclass" else np.zeros(0)
             return Scored(empty, empty, [] if self.meta["kind"] == "rules" else None)
@@ -163,7 +170,7 @@ class Predictor:
             applied.filtered if self.task == "ranking" else None,
         )
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+    def predict(self, frame: pd.DataFrame | Columns) -> np.ndarray:
         """P(class 1) for binary, (n, K) probabilities for multiclass, a score for ranking, the
         value for regression; guardrails applied."""
         return self.score(frame).output

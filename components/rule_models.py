@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from components import rules
+from components.features import Columns
 from components.rules import FeatureKinds, Frame, Node, RuleError
 
 OUTPUT_FIELD: dict[str, tuple[str, ...]] = {
@@ -107,7 +108,7 @@ class RuleModel:
     features: Mapping[str, Any]
     num_classes: int | None = None
 
-    def predict(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, frame: pd.DataFrame | Columns) -> tuple[np.ndarray, np.ndarray]:
         """The output per row (as Predictor.predict) and the index of the rule that gave it
         (-1: the default)."""
         f = Frame(frame, self.features)
@@ -193,7 +194,7 @@ class Guardrails:
     def names(self) -> tuple[str, ...]:
         return tuple(g.name for g in self.items)
 
-    def apply(self, frame: pd.DataFrame, output: np.ndarray) -> Applied:
+    def apply(self, frame: pd.DataFrame | Columns, output: np.ndarray) -> Applied:
         """Run every guardrail in order on ``output`` (Predictor.predict's array); no copy of
         ``output`` is modified."""
         f = Frame(frame, self.features)

@@ -417,18 +417,22 @@ class Frame:
     """Feature columns of a frame, converted once for every expression that reads them:
     numbers as float64 (NaN for null), categoricals as strings (None for null)."""
 
-    def __init__(self, frame: pd.DataFrame, features: FeatureKinds) -> None:
+    def __init__(
+        self, frame: pd.DataFrame | Mapping[str, np.ndarray], features: FeatureKinds
+    ) -> None:
+        from components.features import num_rows
+
         self.frame = frame
         self.features = features
-        self.n = len(frame)
+        self.n = num_rows(frame)
         self._cache: dict[str, np.ndarray] = {}
 
     def column(self, name: str) -> np.ndarray:
         got = self._cache.get(name)
         if got is None:
-            from components.features import categorical_strings
+            from components.features import as_series, categorical_strings
 
-            raw = self.frame[name]
+            raw = as_series(self.frame[name])
             if self.features[name] == "number":
                 got = pd.to_numeric(raw, errors="coerce").to_numpy(
                     dtype=np.float64, na_value=np.nan

@@ -13,13 +13,14 @@ import hmac
 import os
 from typing import Any
 
-import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from ray import serve
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from components.features import Columns
 from components.predictor import Scored
 from components.registry import Registry
 from serve.config import ServeArgs
@@ -104,6 +105,13 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     return JSONResponse(status_code=422, content={"detail": detail})
 
 
+def _json(body: BaseModel) -> Response:
+    """The response body serialised once by pydantic. Returning the model itself would make
+    FastAPI dump it, validate the dump again and serialise that; the route's response_model
+    still documents the body in the OpenAPI schema."""
+    return Response(body.model_dump_json(exclude_none=True), media_type="application/json")
+
+
 def read_api_key(env: str | None, path: str | None) -> str | None:
     """The endpoint's API key: from a file (preferred) or an environment variable; never the spec."""
     if path:
@@ -146,7 +154,13 @@ class ModelServer:
             self.config.get("storage"),
         ):
             version = Registry(args.storage).resolve(args.model, version=args.version)
-            self.scorer = ModelScorer.load(version.path, args.model, version.version, limits)
+            self.scorer = ModelScorer.load(
+                version.path,
+                args.model,
+                version.version,
+                limits,
+                threads=max(1, int(args.num_cpus)),  # the replica's CPUs
+            )
         else:
             self.scorer.limits = limits
         self.api_key = read_api_key(args.api_key_env, args.api_key_file)
@@ -181,24 +195,24 @@ class ModelServer:
         return self.scorer
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
-    async def _score(self, frames: list[pd.DataFrame]) -> list[Scored]:
+    async def _score(self, frames: list[Columns]) -> list[Scored]:
         assert self.scorer is not None
         return score_frames(self.scorer.predictor, frames)
 
     @api.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
-    async def predict(self, body: PredictRequest, request: Request) -> PredictResponse:
+    async def predict(self, body: PredictRequest, request: Request) -> Response:
         scorer = self._authorize(request)
         frame = scorer.frame(body.rows, "rows", scorer.limits.max_rows)
-        return scorer.predict_response(await self._score(frame))
+        return _json(scorer.predict_response(await self._score(frame)))
 
     @api.post("/rank", response_model=RankResponse, response_model_exclude_none=True)
-    async def rank(self, body: RankRequest, request: Request) -> RankResponse:
+    async def rank(self, body: RankRequest, request: Request) -> Response:
         scorer = self._authorize(request)
         if len(body.candidates) > scorer.limits.max_candidates:
             scorer.frame(body.candidates, "candidates", scorer.limits.max_candidates)  # raises 413
         rows = scorer.merge_query(body.query, body.candidates)
         frame = scorer.frame(rows, "candidates", scorer.limits.max_candidates)
-        return scorer.rank_response(await self._score(frame), body.top_k)
+        return _json(scorer.rank_response(await self._score(frame), body.top_k))
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:

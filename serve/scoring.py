@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from components import bundle
+from components.features import Columns
 from components.predictor import Predictor, Scored
 from serve.schemas import (
     FeatureInfo,
@@ -65,12 +65,14 @@ class ModelScorer:
         self._feature_set = set(self.features)
 
     @classmethod
-    def load(cls, bundle_path: str, model: str, version: int, limits: Limits) -> ModelScorer:
-        return cls(Predictor.load(bundle_path), model, version, limits)
+    def load(
+        cls, bundle_path: str, model: str, version: int, limits: Limits, threads: int | None = None
+    ) -> ModelScorer:
+        return cls(Predictor.load(bundle_path, threads=threads), model, version, limits)
 
     # -- request checks ----------------------------------------------------------------------
-    def frame(self, rows: list[Row], where: str, limit: int) -> pd.DataFrame:
-        """Check rows (limit, missing and unknown features, types) and build the frame."""
+    def frame(self, rows: list[Row], where: str, limit: int) -> dict[str, np.ndarray]:
+        """Check rows (limit, missing and unknown features, types) and build the columns."""
         if len(rows) > limit:
             raise RequestError(
                 413,
@@ -102,18 +104,14 @@ class ModelScorer:
                 break
         if errors:
             raise RequestError(422, errors)
-        frame = pd.DataFrame.from_records(rows, columns=self.features)
+        # Column arrays straight from the rows: no DataFrame to build for a few rows. Numeric
+        # columns become float64 (None -> NaN) once every value is checked to be a number.
+        frame: dict[str, np.ndarray] = {}
         for name in self.numeric:
-            col = frame[name]
-            if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(
-                col.dtype
-            ):
-                continue
-            # Some value is a string or a boolean (JSON true is not a number here).
-            for i, v in enumerate(col.tolist()):
-                if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool)):
-                    if isinstance(v, float) and np.isnan(v):
-                        continue
+            values = [row[name] for row in rows]
+            for i, v in enumerate(values):
+                # a string or a boolean (JSON true is not a number here)
+                if v is not None and (type(v) is bool or not isinstance(v, (int, float))):
                     errors.append(
                         _error(
                             ["body", where, i, name],
@@ -123,8 +121,13 @@ class ModelScorer:
                     )
             if len(errors) >= 20:
                 break
+            frame[name] = np.asarray(values, dtype=np.float64) if not errors else np.empty(0)
         if errors:
             raise RequestError(422, errors)
+        for name in self.categorical:
+            column = np.empty(len(rows), dtype=object)
+            column[:] = [row[name] for row in rows]
+            frame[name] = column
         return frame
 
     def merge_query(self, query: Row | None, candidates: list[Row]) -> list[Row]:
@@ -228,8 +231,12 @@ class ModelScorer:
         )
 
 
-def score_frames(predictor: Predictor, frames: list[pd.DataFrame]) -> list[Scored]:
+def score_frames(predictor: Predictor, frames: list[Columns]) -> list[Scored]:
     """One vectorised predict for a batch of requests, split back per request."""
-    scored = predictor.score(pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0])
+    if len(frames) == 1:
+        batch = frames[0]
+    else:
+        batch = {k: np.concatenate([f[k] for f in frames]) for k in frames[0]}
+    scored = predictor.score(batch)
     bounds = np.cumsum([0] + [len(f) for f in frames]).tolist()
     return [scored.part(a, b) for a, b in itertools.pairwise(bounds)]

@@ -155,3 +155,29 @@ def test_log1p_columns_are_logged_before_statistics_and_at_transform() -> None:
     assert frame["a"].iloc[1] == 9.0  # the caller's frame is untouched
     again = FeatureTransform.from_json(t.to_json())
     np.testing.assert_array_equal(again.transform(frame), x)
+
+
+def test_request_columns_transform_like_a_dataframe() -> None:
+    """Serving passes column arrays built from request rows (no DataFrame): same matrix."""
+    from components.features import categorical_strings, strings_of
+
+    df = data(2000)
+    t = fit_transform([partial_stats(df, CONFIG)], CONFIG)
+    mixed = ["x", "rare", None, "never", 3.0, 3.5, 7, True, float("nan"), float("inf"), -2.0]
+    values = np.empty(len(mixed), dtype=object)
+    values[:] = mixed
+    expected = categorical_strings(pd.Series(values, dtype=object))
+    assert strings_of(values).tolist() == expected.tolist()
+    rows = data(50, seed=3).astype(object).where(data(50, seed=3).notna(), None)
+    rows.loc[0:10, "c"] = values
+    rows.loc[0:10, "h"] = values
+    columns = {}
+    for c in ("a", "b"):
+        columns[c] = np.asarray(rows[c].tolist(), dtype=np.float64)
+    for c in ("c", "h"):
+        col = np.empty(len(rows), dtype=object)
+        col[:] = rows[c].tolist()
+        columns[c] = col
+    np.testing.assert_array_equal(t.transform(columns), t.transform(rows))
+    with pytest.raises(KeyError, match=r"missing feature column\(s\) \['h'\]"):
+        t.transform({k: v for k, v in columns.items() if k != "h"})
