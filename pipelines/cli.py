@@ -41,7 +41,7 @@ EPILOG = textwrap.dedent(
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rayline",
-        description="One YAML spec to a trained, evaluated and registered ranking or classification model on Ray.",
+        description="One YAML spec to a trained, evaluated and registered ranking, classification or regression model on Ray.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
