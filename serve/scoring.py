@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from components import bundle
-from components.features import Columns
+from components.features import Columns, num_rows
 from components.predictor import Predictor, Scored
 from serve.schemas import (
     FeatureInfo,
@@ -238,5 +238,5 @@ def score_frames(predictor: Predictor, frames: list[Columns]) -> list[Scored]:
     else:
         batch = {k: np.concatenate([f[k] for f in frames]) for k in frames[0]}
     scored = predictor.score(batch)
-    bounds = np.cumsum([0] + [len(f) for f in frames]).tolist()
+    bounds = np.cumsum([0] + [num_rows(f) for f in frames]).tolist()
     return [scored.part(a, b) for a, b in itertools.pairwise(bounds)]

@@ -319,3 +319,22 @@ def test_evaluation_ranks_filtered_candidates_last_and_reports_without_guardrail
     assert without["ndcg@1"] == 1.0  # the relevant row first
     assert with_guard["ndcg@1"] == 0.0  # filtered: it ranks last, below two weaker rows
     assert evaluation.without_guardrails(scored.drop(columns=["raw_score"])) is None
+
+
+def test_serving_columns_and_batches_split_back_per_request(tmp_path: Any) -> None:
+    """Request rows -> column arrays -> one batched score -> one result per request."""
+    from components.predictor import Predictor
+    from serve.scoring import Limits, ModelScorer, score_frames
+
+    path = _rules_bundle(tmp_path / "b", [{"name": "kids", "when": "age < 18", "filter": True}])
+    scorer = ModelScorer(Predictor.load(path), "m", 1, Limits())
+    rows = FRAME.astype(object).where(FRAME.notna(), None).to_dict("records")
+    frames = [scorer.frame(rows[:1], "rows", 10), scorer.frame(rows[1:], "rows", 10)]
+    assert frames[1]["age"].dtype == np.float64 and np.isnan(frames[1]["age"][2])
+    parts = score_frames(scorer.predictor, frames)
+    assert [len(p) for p in parts] == [1, 3]
+    whole = scorer.predictor.predict_frame(FRAME)
+    assert [*parts[0].output, *parts[1].output] == whole["score"].tolist()
+    assert parts[0].fired == [["kids"]] and parts[1].rule == ["default", "us", "default"]
+    body = scorer.rank_response(parts[1], top_k=None)
+    assert [c.index for c in body.ranked] == [1, 0, 2] and body.filtered == []
