@@ -45,6 +45,7 @@ from pipelines.spec import (
     SourceSpec,
     TorchModelSpec,
     XGBoostModelSpec,
+    parse_model,
 )
 
 Printer = Callable[[str], None]
@@ -588,11 +589,7 @@ class Runner:
         self, i: int, m: Any, done: dict[str, Any], label_mean: float
     ) -> dict[str, Any]:
         """A candidate trained before the driver stopped: its bundle and what was reported."""
-        from pydantic import TypeAdapter
-
-        from pipelines.spec import ModelSpec
-
-        spec = TypeAdapter(ModelSpec).validate_python(done["spec"])
+        spec = parse_model(done["spec"])
         bundle_dir = os.path.join(self.run_dir, "candidates", m.name)
         bundle.verify_bundle(bundle_dir)
         name = predictor_mod.MODEL_FILES[spec.kind]

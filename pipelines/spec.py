@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from components import search_space
 from serve.config import ServeArgs, ServeOptions
@@ -349,6 +357,12 @@ class GuardrailSpec(_Strict):
 TrainedModelSpec = XGBoostModelSpec | TorchModelSpec  # the families Ray Train fits and Tune tunes
 ModelSpecType = TrainedModelSpec | RulesModelSpec
 ModelSpec = Annotated[ModelSpecType, Field(discriminator="kind")]
+_MODEL_SPEC: TypeAdapter[ModelSpecType] = TypeAdapter(ModelSpec)
+
+
+def parse_model(doc: dict[str, Any]) -> ModelSpecType:
+    """One ``models:`` entry (a dict, e.g. read back from a run's files) as its validated spec."""
+    return _MODEL_SPEC.validate_python(doc)
 
 
 class EvaluationSpec(_Strict):

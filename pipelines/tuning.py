@@ -12,21 +12,17 @@ import json
 import os
 from typing import Any
 
-from pydantic import TypeAdapter
-
 from components import search_space
 from components.steps import tune as tune_step
 from pipelines import trainers
-from pipelines.spec import ModelSpec, RulesModelSpec, TrainedModelSpec, TuneSpec
-
-_MODEL = TypeAdapter(ModelSpec)
+from pipelines.spec import RulesModelSpec, TrainedModelSpec, TuneSpec, parse_model
 
 
 def trial_model(model_json: str, config: dict[str, Any]) -> TrainedModelSpec:
     """The model spec a trial trains: the base spec with the sampled values, validated again."""
     doc = search_space.apply(json.loads(model_json), config)
     doc.pop("search", None)
-    model = _MODEL.validate_python(doc)
+    model = parse_model(doc)
     assert not isinstance(model, RulesModelSpec)  # rule models have no search space
     return model
 
