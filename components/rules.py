@@ -432,7 +432,12 @@ class Frame:
         if got is None:
             from components.features import as_series, categorical_strings
 
-            raw = as_series(self.frame[name])
+            values = self.frame[name]
+            if self.features[name] == "number" and getattr(values, "dtype", None) == np.float64:
+                got = np.asarray(values)  # already numbers (serving's column arrays, NaN = null)
+                self._cache[name] = got
+                return got
+            raw = as_series(values)
             if self.features[name] == "number":
                 got = pd.to_numeric(raw, errors="coerce").to_numpy(
                     dtype=np.float64, na_value=np.nan

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from components import bundle, evaluation, xgboost_model
+from components import bundle, evaluation, rule_models, xgboost_model
 from components import predictor as predictor_mod
 from components.features import CategoricalConfig, FeatureConfig, FeatureTransform
 from components.metrics import LOWER_IS_BETTER
@@ -558,6 +558,7 @@ class Runner:
                     "outcome": outcome,
                     "bundle": bundle_dir,
                     "valid": valid_metrics,
+                    "valid_scored": valid_scores,  # kept for the rule-baseline gate
                     "label_mean": label_mean,
                 }
             )
@@ -818,6 +819,18 @@ class Runner:
         winner["scored"] = scored
         return winner
 
+    def _gate_settings(self) -> dict[str, Any]:
+        """gate.decide's keyword arguments from registry.gate and evaluation."""
+        g, e = self.spec.registry.gate, self.spec.evaluation
+        return {
+            "min_improvement": g.min_improvement,
+            "resamples": g.resamples,
+            "confidence": g.confidence,
+            "seed": g.seed,
+            "relevance_threshold": e.relevance_threshold,
+            "threshold": e.threshold,
+        }
+
     def _beat_baseline(
         self, winner: dict[str, Any], baseline: dict[str, Any], sp: Any
     ) -> dict[str, Any]:
@@ -825,10 +838,15 @@ class Runner:
         this is selection, the test split stays for the final check) says it is better."""
         from components import gate
 
-        g, e = self.spec.registry.gate, self.spec.evaluation
         metric, label = self.spec.selection_metric(), self.spec.data.label
-        ours = self._score(sp.valid, winner["bundle"]).sort_values("_row_key", kind="stable")
-        theirs = self._score(sp.valid, baseline["bundle"]).sort_values("_row_key", kind="stable")
+
+        def valid_scores(t: dict[str, Any]) -> pd.DataFrame:
+            scored = t.get("valid_scored")  # absent for a candidate reused by --resume
+            if scored is None:
+                scored = self._score(sp.valid, t["bundle"])
+            return scored.sort_values("_row_key", kind="stable")
+
+        ours, theirs = valid_scores(winner), valid_scores(baseline)
         groups = ours["_group"].to_numpy() if "_group" in ours else None
         name = baseline["spec"].name
         decision = gate.decide(
@@ -838,13 +856,8 @@ class Runner:
             _outputs(ours, self.spec.task),
             _outputs(theirs, self.spec.task),
             groups,
-            min_improvement=g.min_improvement,
-            resamples=g.resamples,
-            confidence=g.confidence,
-            seed=g.seed,
-            relevance_threshold=e.relevance_threshold,
-            threshold=e.threshold,
             champion_name=f"the rule baseline {name!r}",
+            **self._gate_settings(),
         ).to_dict()
         decision.update(challenger_name=winner["spec"].name, baseline=name, split="valid")
         self.report["baseline_gate"] = decision
@@ -875,9 +888,7 @@ class Runner:
         self.report["guardrails"] = [
             {
                 "name": g.name,
-                "action": next(
-                    a for a in ("override", "clamp", "boost", "filter") if getattr(g, a)
-                ),
+                "action": next(a for a in rule_models.ACTIONS if getattr(g, a)),
                 "when": g.when,
                 "fired": counts[g.name],
                 "share": counts[g.name] / max(len(scored), 1),
@@ -997,9 +1008,7 @@ class Runner:
         """Compare the winner with the production version on the same test rows."""
         from components import gate
 
-        g = self.spec.registry.gate
         metric = self.spec.selection_metric()
-        e = self.spec.evaluation
         scored = winner["scored"].sort_values("_row_key", kind="stable").reset_index(drop=True)
         label = self.spec.data.label
         groups = scored["_group"].to_numpy() if "_group" in scored else None
@@ -1013,12 +1022,7 @@ class Runner:
                 challenger,
                 champion,
                 groups,
-                min_improvement=g.min_improvement,
-                resamples=g.resamples,
-                confidence=g.confidence,
-                seed=g.seed,
-                relevance_threshold=e.relevance_threshold,
-                threshold=e.threshold,
+                **self._gate_settings(),
             ).to_dict()
 
         try:
