@@ -1,22 +1,26 @@
 """Load test: rayline's endpoint vs. a minimal Ray Serve deployment vs. bare FastAPI + uvicorn.
 
-All three serve the same model bundle through the same Predictor on 127.0.0.1:
+All serve the same model bundles through the same Predictor on 127.0.0.1:
 - rayline: the real application (FastAPI ingress, request checks, @serve.batch, autoscaling off
   here: one replica, so the comparison is per replica);
 - minimal Serve: what a user writes by hand, one class with ``__call__``, no batching;
-- bare FastAPI: one uvicorn process that loads the bundle and predicts request by request.
+- bare FastAPI: one uvicorn process that loads the bundles and predicts request by request.
 
-A bounded async HTTP client (httpx) sends /predict with 1 row and /rank with 100 candidates at
-1, 8, 32 and 128 concurrent clients, for a fixed time each, and records throughput and p50/p99
-latency. The client shares the machine's cores with the servers: compare ratios, not absolutes.
+Serve's ingress is fixed when Ray starts, so each ingress (``serve.ingress``: Serve's HTTP proxy,
+or HAProxy in front of replicas serving HTTP themselves) runs in its own phase: a fresh local Ray
+in a child process, rayline and the minimal deployment behind that ingress, and bare FastAPI
+measured again in the same phase (same background load). A lean closed-loop client
+(benchmarks/http_load.py) sends /predict with 1 row and /rank with 100 candidates at 1, 8, 32
+and 128 concurrent clients for a fixed time each: throughput and p50/p99 latency. The client
+shares the machine's cores with the servers: compare ratios, not absolutes.
 
-    python benchmarks/serve_load.py [--seconds 8] [--concurrency 1 8 32 128] [--out benchmarks/results]
+    python benchmarks/serve_load.py [--seconds 8] [--concurrency 1 8 32 128]
+        [--ingress proxy haproxy] [--out benchmarks/results]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import socket
@@ -27,8 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
+from http_load import measure
 
 ROOT = Path(__file__).resolve().parents[1]
 BARE_APP = """
@@ -63,51 +67,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-async def _worker(
-    client: httpx.AsyncClient,
-    url: str,
-    body: bytes,
-    until: float,
-    lat: list[float],
-    errors: list[int],
-) -> None:
-    headers = {"content-type": "application/json"}
-    while time.perf_counter() < until:
-        start = time.perf_counter()
-        try:
-            r = await client.post(url, content=body, headers=headers)
-            ok = r.status_code == 200
-        except httpx.HTTPError:
-            ok = False
-        if ok:
-            lat.append(time.perf_counter() - start)
-        else:
-            errors.append(1)
-
-
-async def measure(url: str, body: bytes, concurrency: int, seconds: float) -> dict[str, float]:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-        for _ in range(3):  # warm-up
-            await client.post(url, content=body, headers={"content-type": "application/json"})
-        lat: list[float] = []
-        errors: list[int] = []
-        start = time.perf_counter()
-        until = start + seconds
-        await asyncio.gather(
-            *[_worker(client, url, body, until, lat, errors) for _ in range(concurrency)]
-        )
-        elapsed = time.perf_counter() - start
-    arr = np.asarray(lat) * 1000
-    return {
-        "rps": len(lat) / elapsed,
-        "p50_ms": float(np.percentile(arr, 50)) if len(arr) else float("nan"),
-        "p99_ms": float(np.percentile(arr, 99)) if len(arr) else float("nan"),
-        "requests": len(lat),
-        "errors": len(errors),
-    }
 
 
 def bodies(predict_bundle: str, rank_bundle: str) -> dict[str, bytes]:
@@ -195,6 +154,117 @@ def minimal_serve_app(predict_bundle: str, rank_bundle: str) -> Any:
     return Minimal.bind(predict_bundle, rank_bundle)
 
 
+SERVERS = ("rayline", "minimal_serve", "bare_fastapi")
+
+
+def run_phase(
+    ingress: str,
+    storage: str,
+    bare_url: str,
+    payload: dict[str, bytes],
+    concurrency: list[int],
+    seconds: float,
+) -> list[dict[str, Any]]:
+    """One fresh local Ray serving through ``ingress``; every cell measured against it."""
+    from pipelines.cluster import ingress_env
+
+    os.environ.update(ingress_env(ingress))  # before Ray starts: Serve reads it at start-up
+    import ray
+    from ray import serve
+
+    from components.registry import Registry
+    from pipelines.deploy import deploy, wait_healthy
+    from serve.config import ServeArgs
+
+    reg = Registry(storage)
+    predict_bundle = reg.resolve("tiny-classification").path
+    rank_bundle = reg.resolve("tiny-ranking").path
+    ray.init(num_cpus=4, include_dashboard=False)
+    results: list[dict[str, Any]] = []
+    try:
+        common = {
+            "storage": storage,
+            "port": 8000,
+            "min_replicas": 1,
+            "max_replicas": 1,
+            "num_cpus": 0.5,
+            "api_key_env": None,
+            "max_ongoing_requests": 64,
+            "max_batch_size": 32,
+            "target_ongoing_requests": 32,
+            "ingress": ingress,
+        }
+        for model in ("tiny-classification", "tiny-ranking"):
+            info = deploy(ServeArgs.model_validate({**common, "model": model}))
+            assert info["ingress"] == ingress, f"asked for {ingress}, Serve uses {info['ingress']}"
+        serve.run(
+            minimal_serve_app(predict_bundle, rank_bundle), name="minimal", route_prefix="/minimal"
+        )
+        base = "http://127.0.0.1:8000"
+        wait_healthy(f"{base}/tiny-classification", None, 60)
+        targets = {
+            "rayline": {
+                "predict": f"{base}/tiny-classification/predict",
+                "rank": f"{base}/tiny-ranking/rank",
+            },
+            "minimal_serve": {"predict": f"{base}/minimal/predict", "rank": f"{base}/minimal/rank"},
+            "bare_fastapi": {"predict": f"{bare_url}/predict", "rank": f"{bare_url}/rank"},
+        }
+        for endpoint_name in ("predict", "rank"):
+            for c in concurrency:
+                for server, urls in targets.items():
+                    m = measure(urls[endpoint_name], payload[endpoint_name], c, seconds)
+                    row = {
+                        "endpoint": endpoint_name,
+                        "concurrency": c,
+                        "server": server,
+                        "ingress": ingress,
+                        **m,
+                    }
+                    results.append(row)
+                    print(
+                        f"{ingress:8} {endpoint_name:8} c={c:<4} {server:14} {m['rps']:8.1f} req/s"
+                        f"  p50 {m['p50_ms']:7.1f} ms  p99 {m['p99_ms']:7.1f} ms  errors "
+                        f"{m['errors']} {m['first_error']}",
+                        flush=True,
+                    )
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return results
+
+
+def wait_for(url: str, body: bytes, timeout_s: float) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if measure(url, body, 1, 0.2)["requests"]:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout_s:.0f}s")
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """Markdown: one row per cell, with ratios to bare FastAPI (same phase) and to the minimal
+    Serve deployment behind Serve's proxy (what a user gets by default)."""
+    index = {(r["ingress"], r["endpoint"], r["concurrency"], r["server"]): r for r in results}
+    lines = [
+        "| endpoint | clients | server | ingress | req/s | p50 ms | p99 ms | errors "
+        "| vs bare FastAPI | vs minimal Serve (proxy) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        bare = index[(r["ingress"], r["endpoint"], r["concurrency"], "bare_fastapi")]["rps"]
+        minimal = index.get(("proxy", r["endpoint"], r["concurrency"], "minimal_serve"))
+        vs_minimal = f"{r['rps'] / minimal['rps']:.2f}" if minimal else "-"
+        ingress = "-" if r["server"] == "bare_fastapi" else r["ingress"]
+        lines.append(
+            f"| /{r['endpoint']} | {r['concurrency']} | {r['server']} | {ingress} "
+            f"| {r['rps']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} "
+            f"| {r['rps'] / bare:.2f} | {vs_minimal} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -203,109 +273,79 @@ def main(argv: list[str] | None = None) -> int:
         "--seconds", type=float, default=8.0, help="seconds per measurement (default 8)"
     )
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
+    ap.add_argument(
+        "--ingress",
+        nargs="+",
+        choices=["proxy", "haproxy"],
+        default=["proxy", "haproxy"],
+        help="Serve ingresses to measure, one fresh Ray each (default: both)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--phase", help=argparse.SUPPRESS)  # internal: child process of one ingress
+    ap.add_argument("--state", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+
+    if args.phase:  # the child: storage, bare URL and bodies come from the parent
+        state = json.loads(args.state.read_text())
+        payload = {k: v.encode() for k, v in state["payload"].items()}
+        results = run_phase(
+            args.phase, state["storage"], state["bare_url"], payload, args.concurrency, args.seconds
+        )
+        args.state.with_suffix(f".{args.phase}.json").write_text(json.dumps(results))
+        return 0
+
     args.out.mkdir(parents=True, exist_ok=True)
-
     import ray
-    from ray import serve
 
-    from pipelines.deploy import deploy, wait_healthy
-    from serve.config import ServeArgs
+    from components.registry import Registry
+    from pipelines.cluster import ingress_env
 
     storage = tempfile.mkdtemp(prefix="rayline-serve-bench-")
-    ray.init(num_cpus=4, include_dashboard=True)
-    bare = None
+    os.environ.update(ingress_env("proxy"))
+    ray.init(num_cpus=4, include_dashboard=False)
     try:
-        predict_bundle, rank_bundle = train_models(storage)
-        payload = bodies(predict_bundle, rank_bundle)
-        port = 8000
-        common = {
-            "storage": storage,
-            "port": port,
-            "min_replicas": 1,
-            "max_replicas": 1,
-            "num_cpus": 0.5,
-            "api_key_env": None,
-            "max_ongoing_requests": 64,
-            "max_batch_size": 32,
-            "target_ongoing_requests": 32,
-        }
-        deploy(ServeArgs.model_validate({**common, "model": "tiny-classification"}))
-        deploy(ServeArgs.model_validate({**common, "model": "tiny-ranking"}))
-        serve.run(
-            minimal_serve_app(predict_bundle, rank_bundle), name="minimal", route_prefix="/minimal"
-        )
-        bare_port = free_port()
-        app_file = Path(storage) / "bare_app.py"
-        app_file.write_text(BARE_APP)
-        bare = subprocess.Popen(
-            [sys.executable, str(app_file), predict_bundle, rank_bundle, str(bare_port)],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        base = f"http://127.0.0.1:{port}"
-        targets = {
-            "rayline": {
-                "predict": f"{base}/tiny-classification/predict",
-                "rank": f"{base}/tiny-ranking/rank",
-            },
-            "minimal_serve": {"predict": f"{base}/minimal/predict", "rank": f"{base}/minimal/rank"},
-            "bare_fastapi": {
-                "predict": f"http://127.0.0.1:{bare_port}/predict",
-                "rank": f"http://127.0.0.1:{bare_port}/rank",
-            },
-        }
-        wait_healthy(f"{base}/tiny-classification", None, 60)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                httpx.post(
-                    targets["bare_fastapi"]["predict"],
-                    content=payload["predict"],
-                    headers={"content-type": "application/json"},
-                    timeout=5,
-                )
-                break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        results: list[dict[str, Any]] = []
-        for endpoint_name in ("predict", "rank"):
-            for c in args.concurrency:
-                for server, urls in targets.items():
-                    m = asyncio.run(
-                        measure(urls[endpoint_name], payload[endpoint_name], c, args.seconds)
-                    )
-                    results.append(
-                        {"endpoint": endpoint_name, "concurrency": c, "server": server, **m}
-                    )
-                    print(
-                        f"{endpoint_name:8} c={c:<4} {server:14} {m['rps']:8.1f} req/s  p50 {m['p50_ms']:7.1f} ms"
-                        f"  p99 {m['p99_ms']:7.1f} ms  errors {m['errors']}",
-                        flush=True,
-                    )
+        train_models(storage)
     finally:
-        if bare is not None:
-            bare.terminate()
-        serve.shutdown()
         ray.shutdown()
-    table = [
-        "| endpoint | clients | server | req/s | p50 ms | p99 ms | errors | req/s vs bare | req/s vs minimal Serve |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    index = {(r["endpoint"], r["concurrency"], r["server"]): r for r in results}
-    for r in results:
-        bare_r = index[(r["endpoint"], r["concurrency"], "bare_fastapi")]["rps"]
-        mini_r = index[(r["endpoint"], r["concurrency"], "minimal_serve")]["rps"]
-        table.append(
-            f"| /{r['endpoint']} | {r['concurrency']} | {r['server']} | {r['rps']:.1f} | {r['p50_ms']:.1f} | "
-            f"{r['p99_ms']:.1f} | {r['errors']} | {r['rps'] / bare_r:.2f} | {r['rps'] / mini_r:.2f} |"
+    reg = Registry(storage)
+    predict_bundle = reg.resolve("tiny-classification").path
+    rank_bundle = reg.resolve("tiny-ranking").path
+    payload = bodies(predict_bundle, rank_bundle)
+    bare_port = free_port()
+    app_file = Path(storage) / "bare_app.py"
+    app_file.write_text(BARE_APP)
+    bare = subprocess.Popen(
+        [sys.executable, str(app_file), predict_bundle, rank_bundle, str(bare_port)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    bare_url = f"http://127.0.0.1:{bare_port}"
+    results: list[dict[str, Any]] = []
+    try:
+        wait_for(f"{bare_url}/predict", payload["predict"], 60)
+        state = Path(storage) / "state.json"
+        state.write_text(
+            json.dumps(
+                {
+                    "storage": storage,
+                    "bare_url": bare_url,
+                    "payload": {k: v.decode() for k, v in payload.items()},
+                }
+            )
         )
+        for ingress in args.ingress:
+            cmd = [sys.executable, __file__, "--phase", ingress, "--state", str(state)]
+            cmd += ["--seconds", str(args.seconds), "--concurrency", *map(str, args.concurrency)]
+            subprocess.run(cmd, check=True, cwd=ROOT)
+            results += json.loads(state.with_suffix(f".{ingress}.json").read_text())
+    finally:
+        bare.terminate()
     (args.out / "serve_load.json").write_text(
         json.dumps({"seconds": args.seconds, "cpus": os.cpu_count(), "results": results}, indent=1)
     )
-    (args.out / "serve_load.md").write_text("\n".join(table) + "\n")
-    print("\n".join(table))
+    markdown = table(results)
+    (args.out / "serve_load.md").write_text(markdown)
+    print(markdown)
     return 0
 
 

@@ -282,15 +282,20 @@ def _serve_until_interrupted() -> None:
         serve.shutdown()
 
 
-def _ray_init(address: str | None) -> bool:
-    """Connect to ``address`` or start a local Ray; False when this process is already connected."""
+def _ray_init(address: str | None, ingress: str | None = None) -> bool:
+    """Connect to ``address`` or start a local Ray (serving through ``ingress`` when given);
+    False when this process is already connected."""
     import ray
+
+    from pipelines.cluster import ingress_env
 
     if ray.is_initialized():
         return False
     if address:
         ray.init(address=address)
     else:
+        if ingress is not None:
+            os.environ.update(ingress_env(ingress))
         ray.init()
     return True
 
@@ -312,7 +317,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         print(f"rayline: invalid serve options: {e}", file=sys.stderr)
         return 2
     target = args.address or os.environ.get("RAY_ADDRESS")
-    started = _ray_init(target)
+    started = _ray_init(target, serve_args.ingress)
     try:
         info = deploy(serve_args)
         _print_endpoint(

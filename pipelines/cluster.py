@@ -13,6 +13,33 @@ from pipelines.spec import PipelineSpec, RulesModelSpec
 # report() blocks until the next poll; 0.1 s makes per-round reporting affordable.
 TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
 
+# Serve reads this when its controller, proxies and replicas start, from the environment their
+# node was started with: the ingress is a property of the cluster, not of one application.
+HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
+
+
+def ingress_env(ingress: str) -> dict[str, str]:
+    """The environment a Ray started here needs to serve HTTP through ``ingress``."""
+    return {HAPROXY_ENV: "1" if ingress == "haproxy" else "0"}
+
+
+def cluster_ingress() -> str:
+    """The ingress the connected cluster's Serve uses: "haproxy" or "proxy".
+
+    Read from the environment of this driver's node (on a job, the head), where Serve's
+    controller runs; cluster configs set it on every node alike.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=0)
+    def node_setting() -> str | None:
+        return os.environ.get(HAPROXY_ENV)
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    setting = ray.get(node_setting.options(scheduling_strategy=here).remote(), timeout=60)
+    return "haproxy" if setting == "1" else "proxy"
+
 
 def connect(spec: PipelineSpec, address: str | None) -> bool:
     """Join the cluster at ``address``/RAY_ADDRESS/spec, or start a local one. True if local."""
@@ -27,6 +54,8 @@ def connect(spec: PipelineSpec, address: str | None) -> bool:
     elif target:
         ray.init(address=target, runtime_env={"env_vars": dict(TRAIN_ENV)}, log_to_driver=True)
     else:
+        if spec.serve.enabled:
+            os.environ.update(ingress_env(spec.serve.ingress))
         ray.init(
             num_cpus=spec.ray.num_cpus,
             num_gpus=spec.ray.num_gpus,

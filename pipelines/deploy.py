@@ -14,7 +14,13 @@ from typing import Any
 from components.features import FeatureTransform
 from components.predictor import Predictor
 from components.registry import Registry
+from pipelines.cluster import HAPROXY_ENV, cluster_ingress, ingress_env
 from serve.config import ServeArgs
+
+INGRESS_NAMES = {
+    "proxy": "through Serve's HTTP proxy",
+    "haproxy": "through HAProxy, direct ingress",
+}
 
 
 def endpoint(args: ServeArgs) -> str:
@@ -36,15 +42,27 @@ def deploy(
         args = args.model_copy(update={"version": version})
     serve.start(http_options={"host": args.host, "port": args.port})
     started = time.time()
+    ingress = cluster_ingress()
     out(
         f"    deploying {args.model} v{args.version} at {endpoint(args)} "
-        f"({args.min_replicas}-{args.max_replicas} replicas)"
+        f"({args.min_replicas}-{args.max_replicas} replicas, {INGRESS_NAMES[ingress]})"
     )
+    if ingress != args.ingress:
+        out(
+            f"    note: serve.ingress is {args.ingress}, but this cluster's Serve uses {ingress}: "
+            f"the ingress is fixed when the cluster's nodes start (set {HAPROXY_ENV}="
+            f"{ingress_env(args.ingress)[HAPROXY_ENV]} in their environment; see clusters/README.md)"
+        )
     serve.run(build_app(args.model_dump()), name=args.app_name(), route_prefix=args.prefix())
     wait_healthy(endpoint(args), args.version, timeout_s)
     remember(args)
     out(f"    serving after {time.time() - started:.1f}s")
-    return {"url": endpoint(args), "model": args.model, "version": args.version}
+    return {
+        "url": endpoint(args),
+        "model": args.model,
+        "version": args.version,
+        "ingress": ingress,
+    }
 
 
 SERVING_DIR = "serving"

@@ -232,6 +232,7 @@ def deployment_options(args: ServeArgs) -> dict[str, Any]:
     return {
         "user_config": args.user_config(),
         "max_ongoing_requests": args.max_ongoing_requests,
+        "logging_config": {"enable_access_log": args.access_log},
         "autoscaling_config": {
             "min_replicas": args.min_replicas,
             "max_replicas": args.max_replicas,

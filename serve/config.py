@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -27,6 +27,13 @@ class ServeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
+    # How HTTP reaches the replicas. A property of the Ray cluster, fixed when its nodes start:
+    # rayline applies it to a local Ray it starts itself and reports what a running cluster uses.
+    ingress: Literal["proxy", "haproxy"] = Field(
+        default="proxy",
+        description="proxy: Serve's HTTP proxy actor; haproxy: HAProxy in front of replicas that "
+        "serve HTTP themselves (Ray's direct ingress, RAY_SERVE_ENABLE_HA_PROXY=1)",
+    )
     route_prefix: str | None = Field(default=None, description="default: /<model name>")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -43,6 +50,9 @@ class ServeOptions(BaseModel):
     max_rows: int = Field(default=1000, ge=1)
     max_candidates: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # One log line per request in each replica's log (Serve's access log); at hundreds of
+    # requests/s per replica writing it costs CPU the scoring could use.
+    access_log: bool = True
     api_key_env: str | None = "RAYLINE_API_KEY"
     api_key_file: str | None = None
     # Ray node labels the replicas' nodes must carry, e.g. {node-type: gpu} with num_gpus: 1

@@ -1,7 +1,9 @@
 """Three Ray nodes on one machine (`ray start`): a head, a CPU node and a simulated GPU node.
 
-`rayline submit` runs a spec as a Ray job: XGBoost lands on the CPU node, the torch model on the
-"GPU" node, Serve answers. Then a node is lost mid-training (SIGKILL of its raylet, a process this
+The nodes start with Serve's HAProxy ingress on (as clusters/ shows), so the endpoint is reached
+through HAProxy and the replicas' own HTTP servers. `rayline submit` runs a spec as a Ray job:
+XGBoost lands on the CPU node, the torch model on the "GPU" node, Serve answers; `rayline
+promote` then switches the running deployment to another version under load, through HAProxy. Then a node is lost mid-training (SIGKILL of its raylet, a process this
 test started) and the run resumes from its checkpoint on the remaining node. Everything started
 here is stopped here (by pid; never `ray stop`, which would stop every Ray of the user). Run
 apart from the other tiers (`pytest -m cluster`): only one Ray cluster at a time on a machine.
@@ -56,6 +58,7 @@ class LocalCluster:
             "RAY_AUTH_MODE": "token",
             "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
             "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
+            "RAY_SERVE_ENABLE_HA_PROXY": "1",
         }
         self.env.pop("RAY_ADDRESS", None)
         self.manager_ports: dict[str, int] = {}
@@ -264,7 +267,12 @@ def test_job_places_training_by_node_type_and_serves(cluster: LocalCluster, tmp_
             },
         },
     ]
-    serve = {"port": SERVE_PORT, "label_selector": {"node-type": "cpu"}, "api_key_env": None}
+    serve = {
+        "port": SERVE_PORT,
+        "label_selector": {"node-type": "cpu"},
+        "api_key_env": None,
+        "ingress": "haproxy",
+    }
     spec = _spec(tmp_path / "job-a", storage, models, serve, 4000)
     code = main(
         ["submit", str(spec), "--address", cluster.address, "--working-dir", str(spec.parent)]
@@ -273,5 +281,58 @@ def test_job_places_training_by_node_type_and_serves(cluster: LocalCluster, tmp_
     report = _report(storage, "job-a")
     placed = {m["name"]: m["trained_on"]["labels"].get("node-type") for m in report["models"]}
     assert placed == {"gbdt": "cpu", "mlp": "gpu"}
+    assert report["endpoint"]["ingress"] == "haproxy"
     r = httpx.get(f"http://127.0.0.1:{SERVE_PORT}/job-a/healthz", timeout=10)
     assert r.status_code == 200 and r.json()["version"] == report["model"]["version"]
+
+
+def test_promote_under_load_through_haproxy_drops_nothing(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """v1 served by a job; v2 registered by another; `rayline promote` from outside the cluster
+    switches the running deployment while four clients keep calling it through HAProxy."""
+    storage = tmp_path / "storage"
+    port = SERVE_PORT + 1
+    models = [{"name": "gbdt", "num_boost_round": 10, "scaling": {"num_workers": 0}}]
+    serve = {"port": port, "api_key_env": None, "ingress": "haproxy", "max_replicas": 1}
+    spec = _spec(tmp_path / "job-c", storage, models, serve, 2000)
+    submit = ["submit", str(spec), "--address", cluster.address, "--working-dir", str(spec.parent)]
+    assert main(submit) == 0
+    assert main([*submit, "serve.enabled=false", "models.0.params.max_depth=2"]) == 0
+    assert [v.version for v in Registry(str(storage)).versions("job-c")] == [1, 2]
+    url = f"http://127.0.0.1:{port}/job-c"
+    deployed = json.loads((storage / "serving" / "job-c.json").read_text())
+    assert deployed["ingress"] == "haproxy" and deployed["version"] == 1
+    row: dict[str, object] = {f"num_{i}": 0.1 * i for i in range(8)}
+    body = {"rows": [{**row, "cat_0": "c0_1", "cat_1": "c1_2", "cat_2": "c2_3"}]}
+    results: list[tuple[int, int | None]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    r = client.post(f"{url}/predict", json=body)
+                except httpx.HTTPError:
+                    results.append((0, None))
+                    continue
+                version = r.json().get("version") if r.status_code == 200 else None
+                results.append((r.status_code, version))
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        gcs = f"127.0.0.1:{cluster.port}"
+        assert main(["promote", "job-c", "2", "--storage", str(storage), "--address", gcs]) == 0
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    statuses = {s for s, _ in results}
+    versions = [v for _, v in results]
+    assert statuses == {200}, f"{len(results)} requests, statuses {statuses}"
+    assert versions[0] == 1 and versions[-1] == 2
+    assert 1 not in versions[len(versions) - 5 :]
