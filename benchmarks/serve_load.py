@@ -179,7 +179,9 @@ def run_phase(
     reg = Registry(storage)
     predict_bundle = reg.resolve("tiny-classification").path
     rank_bundle = reg.resolve("tiny-ranking").path
-    ray.init(num_cpus=4, include_dashboard=False)
+    # log_to_driver off: this process is also the load client, and streaming every replica's
+    # access log to it would take CPU from the client
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     results: list[dict[str, Any]] = []
     try:
         common = {
@@ -189,9 +191,6 @@ def run_phase(
             "max_replicas": 1,
             "num_cpus": 0.5,
             "api_key_env": None,
-            "max_ongoing_requests": 64,
-            "max_batch_size": 32,
-            "target_ongoing_requests": 32,
             "ingress": ingress,
         }
         for model in ("tiny-classification", "tiny-ranking"):

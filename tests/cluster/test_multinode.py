@@ -59,6 +59,9 @@ class LocalCluster:
             "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
             "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
             "RAY_SERVE_ENABLE_HA_PROXY": "1",
+            # three nodes on one machine: their HAProxies share the Serve, stats and metrics
+            # ports (SO_REUSEPORT), which Serve turns off unless asked (one node per machine)
+            "SERVE_SOCKET_REUSE_PORT_ENABLED": "1",
         }
         self.env.pop("RAY_ADDRESS", None)
         self.manager_ports: dict[str, int] = {}
@@ -292,7 +295,7 @@ def test_promote_under_load_through_haproxy_drops_nothing(
     """v1 served by a job; v2 registered by another; `rayline promote` from outside the cluster
     switches the running deployment while four clients keep calling it through HAProxy."""
     storage = tmp_path / "storage"
-    port = SERVE_PORT + 1
+    port = SERVE_PORT  # Serve's port is the cluster's: the job-a test may have started it
     models = [{"name": "gbdt", "num_boost_round": 10, "scaling": {"num_workers": 0}}]
     serve = {"port": port, "api_key_env": None, "ingress": "haproxy", "max_replicas": 1}
     spec = _spec(tmp_path / "job-c", storage, models, serve, 2000)
