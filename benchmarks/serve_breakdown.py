@@ -21,7 +21,7 @@ import numpy as np
 from components.predictor import Predictor
 from pipelines.deploy import example_row
 from serve.schemas import PredictRequest
-from serve.scoring import Limits, ModelScorer
+from serve.scoring import Limits, ModelScorer, body_json
 
 
 def per_call_us(fn: Callable[[], Any], repeat: int) -> float:
@@ -46,7 +46,7 @@ def measure_stages(
         "transform": transform_us,
         # score() = transform + booster (+ guardrails); the model's share is the difference
         "model": per_call_us(lambda: predictor.score(frame), repeat) - transform_us,
-        "response": per_call_us(lambda: scorer.predict_response(scored).model_dump_json(), repeat),
+        "response": per_call_us(lambda: body_json(scorer.predict_response(scored)), repeat),
     }
 
 

@@ -16,7 +16,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
 from ray import serve
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,7 +24,7 @@ from components.predictor import Scored
 from components.registry import Registry
 from serve.config import ServeArgs
 from serve.schemas import ModelInfo, PredictRequest, PredictResponse, RankRequest, RankResponse
-from serve.scoring import Limits, ModelScorer, RequestError, score_frames
+from serve.scoring import Body, Limits, ModelScorer, RequestError, body_json, score_frames
 
 OPEN_PATHS = ("/healthz",)
 
@@ -105,11 +104,11 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     return JSONResponse(status_code=422, content={"detail": detail})
 
 
-def _json(body: BaseModel) -> Response:
-    """The response body serialised once by pydantic. Returning the model itself would make
-    FastAPI dump it, validate the dump again and serialise that; the route's response_model
-    still documents the body in the OpenAPI schema."""
-    return Response(body.model_dump_json(exclude_none=True), media_type="application/json")
+def _json(body: Body) -> Response:
+    """The response body serialised in one call. Returning a pydantic model would make FastAPI
+    dump it, validate the dump again and serialise that; the route's response_model still
+    documents the body in OpenAPI."""
+    return Response(body_json(body), media_type="application/json")
 
 
 def read_api_key(env: str | None, path: str | None) -> str | None:

@@ -337,4 +337,4 @@ def test_serving_columns_and_batches_split_back_per_request(tmp_path: Any) -> No
     assert [*parts[0].output, *parts[1].output] == whole["score"].tolist()
     assert parts[0].fired == [["kids"]] and parts[1].rule == ["default", "us", "default"]
     body = scorer.rank_response(parts[1], top_k=None)
-    assert [c.index for c in body.ranked] == [1, 0, 2] and body.filtered == []
+    assert [c["index"] for c in body["ranked"]] == [1, 0, 2] and body["filtered"] == []
