@@ -109,6 +109,20 @@ def test_health_model_and_docs(served: dict) -> None:
     assert httpx.get(f"{url}/docs").status_code == 200
 
 
+def test_the_cluster_ingress_is_reported(served: dict) -> None:
+    """The session's Ray started without HAProxy: a spec asking for it is told so, and served."""
+    said: list[str] = []
+    info = deploy(
+        _args(str(served["storage"]), "tiny-classification", ingress="haproxy"), said.append
+    )
+    assert info["ingress"] == "proxy" and info["url"] == served["tiny-classification"]
+    assert "through Serve's HTTP proxy" in said[0]
+    note = [line for line in said if "note:" in line]
+    assert note and "serve.ingress is haproxy" in note[0]
+    assert "RAY_SERVE_ENABLE_HA_PROXY=1" in note[0]
+    assert httpx.get(f"{info['url']}/healthz").status_code == 200
+
+
 def test_same_scores_through_evaluation_batch_inference_and_http(
     served: dict, tmp_path: Path
 ) -> None:
