@@ -24,10 +24,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-# Two pytest runs: the cluster tier starts its own multi-node Ray with `ray start`, which must not
-# overlap the local Ray the other tiers share (one Ray cluster at a time on a machine).
+# Three pytest runs, one Ray cluster each (one at a time on a machine): the tiers sharing a local
+# Ray; the serving tests that involve replicas coming and going again on a local Ray serving
+# through HAProxy (Serve reads RAY_SERVE_ENABLE_HA_PROXY when Ray starts); the cluster tier, which
+# starts its own multi-node Ray with `ray start`.
+HAPROXY_TESTS := ingress or switching or autoscaling or killing or api_key or fuzzed
 test: lint
 	$(VENV)/bin/pytest -m "not gpu and not cluster" --durations=15
+	RAY_SERVE_ENABLE_HA_PROXY=1 $(VENV)/bin/pytest tests/e2e/test_serve.py -k "$(HAPROXY_TESTS)" --durations=5
 	$(VENV)/bin/pytest -m cluster --durations=5
 
 clean:

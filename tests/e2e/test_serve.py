@@ -4,6 +4,7 @@ inference, zero-downtime version switches and autoscaling."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from components import generators
 from components.predictor import Predictor
 from components.registry import Registry
 from pipelines.cli import main
-from pipelines.deploy import deploy, endpoint
+from pipelines.deploy import INGRESS_NAMES, deploy, endpoint
 from serve.config import ServeArgs
 from tests.conftest import CONFIGS
 
@@ -110,16 +111,20 @@ def test_health_model_and_docs(served: dict) -> None:
 
 
 def test_the_cluster_ingress_is_reported(served: dict) -> None:
-    """The session's Ray started without HAProxy: a spec asking for it is told so, and served."""
+    """A spec asking for the ingress the session's Ray was not started with is told so, and
+    served through the one the cluster has."""
+    from pipelines.cluster import cluster_ingress
+
+    running = cluster_ingress()
+    assert running == ("haproxy" if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else "proxy")
+    other = "proxy" if running == "haproxy" else "haproxy"
     said: list[str] = []
-    info = deploy(
-        _args(str(served["storage"]), "tiny-classification", ingress="haproxy"), said.append
-    )
-    assert info["ingress"] == "proxy" and info["url"] == served["tiny-classification"]
-    assert "through Serve's HTTP proxy" in said[0]
+    info = deploy(_args(str(served["storage"]), "tiny-classification", ingress=other), said.append)
+    assert info["ingress"] == running and info["url"] == served["tiny-classification"]
+    assert INGRESS_NAMES[running] in said[0]
     note = [line for line in said if "note:" in line]
-    assert note and "serve.ingress is haproxy" in note[0]
-    assert "RAY_SERVE_ENABLE_HA_PROXY=1" in note[0]
+    assert note and f"serve.ingress is {other}" in note[0]
+    assert f"RAY_SERVE_ENABLE_HA_PROXY={1 if other == 'haproxy' else 0}" in note[0]
     assert httpx.get(f"{info['url']}/healthz").status_code == 200
 
 
