@@ -23,7 +23,14 @@ from components.features import Columns
 from components.predictor import Scored
 from components.registry import Registry
 from serve.config import ServeArgs
-from serve.schemas import ModelInfo, PredictRequest, PredictResponse, RankRequest, RankResponse
+from serve.schemas import (
+    BatchingStats,
+    ModelInfo,
+    PredictRequest,
+    PredictResponse,
+    RankRequest,
+    RankResponse,
+)
 from serve.scoring import Body, Limits, ModelScorer, RequestError, body_json, score_frames
 
 OPEN_PATHS = ("/healthz",)
@@ -138,6 +145,7 @@ class ModelServer:
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         self.scorer: ModelScorer | None = None
+        self.batching = BatchingStats(batches=0, requests=0, largest=0)
         self.api_key: str | None = None
         self.config: dict[str, Any] = {}
         if config:
@@ -153,6 +161,7 @@ class ModelServer:
             self.config.get("storage"),
         ):
             version = Registry(args.storage).resolve(args.model, version=args.version)
+            self.batching = BatchingStats(batches=0, requests=0, largest=0)
             self.scorer = ModelScorer.load(
                 version.path,
                 args.model,
@@ -193,9 +202,13 @@ class ModelServer:
             )
         return self.scorer
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def _score(self, frames: list[Columns]) -> list[Scored]:
         assert self.scorer is not None
+        stats = self.batching
+        stats.batches += 1
+        stats.requests += len(frames)
+        stats.largest = max(stats.largest, len(frames))
         return score_frames(self.scorer.predictor, frames)
 
     @api.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
@@ -223,7 +236,9 @@ class ModelServer:
 
     @api.get("/model", response_model=ModelInfo)
     async def model(self, request: Request) -> ModelInfo:
-        return self._authorize(request).info()
+        info = self._authorize(request).info()
+        info.batching = self.batching.model_copy()
+        return info
 
 
 def deployment_options(args: ServeArgs) -> dict[str, Any]:

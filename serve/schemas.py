@@ -81,6 +81,14 @@ class FeatureInfo(BaseModel):
     type: str
 
 
+class BatchingStats(BaseModel):
+    """How this replica's @serve.batch grouped requests since it loaded the model."""
+
+    batches: int = Field(description="predict calls")
+    requests: int = Field(description="requests they scored")
+    largest: int = Field(description="most requests in one batch")
+
+
 class ModelInfo(BaseModel):
     model: str
     version: int
@@ -92,4 +100,7 @@ class ModelInfo(BaseModel):
     limits: dict[str, int]
     guardrails: list[str] = Field(
         default_factory=list, description="guardrails applied after the model, in order"
+    )
+    batching: BatchingStats | None = Field(
+        default=None, description="the answering replica's batches (one replica of several)"
     )

@@ -110,6 +110,31 @@ def test_health_model_and_docs(served: dict) -> None:
     assert httpx.get(f"{url}/docs").status_code == 200
 
 
+def test_concurrent_requests_are_scored_in_shared_batches(served: dict) -> None:
+    """No batch wait (the default): requests that queue while a batch is scored form the next."""
+    url = served["tiny-classification"]
+    before = httpx.get(f"{url}/model").json()["batching"]
+    statuses: list[int] = []
+    until = time.time() + 2.0
+
+    def load() -> None:
+        with httpx.Client(timeout=30) as client:
+            while time.time() < until:
+                statuses.append(client.post(f"{url}/predict", json={"rows": [_row()]}).status_code)
+
+    threads = [threading.Thread(target=load) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = httpx.get(f"{url}/model").json()["batching"]
+    assert set(statuses) == {200}
+    assert after["requests"] - before["requests"] == len(statuses)
+    batches = after["batches"] - before["batches"]
+    assert 0 < batches < len(statuses), (batches, len(statuses))  # fewer predicts than requests
+    assert 2 <= after["largest"] <= 8  # max_batch_size of this deployment
+
+
 def test_the_cluster_ingress_is_reported(served: dict) -> None:
     """A spec asking for the ingress the session's Ray was not started with is told so, and
     served through the one the cluster has."""
