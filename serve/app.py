@@ -145,7 +145,7 @@ class ModelServer:
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         self.scorer: ModelScorer | None = None
-        self.batching = BatchingStats(batches=0, requests=0, largest=0)
+        self.batching = BatchingStats()
         self.api_key: str | None = None
         self.config: dict[str, Any] = {}
         if config:
@@ -161,7 +161,7 @@ class ModelServer:
             self.config.get("storage"),
         ):
             version = Registry(args.storage).resolve(args.model, version=args.version)
-            self.batching = BatchingStats(batches=0, requests=0, largest=0)
+            self.batching = BatchingStats()
             self.scorer = ModelScorer.load(
                 version.path,
                 args.model,

@@ -84,9 +84,9 @@ class FeatureInfo(BaseModel):
 class BatchingStats(BaseModel):
     """How this replica's @serve.batch grouped requests since it loaded the model."""
 
-    batches: int = Field(description="predict calls")
-    requests: int = Field(description="requests they scored")
-    largest: int = Field(description="most requests in one batch")
+    batches: int = Field(default=0, description="predict calls")
+    requests: int = Field(default=0, description="requests they scored")
+    largest: int = Field(default=0, description="most requests in one batch")
 
 
 class ModelInfo(BaseModel):

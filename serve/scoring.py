@@ -197,10 +197,10 @@ class ModelScorer:
             )
         # Highest score first; equal scores keep request order (stable sort on -score).
         order = np.argsort(-scores, kind="stable")
-        body: Body = {"model": self.model, "version": self.version}
+        filtered = None
         if scored.filtered is not None:
             fired = scored.fired or []
-            body["filtered"] = [
+            filtered = [
                 {"index": i, "guardrails": fired[i]}
                 for i in np.flatnonzero(scored.filtered).tolist()
             ]
@@ -215,7 +215,9 @@ class ModelScorer:
             for c in ranked:
                 _put(c, "rule", scored.rule, c["index"])
                 _put(c, "guardrails", scored.fired, c["index"])
-        body["ranked"] = ranked
+        body: Body = {"model": self.model, "version": self.version, "ranked": ranked}
+        if filtered is not None:
+            body["filtered"] = filtered  # field order as in RankResponse
         return body
 
     def info(self) -> ModelInfo:

@@ -33,6 +33,7 @@ from components import bundle
 from components.registry import Registry
 from pipelines.cli import main
 from tests.conftest import CONFIGS
+from tests.load import assert_switched, calls_during
 
 VENV_BIN = Path(sys.executable).parent
 # Ray reads the auth mode once, when it is first imported: set it before anything imports ray.
@@ -308,34 +309,10 @@ def test_promote_under_load_through_haproxy_drops_nothing(
     assert deployed["ingress"] == "haproxy" and deployed["version"] == 1
     row: dict[str, object] = {f"num_{i}": 0.1 * i for i in range(8)}
     body = {"rows": [{**row, "cat_0": "c0_1", "cat_1": "c1_2", "cat_2": "c2_3"}]}
-    results: list[tuple[int, int | None]] = []
-    stop = threading.Event()
+    gcs = f"127.0.0.1:{cluster.port}"
 
-    def load() -> None:
-        with httpx.Client(timeout=30) as client:
-            while not stop.is_set():
-                try:
-                    r = client.post(f"{url}/predict", json=body)
-                except httpx.HTTPError:
-                    results.append((0, None))
-                    continue
-                version = r.json().get("version") if r.status_code == 200 else None
-                results.append((r.status_code, version))
-
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for t in threads:
-        t.start()
-    try:
-        time.sleep(1.0)
-        gcs = f"127.0.0.1:{cluster.port}"
+    def promote() -> None:
         assert main(["promote", "job-c", "2", "--storage", str(storage), "--address", gcs]) == 0
-        time.sleep(2.0)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    statuses = {s for s, _ in results}
-    versions = [v for _, v in results]
-    assert statuses == {200}, f"{len(results)} requests, statuses {statuses}"
-    assert versions[0] == 1 and versions[-1] == 2
-    assert 1 not in versions[len(versions) - 5 :]
+
+    calls = calls_during(f"{url}/predict", body, promote)
+    assert_switched(calls, old=1, new=2)

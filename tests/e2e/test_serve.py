@@ -24,6 +24,7 @@ from pipelines.cli import main
 from pipelines.deploy import INGRESS_NAMES, deploy, endpoint
 from serve.config import ServeArgs
 from tests.conftest import CONFIGS
+from tests.load import assert_switched, calls_during
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -114,19 +115,8 @@ def test_concurrent_requests_are_scored_in_shared_batches(served: dict) -> None:
     """No batch wait (the default): requests that queue while a batch is scored form the next."""
     url = served["tiny-classification"]
     before = httpx.get(f"{url}/model").json()["batching"]
-    statuses: list[int] = []
-    until = time.time() + 2.0
-
-    def load() -> None:
-        with httpx.Client(timeout=30) as client:
-            while time.time() < until:
-                statuses.append(client.post(f"{url}/predict", json={"rows": [_row()]}).status_code)
-
-    threads = [threading.Thread(target=load) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    calls = calls_during(f"{url}/predict", {"rows": [_row()]}, clients=8, before_s=0)
+    statuses = [status for status, _ in calls]
     after = httpx.get(f"{url}/model").json()["batching"]
     assert set(statuses) == {200}
     assert after["requests"] - before["requests"] == len(statuses)
@@ -337,31 +327,12 @@ def test_switching_versions_under_load_drops_nothing(served: dict) -> None:
         == 0
     )
     url = endpoint(_args(storage, "tiny-classification"))
-    results: list[tuple[int, int | None]] = []
-    stop = threading.Event()
-
-    def load() -> None:
-        with httpx.Client(timeout=30) as client:
-            while not stop.is_set():
-                r = client.post(f"{url}/predict", json={"rows": [_row()]})
-                results.append(
-                    (r.status_code, r.json().get("version") if r.status_code == 200 else None)
-                )
-
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for t in threads:
-        t.start()
-    time.sleep(1.0)
-    deploy(_args(storage, "tiny-classification", version=2))
-    time.sleep(2.0)
-    stop.set()
-    for t in threads:
-        t.join()
-    statuses = {s for s, _ in results}
-    versions = [v for _, v in results]
-    assert statuses == {200}, f"{len(results)} requests, statuses {statuses}"
-    assert versions[0] == 1 and versions[-1] == 2
-    assert versions.index(2) > 0 and 1 not in versions[len(versions) - 5 :]
+    calls = calls_during(
+        f"{url}/predict",
+        {"rows": [_row()]},
+        lambda: deploy(_args(storage, "tiny-classification", version=2)),
+    )
+    assert_switched(calls, old=1, new=2)
     deploy(_args(storage, "tiny-classification", version=1))  # leave v1 for the other tests
 
 

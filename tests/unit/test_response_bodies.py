@@ -108,6 +108,7 @@ def test_rank_body_with_filters_and_top_k(tmp_path: Path) -> None:
     assert body["ranked"][0]["guardrails"] == ["cap"] and body["ranked"][1]["guardrails"] == []
     assert [c["rule"] for c in body["ranked"]] == ["us", "us", "default"]
     assert body["filtered"] == [{"index": 1, "guardrails": ["kids"]}]
+    assert list(body) == ["model", "version", "ranked", "filtered"]  # RankResponse's order
     top = _same_as_schema(scorer.rank_response(scored, top_k=1), RankResponse)
     assert [c["index"] for c in top["ranked"]] == [2] and top["filtered"] == body["filtered"]
     predicted = _same_as_schema(scorer.predict_response(scored), PredictResponse)
