@@ -23,6 +23,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 # Three pytest runs, one Ray cluster each (one at a time on a machine): the tiers sharing a local
 # Ray; the serving tests that involve replicas coming and going again on a local Ray serving
@@ -31,7 +32,7 @@ lint: $(STAMP)
 HAPROXY_TESTS := ingress or switching or autoscaling or killing or api_key or fuzzed
 test: lint
 	$(VENV)/bin/pytest -m "not gpu and not cluster" --durations=15
-	RAY_SERVE_ENABLE_HA_PROXY=1 $(VENV)/bin/pytest tests/e2e/test_serve.py -k "$(HAPROXY_TESTS)" --durations=5
+	RAY_SERVE_ENABLE_HA_PROXY=1 $(VENV)/bin/pytest tests/e2e/test_serve.py -m e2e -k "$(HAPROXY_TESTS)" --durations=5
 	$(VENV)/bin/pytest -m cluster --durations=5
 
 clean:

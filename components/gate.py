@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from components import metrics
+from components.tasks import task_info
 
 LOWER_IS_BETTER = metrics.LOWER_IS_BETTER
 _CHUNK = 64  # resamples per vectorized chunk: bounds memory at _CHUNK x units
@@ -54,7 +55,7 @@ def _per_unit(
     threshold: float,
 ) -> np.ndarray | None:
     """Per-unit values whose mean is the metric, or None when the metric does not decompose."""
-    if task == "ranking":
+    if task_info(task).grouped:
         if groups is None:
             raise ValueError("ranking needs query ids")
         return metrics.per_query(y, out, groups, metric, relevance_threshold)
@@ -73,14 +74,13 @@ def _per_unit(
         if metric == "accuracy":
             return (out.argmax(axis=1) == idx).astype(np.float64)
         return None
-    if task == "regression":
-        if metric == "mae":
-            return np.abs(out - y)
-        if metric == "mape":  # over the rows with a positive label, as metrics.regression_metrics
-            pos = y > 0
-            return np.abs(out[pos] - y[pos]) / y[pos]
-        return None
-    raise ValueError(f"unknown task {task!r}")
+    # regression
+    if metric == "mae":
+        return np.abs(out - y)
+    if metric == "mape":  # over the rows with a positive label, as metrics.regression_metrics
+        pos = y > 0
+        return np.abs(out[pos] - y[pos]) / y[pos]
+    return None
 
 
 def _whole_metric(
@@ -146,7 +146,7 @@ def paired_bootstrap(
                 for i in range(0, resamples, _CHUNK)
             ]
         )
-        unit = "queries" if task == "ranking" else "rows"
+        unit = task_info(task).unit
     else:
         fn = _whole_metric(task, metric, threshold)
         n = len(y)
@@ -188,7 +188,7 @@ def decide(
     if champion is None:
         return GateDecision(
             metric=metric,
-            unit="queries" if task == "ranking" else "rows",
+            unit=task_info(task).unit,
             units=0,
             challenger=value,
             champion=None,

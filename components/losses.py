@@ -125,6 +125,7 @@ def lambda_ranknet_loss(scores: Tensor, relevance: Tensor, groups: Tensor) -> Te
     return pairwise_ranknet_loss(scores, relevance, groups, lambda_weighting=True)
 
 
+# Which tasks allow which loss, and each task's default: components.tasks (torch_losses).
 LOSSES: dict[str, LossFn] = {
     "bce": bce_loss,
     "cross_entropy": cross_entropy_loss,

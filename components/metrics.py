@@ -58,11 +58,14 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
+from components import tasks
+
 EPS = 1e-15
 """Probabilities are clipped to ``[EPS, 1 - EPS]`` before taking logs."""
 
-LOWER_IS_BETTER = frozenset({"logloss", "rmse", "mae", "mape"})
-"""Metrics where smaller is better (selection, early stopping and the gate read this)."""
+LOWER_IS_BETTER: frozenset[str] = tasks.LOWER_IS_BETTER
+"""Metrics where smaller is better (selection, early stopping and the gate read this): the
+union of the tasks' ``lower_is_better`` in components.tasks."""
 
 
 # --------------------------------------------------------------------------------------------

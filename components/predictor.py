@@ -24,15 +24,9 @@ import pandas as pd
 
 from components import bundle, rule_models, rules, xgboost_model
 from components.features import Columns, FeatureTransform, num_rows
+from components.model_bundle import GUARDRAILS_FILE, MODEL_FILES
+from components.tasks import task_info
 from components.validation import DataSchema
-
-MODEL_FILES = {
-    "xgboost": "model.ubj",
-    "torch.mlp": "model.pt",
-    "torch.dlrm": "model.pt",
-    "rules": "rules.json",
-}
-GUARDRAILS_FILE = "guardrails.json"
 
 
 @dataclass(frozen=True)
@@ -156,7 +150,7 @@ class Predictor:
             raise ValueError(f"missing feature column(s) {missing}")
         if num_rows(frame) == 0:
             k = int(self.meta.get("num_classes") or 0)
-            empty = np.zeros((0, k)) if self.task == "multiclass" else np.zeros(0)
+            empty = np.zeros((0, k)) if task_info(self.task).proba else np.zeros(0)
             return Scored(empty, empty, [] if self.meta["kind"] == "rules" else None)
         raw, rule = self._model_output(frame)
         if self.guardrails is None:
@@ -167,13 +161,24 @@ class Predictor:
             raw,
             rule,
             applied.fired_names(),
-            applied.filtered if self.task == "ranking" else None,
+            applied.filtered if task_info(self.task).grouped else None,
         )
 
     def predict(self, frame: pd.DataFrame | Columns) -> np.ndarray:
         """P(class 1) for binary, (n, K) probabilities for multiclass, a score for ranking, the
         value for regression; guardrails applied."""
         return self.score(frame).output
+
+    def predicted_labels(self, output: np.ndarray) -> np.ndarray | None:
+        """The predicted class of each row of ``output`` (``predict``'s array) when the task's
+        labels are classes: the argmax of the probabilities, or ``P(1) >= threshold`` (the
+        bundle's ``threshold``, default 0.5); None for the other tasks."""
+        info = task_info(self.task)
+        if not info.classes:
+            return None
+        if info.proba:
+            return output.argmax(axis=1) if len(output) else np.zeros(0, dtype=np.int64)
+        return (output >= float(self.meta.get("threshold", 0.5))).astype(np.int64)
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Scores as columns: ``score`` (+ ``label_pred`` for binary), or ``proba_<k>`` +
@@ -182,17 +187,14 @@ class Predictor:
         ranking, ``filtered``; a rule model adds ``rule`` (the rule that decided)."""
         scored = self.score(frame)
         out = scored.output
-        if self.task == "multiclass":
-            cols = {f"proba_{k}": out[:, k] for k in range(out.shape[1])}
-            cols["label_pred"] = out.argmax(axis=1) if len(out) else np.zeros(0, dtype=np.int64)
-            result = pd.DataFrame(cols, index=frame.index)
-        else:
-            result = pd.DataFrame({"score": out}, index=frame.index)
-            if self.task == "binary":
-                threshold = float(self.meta.get("threshold", 0.5))
-                result["label_pred"] = (out >= threshold).astype(np.int64)
+        proba = task_info(self.task).proba
+        cols = {f"proba_{k}": out[:, k] for k in range(out.shape[1])} if proba else {"score": out}
+        labels = self.predicted_labels(out)
+        if labels is not None:
+            cols["label_pred"] = labels
+        result = pd.DataFrame(cols, index=frame.index)
         if scored.fired is not None:
-            if self.task == "multiclass":
+            if proba:
                 for k in range(scored.raw.shape[1]):
                     result[f"raw_proba_{k}"] = scored.raw[:, k]
             else:

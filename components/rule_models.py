@@ -4,9 +4,10 @@ Both are written in the spec with the condition language of ``components.rules``
 bundle as JSON, compiled once per process (``compile_rule_model``, ``compile_guardrails``) and
 applied by the Predictor, so evaluation, batch inference and serving give the same results.
 
-What a rule gives depends on the task (``OUTPUT_FIELD``): ``score`` (binary: P(class 1), a
-constant in [0, 1]; ranking: any number or numeric expression), ``label`` (multiclass: a class
-id; binary: 0 or 1, i.e. a score of 0.0 or 1.0), ``value`` (regression: a number or expression).
+What a rule gives depends on the task (its ``rule_outputs`` in components.tasks): ``score``
+(binary: P(class 1), a constant in [0, 1]; ranking: any number or numeric expression),
+``label`` (multiclass: a class id; binary: 0 or 1, i.e. a score of 0.0 or 1.0), ``value``
+(regression: a number or expression).
 
 A rule model scores each row with its first rule whose ``when`` holds, else the ``default``.
 Guardrails run in order on the model's output:
@@ -35,13 +36,8 @@ import pandas as pd
 from components import rules
 from components.features import Columns
 from components.rules import FeatureKinds, Frame, Node, RuleError
+from components.tasks import task_info
 
-OUTPUT_FIELD: dict[str, tuple[str, ...]] = {
-    "binary": ("score", "label"),
-    "multiclass": ("label",),
-    "ranking": ("score",),
-    "regression": ("value",),
-}
 ACTIONS = ("override", "clamp", "boost", "filter")
 
 
@@ -53,8 +49,9 @@ def _output_node(
     task: str, out: Mapping[str, Any], where: str, features: FeatureKinds, num_classes: int | None
 ) -> Node:
     """The numeric expression for one rule's output (binary labels become 0.0/1.0 scores)."""
+    info = task_info(task)
     given = [k for k in ("score", "label", "value") if out.get(k) is not None]
-    allowed = OUTPUT_FIELD[task]
+    allowed = info.rule_outputs
     if len(given) != 1 or given[0] not in allowed:
         raise RulesConfigError(
             f"{where}: give exactly one of {' or '.join(allowed)} for task {task}"
@@ -63,13 +60,13 @@ def _output_node(
     field = given[0]
     value = out[field]
     if field == "label":
-        ok = num_classes if task == "multiclass" else 2
+        ok = num_classes if info.labels == "class" else 2  # else binary
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < (ok or 0):
             raise RulesConfigError(
                 f"{where}.label: a class id in 0..{(ok or 1) - 1}, got {value!r}"
             )
         return rules.Literal_(0, float(value))
-    if task == "binary" and (
+    if info.output == "probability" and (
         isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1
     ):
         raise RulesConfigError(
@@ -89,7 +86,8 @@ def _condition(text: Any, where: str, features: FeatureKinds) -> Node:
 
 
 def _as_output(task: str, values: np.ndarray, num_classes: int | None) -> np.ndarray:
-    if task != "multiclass":
+    """Rule outputs as the model's output: class ids as one-hot probabilities (``proba``)."""
+    if not task_info(task).proba:
         return values
     out = np.zeros((len(values), int(num_classes or 2)))
     out[np.arange(len(values)), values.astype(np.int64)] = 1.0
@@ -210,10 +208,7 @@ class Guardrails:
             if g.action == "override":
                 assert g.value is not None
                 value = rules.evaluate(g.value, f)
-                if self.task == "multiclass":
-                    out[cond] = _as_output(self.task, value[cond], self.num_classes)
-                else:
-                    out[cond] = value[cond]
+                out[cond] = _as_output(self.task, value[cond], self.num_classes)
                 fired[:, j] = cond
             elif g.action == "boost":
                 assert g.value is not None
@@ -240,6 +235,7 @@ def compile_guardrails(
     where: str = "guardrails",
 ) -> Guardrails:
     """Compile the spec's ``guardrails:`` list; RulesConfigError names the item and the reason."""
+    info = task_info(task)
     out: list[Guardrail] = []
     for i, g in enumerate(items):
         at = f"{where}.{i}"
@@ -253,9 +249,9 @@ def compile_guardrails(
                 + (f" (got {', '.join(actions)})" if actions else "")
             )
         action = actions[0]
-        if action in ("boost", "filter") and task != "ranking":
+        if action in ("boost", "filter") and not info.grouped:
             raise RulesConfigError(f"{at}.{action}: only for task ranking (this is {task})")
-        if action == "clamp" and task == "multiclass":
+        if action == "clamp" and info.proba:
             raise RulesConfigError(f"{at}.clamp: not for multiclass (override the label instead)")
         when = g.get("when")
         if when is None and action != "clamp":
@@ -293,7 +289,9 @@ def compile_guardrails(
                     raise RulesConfigError(f"{at}.clamp.{k}: a number, got {v!r}")
             if low is not None and high is not None and low > high:
                 raise RulesConfigError(f"{at}.clamp: min {low} is above max {high}")
-            if task == "binary" and ((low or 0) < 0 or (high if high is not None else 1) > 1):
+            if info.output == "probability" and (
+                (low or 0) < 0 or (high if high is not None else 1) > 1
+            ):
                 raise RulesConfigError(f"{at}.clamp: a binary score stays within [0, 1]")
             out.append(
                 Guardrail(

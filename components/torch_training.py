@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from components.losses import LOSSES
+from components.tasks import task_info
 from components.torch_models import ArchitectureSpec, build_model
 
 Task = Literal["binary", "multiclass", "ranking", "regression"]
@@ -105,6 +106,7 @@ def predict(
     """float64 predictions: binary ``sigmoid`` probability ``(n,)``, multiclass ``softmax``
     ``(n, K)``, ranking raw score ``(n,)``, regression the value ``(n,)`` (the output mapped back
     from the standardised label). Moves ``model`` to ``device`` and sets eval mode."""
+    info = task_info(task)
     device = torch.device(device)
     spec = getattr(model, "spec", None)
     mean, scale = getattr(spec, "target_mean", 0.0), getattr(spec, "target_scale", 1.0)
@@ -114,19 +116,17 @@ def predict(
     for start in range(0, len(x), batch_size):
         out = _outputs(model(torch.from_numpy(x[start : start + batch_size]).to(device)))
         out = out.double()
-        if task == "binary":
+        if info.output == "probability":
             out = torch.sigmoid(out)
-        elif task == "multiclass":
+        elif info.proba:
             out = torch.softmax(out, dim=1)
-        elif task == "regression":
+        elif info.standardized_label:
             out = out * scale + mean
-        elif task != "ranking":
-            raise ValueError(f"unknown task {task!r}")
         parts.append(out.cpu().numpy())
     if parts:
         return np.concatenate(parts)
     width = getattr(getattr(model, "spec", None), "num_outputs", 1)
-    return np.empty((0, width) if task == "multiclass" else (0,), dtype=np.float64)
+    return np.empty((0, width) if info.proba else (0,), dtype=np.float64)
 
 
 def _batch(x: np.ndarray, y: np.ndarray, groups: np.ndarray, rows: np.ndarray) -> Batch:

@@ -22,6 +22,7 @@ import pandas as pd
 
 from components.features import categorical_strings
 from components.hashing import hash_strings, mix64, to_int63
+from components.tasks import task_info
 
 ROW_RULES = ("wrong_type", "null_label", "label_out_of_range", "missing_group", "missing_timestamp")
 SOURCE_FILE = "_source_file"
@@ -192,7 +193,8 @@ def _check_label_range(values: np.ndarray, schema: DataSchema, marks: _Marks) ->
     col = schema.label
     marks.mark(np.isnan(values), "null_label", f"column {col!r}: label is missing")
     finite = ~np.isnan(values)
-    if schema.task == "regression":  # any finite number
+    labels = task_info(schema.task).labels
+    if labels == "real":  # any finite number
         marks.mark(
             finite & ~np.isfinite(values),
             "label_out_of_range",
@@ -201,14 +203,14 @@ def _check_label_range(values: np.ndarray, schema: DataSchema, marks: _Marks) ->
         )
         return
     integral = finite & (np.mod(np.where(finite, values, 0), 1) == 0)
-    if schema.task == "binary":
+    if labels == "binary":
         hi, what = 1, "0 or 1"
-    elif schema.task == "multiclass":
+    elif labels == "class":
         hi, what = (
             (schema.num_classes or 2) - 1,
             f"an integer class id 0..{(schema.num_classes or 2) - 1}",
         )
-    else:
+    else:  # relevance
         hi, what = schema.max_relevance, f"an integer relevance 0..{schema.max_relevance}"
     bad = finite & (~integral | (values < 0) | (values > hi))
     marks.mark(

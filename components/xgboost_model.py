@@ -14,39 +14,25 @@ import pandas as pd
 import xgboost
 
 from components.features import FeatureTransform
+from components.tasks import metric_family, task_info
 
-OBJECTIVES = {
-    "binary": ("binary:logistic",),
-    "multiclass": ("multi:softprob",),
-    "ranking": ("rank:ndcg", "rank:pairwise", "rank:map"),
-    "regression": ("reg:squarederror", "reg:absoluteerror", "reg:tweedie"),
-}
-# rayline metric name -> XGBoost eval_metric (for early stopping on the validation split).
-_EVAL_METRIC = {
-    "auc": "auc",
-    "logloss": "logloss",
-    "accuracy": "error",
-    "f1": "logloss",
-    "macro_f1": "mlogloss",
-    "mrr": "ndcg",
-    "rmse": "rmse",
-    "mae": "mae",
-    # R2 on a fixed validation split is 1 - MSE / var: tracking RMSE picks the same round.
-    "r2": "rmse",
-    # XGBoost's own mape divides by every label (zeros give inf); MAE is the robust stand-in.
-    "mape": "mae",
-}
+# The objectives and eval metrics of each task are in components.tasks (xgb_objectives,
+# xgb_eval_metrics, xgb_tracking).
 _MAXIMIZE = {"auc", "ndcg", "map", "pre"}
 
 
 def eval_metric(task: str, metric: str) -> str:
-    """The XGBoost eval_metric that tracks the spec's selection metric."""
-    if task == "multiclass":
-        return "merror" if metric == "accuracy" else "mlogloss"
-    if metric.startswith("ndcg@") or metric.startswith("map@"):
-        # MAP in XGBoost only accepts binary labels; NDCG at the same cut-off tracks it.
-        return "ndcg@" + metric.split("@", 1)[1]
-    return _EVAL_METRIC.get(metric, "logloss")
+    """The XGBoost eval_metric that tracks the spec's selection metric (the task's
+    ``xgb_tracking``; a cut-off such as ``@10`` carries over)."""
+    info = task_info(task)
+    tracked = info.xgb_tracking.get(metric_family(metric))
+    if tracked is None:
+        raise ValueError(
+            f"{metric!r} is not a {task} metric; choose one of {', '.join(info.metrics)}"
+        )
+    if tracked.endswith("@k"):
+        return tracked.removesuffix("k") + metric.rsplit("@", 1)[1]
+    return tracked
 
 
 def maximize(xgb_metric: str) -> bool:
@@ -62,10 +48,11 @@ def build_params(
     nthread: int | None,
 ) -> dict[str, Any]:
     """Full XGBoost params: sensible defaults for the task, the spec's params on top."""
-    objective = user_params.get("objective", OBJECTIVES[task][0])
-    if objective not in OBJECTIVES[task]:
+    info = task_info(task)
+    objective = user_params.get("objective", info.default_objective)
+    if objective not in info.xgb_objectives:
         raise ValueError(
-            f"objective {objective!r} does not fit task {task}; use one of {OBJECTIVES[task]}"
+            f"objective {objective!r} does not fit task {task}; use one of {info.xgb_objectives}"
         )
     params: dict[str, Any] = {
         "tree_method": "hist",
@@ -76,15 +63,9 @@ def build_params(
     params.update(user_params)
     params["objective"] = objective
     tracked = eval_metric(task, metric)
-    extra = {
-        "binary": ["logloss", "auc"],
-        "multiclass": ["mlogloss", "merror"],
-        "ranking": ["ndcg@10"],
-        "regression": ["rmse", "mae"],
-    }[task]
     # XGBoost early-stops on the LAST metric in the list.
-    params["eval_metric"] = [m for m in extra if m != tracked] + [tracked]
-    if task == "multiclass":
+    params["eval_metric"] = [m for m in info.xgb_eval_metrics if m != tracked] + [tracked]
+    if info.proba:
         params["num_class"] = num_classes
     if use_gpu:
         params["device"] = "cuda"
@@ -101,14 +82,16 @@ def sort_by_group(frame: pd.DataFrame) -> pd.DataFrame:
 def dmatrix(
     frame: pd.DataFrame, transform: FeatureTransform, task: str, label: str | None
 ) -> xgboost.DMatrix:
-    """A DMatrix with categorical codes typed 'c' (native categorical splits) and qids for ranking."""
-    if task == "ranking":
+    """A DMatrix with categorical codes typed 'c' (native categorical splits) and qids for a
+    grouped task (ranking)."""
+    grouped = task_info(task).grouped
+    if grouped:
         frame = sort_by_group(frame)
     x = transform.transform(frame)
     kwargs: dict[str, Any] = {}
     if label is not None:
         kwargs["label"] = frame[label].to_numpy(dtype=np.float32)
-    if task == "ranking" and "_group" in frame:
+    if grouped and "_group" in frame:
         # Dense 0..G-1 ids in row order: XGBoost stores qids as 32-bit, and group keys
         # (hashes of string ids, generator ids) can exceed that and wrap out of order.
         kwargs["qid"] = pd.factorize(frame["_group"].to_numpy())[0].astype(np.uint32)

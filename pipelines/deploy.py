@@ -14,6 +14,7 @@ from typing import Any
 from components.features import FeatureTransform
 from components.predictor import Predictor
 from components.registry import Registry
+from components.tasks import task_info
 from pipelines.cluster import HAPROXY_ENV, cluster_ingress, ingress_env
 from serve.config import ServeArgs
 
@@ -147,7 +148,7 @@ def curl_examples(args: ServeArgs, bundle_path: str) -> str:
     url = endpoint(args)
     auth = f' -H "Authorization: Bearer ${args.api_key_env}"' if args.api_key_env else ""
     lines = [f"  curl -s {url}/healthz"]
-    if predictor.task == "ranking":
+    if task_info(predictor.task).grouped:  # served at /rank
         other = {k: (v + 1 if isinstance(v, float) else v) for k, v in row.items()}
         body = json.dumps({"candidates": [row, other], "top_k": 2})
         lines.append(f"  curl -s{auth} -H 'Content-Type: application/json' {url}/rank -d '{body}'")

@@ -13,10 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 KEY_FILE = "key.json"
+T = TypeVar("T")
 
 
 def key(*parts: Any) -> str:
@@ -68,3 +71,40 @@ def unfinished_run(runs_dir: str | Path) -> Path | None:
             return run
         return None  # the newest run finished: nothing to resume
     return None
+
+
+@dataclass(frozen=True)
+class Reusable(Generic[T]):
+    """How one stage's result is kept for a resumed run: where, under which key, and how to
+    write it (``save`` writes the files, returns what the key document keeps) and read it back
+    (``load`` gets that document)."""
+
+    names: tuple[str, ...]  # what the report's "reused" lists
+    folder: str
+    key: str
+    save: Callable[[T], dict[str, Any]]
+    load: Callable[[dict[str, Any]], T]
+
+
+@dataclass
+class Resume:
+    """The one wrapper around stage calls: with ``enabled`` (``--resume``), a stage whose stored
+    key equals its key now is loaded instead of run; every finished stage is stored."""
+
+    enabled: bool
+    reused: list[str] = field(default_factory=list)
+
+    def stored(self, r: Reusable[Any]) -> dict[str, Any] | None:
+        """The stored document ``r`` would be loaded from, or None (not resuming, or stale)."""
+        return matches(r.folder, r.key) if self.enabled else None
+
+    def run(self, r: Reusable[T], compute: Callable[[], T]) -> T:
+        """``r``'s stored result when it can be reused, else ``compute()`` (then stored)."""
+        doc = self.stored(r)
+        if doc is not None:
+            result = r.load(doc)
+            self.reused.extend(r.names)
+            return result
+        result = compute()
+        mark_done(r.folder, r.key, **r.save(result))
+        return result

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from components import search_space
+from components.tasks import task_info
 from serve.config import ServeArgs, ServeOptions
 
 Task = Literal["binary", "multiclass", "ranking", "regression"]
@@ -215,26 +216,16 @@ class ScalingSpec(_Strict):
             raise ValueError("accelerator_type needs use_gpu: true")
         return self
 
-    def _resources(self) -> dict[str, float]:
+    def per_worker(self) -> dict[str, float]:
+        """Resources each worker asks for (resources_per_worker, plus a GPU with use_gpu)."""
         res = dict(self.resources_per_worker or {"CPU": 1.0})
         if self.use_gpu:
             res.setdefault("GPU", 1.0)
         return res
 
-    def worker_kwargs(self) -> dict[str, Any]:
-        """The fields of components.steps.train_common.WorkerScaling, for the job classes."""
-        return {
-            "num_workers": self.num_workers,
-            "use_gpu": self.use_gpu,
-            "resources_per_worker": self._resources() if self.num_workers > 0 else None,
-            "max_failures": self.max_failures,
-            "label_selector": self.label_selector,
-            "accelerator_type": self.accelerator_type,
-        }
-
     def worker_resources(self) -> dict[str, float]:
         """Logical resources one training worker holds (what Ray Train will request)."""
-        res = self._resources()
+        res = self.per_worker()
         if self.accelerator_type:  # how Ray itself expresses the request
             res[f"accelerator_type:{self.accelerator_type}"] = 0.001
         return res
@@ -289,14 +280,10 @@ class TorchModelSpec(_Strict):
     search: dict[str, Any] | None = None  # as for XGBoost models
 
     def loss_for(self, task: str) -> str:
+        """The loss to train with: ``loss``, or for ``auto`` the task's default loss."""
         if self.loss != "auto":
             return self.loss
-        return {
-            "binary": "bce",
-            "multiclass": "cross_entropy",
-            "ranking": "pairwise",
-            "regression": "mse",
-        }[task]
+        return task_info(task).default_loss
 
 
 class RuleOutput(_Strict):
@@ -435,26 +422,6 @@ class RaySpec(_Strict):
     num_gpus: int | None = Field(default=None, ge=0)
 
 
-METRICS: dict[str, tuple[str, ...]] = {
-    "binary": ("auc", "logloss", "accuracy", "f1"),
-    "multiclass": ("accuracy", "macro_f1", "logloss"),
-    "ranking": ("ndcg@k", "map@k", "mrr"),
-    "regression": ("rmse", "mae", "r2", "mape"),
-}
-DEFAULT_METRIC = {
-    "binary": "auc",
-    "multiclass": "logloss",
-    "ranking": "ndcg@10",
-    "regression": "rmse",
-}
-
-
-def xgboost_model_objectives() -> dict[str, tuple[str, ...]]:
-    from components.xgboost_model import OBJECTIVES
-
-    return OBJECTIVES
-
-
 def _check_search(i: int, m: XGBoostModelSpec | TorchModelSpec, tune: TuneSpec) -> None:
     """Parse the space and validate the model at every edge of it, naming the path."""
     try:
@@ -522,19 +489,20 @@ class PipelineSpec(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> PipelineSpec:
         d = self.data
-        if self.task == "ranking" and not d.group:
-            raise ValueError("task ranking needs data.group (the query id column)")
-        if self.task == "multiclass" and d.num_classes is None:
-            raise ValueError("task multiclass needs data.num_classes")
+        info = task_info(self.task)  # metrics, objectives, losses per task: components.tasks
+        if info.grouped and not d.group:
+            raise ValueError(f"task {self.task} needs data.group (the query id column)")
+        if info.labels == "class" and d.num_classes is None:
+            raise ValueError(f"task {self.task} needs data.num_classes")
         if self.split.method == "group" and not d.group:
             raise ValueError("split.method group needs data.group")
         if self.split.method == "time" and not d.timestamp:
             raise ValueError("split.method time needs data.timestamp")
         if (self.split.method == "explicit") != (d.sources is not None):
             raise ValueError("split.method explicit goes with data.sources (and only with it)")
-        if self.task == "ranking" and self.split.method == "random":
+        if info.grouped and self.split.method == "random":
             raise ValueError(
-                "task ranking with split.method random would cut queries across splits; "
+                f"task {self.task} with split.method random would cut queries across splits; "
                 "use split.method group (or time/explicit)"
             )
         special = (
@@ -546,28 +514,25 @@ class PipelineSpec(_Strict):
         for i, m in enumerate(self.models):
             if isinstance(m, TorchModelSpec):
                 loss = m.loss_for(self.task)
-                fits = {
-                    "binary": {"bce"},
-                    "multiclass": {"cross_entropy"},
-                    "ranking": {"bce", "mse", "huber", "pairwise", "lambdarank", "listwise"},
-                    "regression": {"mse", "huber"},
-                }[self.task]
-                if loss not in fits:
+                if loss not in info.torch_losses:
                     raise ValueError(
-                        f"models.{i}.loss {loss!r} does not fit task {self.task}; use one of {sorted(fits)}"
+                        f"models.{i}.loss {loss!r} does not fit task {self.task}; "
+                        f"use one of {sorted(info.torch_losses)}"
                     )
-                if self.task == "ranking" and loss == "bce" and d.max_relevance > 1:
+                if info.labels == "relevance" and loss == "bce" and d.max_relevance > 1:
                     raise ValueError(
                         f"models.{i}.loss bce needs 0/1 labels but data.max_relevance is "
                         f"{d.max_relevance}; use mse or huber (pointwise) or a ranking loss"
                     )
-            if isinstance(m, XGBoostModelSpec) and "objective" in m.params:
-                objectives = xgboost_model_objectives()[self.task]
-                if m.params["objective"] not in objectives:
-                    raise ValueError(
-                        f"models.{i}.params.objective {m.params['objective']!r} does not fit "
-                        f"task {self.task}; use one of {list(objectives)}"
-                    )
+            if (
+                isinstance(m, XGBoostModelSpec)
+                and "objective" in m.params
+                and m.params["objective"] not in info.xgb_objectives
+            ):
+                raise ValueError(
+                    f"models.{i}.params.objective {m.params['objective']!r} does not fit "
+                    f"task {self.task}; use one of {list(info.xgb_objectives)}"
+                )
         self._check_rules()
         for i, m in enumerate(self.models):
             if not isinstance(m, RulesModelSpec) and m.search:
@@ -576,11 +541,10 @@ class PipelineSpec(_Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"model names must be distinct, got {names}")
         metric = self.selection_metric()
-        base = re.sub(r"@\d+$", "@k", metric)
-        if base not in METRICS[self.task]:
+        if not info.has_metric(metric):
             raise ValueError(
                 f"evaluation.metric {metric!r} is not a {self.task} metric; "
-                f"choose one of {', '.join(METRICS[self.task])}"
+                f"choose one of {', '.join(info.metrics)}"
             )
         return self
 
@@ -611,7 +575,7 @@ class PipelineSpec(_Strict):
             raise ValueError(str(e)) from None
 
     def selection_metric(self) -> str:
-        return self.evaluation.metric or DEFAULT_METRIC[self.task]
+        return self.evaluation.metric or task_info(self.task).default_metric
 
     def model_name(self) -> str:
         return self.registry.model_name or self.name

@@ -104,3 +104,35 @@ def log_run(
                 client.set_registered_model_alias(model_name, "production", mv.version)
             out["model_version"] = str(mv.version)
     return out
+
+
+def track(
+    spec: Any, report: dict[str, Any], bundle_path: str, version: int, promoted: bool, out: Any
+) -> dict[str, Any]:
+    """Log a finished run to the spec's MLflow (``spec.tracking``); the report's ``tracking``
+    entry. A tracking failure is reported, not raised: the model is registered already."""
+    t = spec.tracking
+    winner = next((m for m in spec.models if m.name == report.get("winner")), None)
+    tuned = (report.get("tuning") or {}).get(report.get("winner") or "") or {}
+    params = {
+        "model": winner.model_dump(mode="json", exclude={"search"}) if winner else {},
+        "tuned": (tuned.get("best") or {}).get("config") or {},
+        "spec_sha256": spec.fingerprint(),
+    }
+    try:
+        info = log_run(
+            t.mlflow_uri,
+            t.experiment or spec.name,
+            report,
+            params,
+            bundle_path,
+            spec.model_name(),
+            version,
+            promoted=promoted,
+            artifact_location=t.artifact_location,
+        )
+    except Exception as e:  # the run itself succeeded
+        out(f"    MLflow logging failed ({type(e).__name__}: {e}); the run is registered")
+        return {"mlflow_uri": t.mlflow_uri, "error": f"{type(e).__name__}: {e}"}
+    out(f"    MLflow: run {info['run_id']} at {t.mlflow_uri}")
+    return {"mlflow_uri": t.mlflow_uri, **info}

@@ -8,16 +8,30 @@ trial on another node rebuilds exactly the job the plain path would have built.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from components import xgboost_model
 from components.features import FeatureTransform
 from components.metrics import LOWER_IS_BETTER
 from components.steps.train_common import TrainOutcome
+from components.tasks import task_info
 from components.torch_models import ArchitectureSpec
-from pipelines.spec import TorchModelSpec, TrainedModelSpec, XGBoostModelSpec
+from pipelines import translate
+from pipelines.spec import TorchModelSpec, TrainedModelSpec
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How a family reports while training: the Tune metric, its mode, and the time axis."""
+
+    metric: str  # key in the reported metrics
+    mode: str  # "max" or "min"
+    time_attr: str  # "round" (XGBoost) or "epoch" (torch)
+    max_t: int  # rounds or epochs of a full trial
+    step: int  # time units between two reports
 
 
 @dataclass(frozen=True)
@@ -33,34 +47,13 @@ class TrainContext:
     label_mean: float = 0.0
     label_std: float = 1.0
 
-    @property
+    @cached_property
     def transform(self) -> FeatureTransform:
+        """The fitted transform, parsed once per context."""
         return FeatureTransform.from_json(self.features_json)
 
 
-def make_job(ctx: TrainContext, m: TrainedModelSpec) -> Any:
-    """The adapter job (XGBoostJob or TorchJob) for model spec ``m``."""
-    if isinstance(m, TorchModelSpec):
-        from components.steps import train_torch
-
-        return train_torch.TorchJob(
-            task=ctx.task,
-            label=ctx.label,
-            loss=m.loss_for(ctx.task),
-            arch_json=architecture(ctx, m).to_json(),
-            features_json=ctx.features_json,
-            metric=ctx.metric,
-            maximize=ctx.metric not in LOWER_IS_BETTER,
-            epochs=m.epochs,
-            batch_size=m.batch_size,
-            learning_rate=m.learning_rate,
-            weight_decay=m.weight_decay,
-            early_stopping_epochs=m.early_stopping_epochs,
-            bf16=m.bf16,
-            seed=m.seed,
-            eval_kwargs=dict(ctx.eval_kwargs),
-            **m.scaling.worker_kwargs(),
-        )
+def _xgboost_job(ctx: TrainContext, m: Any) -> Any:
     from components.steps import train_xgboost
 
     params = xgboost_model.build_params(
@@ -74,12 +67,100 @@ def make_job(ctx: TrainContext, m: TrainedModelSpec) -> Any:
         early_stopping_rounds=m.early_stopping_rounds,
         report_every=m.report_every,
         features_json=ctx.features_json,
-        **m.scaling.worker_kwargs(),
+        **translate.worker_scaling(m.scaling),
     )
 
 
+def _torch_job(ctx: TrainContext, m: Any) -> Any:
+    from components.steps import train_torch
+
+    return train_torch.TorchJob(
+        task=ctx.task,
+        label=ctx.label,
+        loss=m.loss_for(ctx.task),
+        arch_json=architecture(ctx, m).to_json(),
+        features_json=ctx.features_json,
+        metric=ctx.metric,
+        maximize=ctx.metric not in LOWER_IS_BETTER,
+        epochs=m.epochs,
+        batch_size=m.batch_size,
+        learning_rate=m.learning_rate,
+        weight_decay=m.weight_decay,
+        early_stopping_epochs=m.early_stopping_epochs,
+        bf16=m.bf16,
+        seed=m.seed,
+        eval_kwargs=dict(ctx.eval_kwargs),
+        **translate.worker_scaling(m.scaling),
+    )
+
+
+def _xgboost_progress(ctx: TrainContext, m: Any) -> Progress:
+    tracked = xgboost_model.eval_metric(ctx.task, ctx.metric)
+    mode = "max" if xgboost_model.maximize(tracked) else "min"
+    return Progress(f"valid-{tracked}", mode, "round", m.num_boost_round, m.report_every)
+
+
+def _torch_progress(ctx: TrainContext, m: Any) -> Progress:
+    mode = "min" if ctx.metric in LOWER_IS_BETTER else "max"
+    return Progress(f"valid-{ctx.metric}", mode, "epoch", m.epochs, 1)
+
+
+def _xgboost_describe(m: Any, job: Any) -> str:
+    return (
+        f"{m.kind}, {m.scaling.num_workers} worker(s), up to {m.num_boost_round} rounds, "
+        f"objective {job.params['objective']}"
+    )
+
+
+def _torch_describe(m: Any, job: Any) -> str:
+    return f"{m.kind}, {m.scaling.num_workers} worker(s), up to {m.epochs} epochs, loss {job.loss}"
+
+
+@dataclass(frozen=True)
+class Family:
+    """What rayline knows about one trained model kind: how to build, describe and watch its
+    job, its time unit, and the spec fields a refit for ``n`` units sets."""
+
+    unit: str  # "rounds" or "epochs"
+    make_job: Callable[[TrainContext, Any], Any]
+    describe: Callable[[Any, Any], str]
+    progress: Callable[[TrainContext, Any], Progress]
+    refit: Callable[[int], dict[str, Any]]
+
+
+FAMILIES: dict[str, Family] = {
+    "xgboost": Family(
+        "rounds",
+        _xgboost_job,
+        _xgboost_describe,
+        _xgboost_progress,
+        lambda n: {"num_boost_round": n, "early_stopping_rounds": None},
+    ),
+    **{
+        kind: Family(
+            "epochs",
+            _torch_job,
+            _torch_describe,
+            _torch_progress,
+            lambda n: {"epochs": n, "early_stopping_epochs": None},
+        )
+        for kind in ("torch.mlp", "torch.dlrm")
+    },
+}
+
+
+def family(m: TrainedModelSpec) -> Family:
+    """The family record of a trained model spec."""
+    return FAMILIES[m.kind]
+
+
+def make_job(ctx: TrainContext, m: TrainedModelSpec) -> Any:
+    """The adapter job (XGBoostJob or TorchJob) for model spec ``m``."""
+    return family(m).make_job(ctx, m)
+
+
 def architecture(ctx: TrainContext, m: TorchModelSpec) -> ArchitectureSpec:
-    t = ctx.transform
+    t, info = ctx.transform, task_info(ctx.task)
     return ArchitectureSpec(
         kind=m.kind,
         num_numeric=len(t.numeric),
@@ -90,22 +171,15 @@ def architecture(ctx: TrainContext, m: TorchModelSpec) -> ArchitectureSpec:
         hidden=tuple(m.hidden),
         dropout=m.dropout,
         first_order=m.first_order,
-        num_outputs=(ctx.num_classes or 2) if ctx.task == "multiclass" else 1,
-        target_mean=ctx.label_mean if ctx.task == "regression" else 0.0,
-        target_scale=(ctx.label_std or 1.0) if ctx.task == "regression" else 1.0,
+        num_outputs=(ctx.num_classes or 2) if info.proba else 1,
+        target_mean=ctx.label_mean if info.standardized_label else 0.0,
+        target_scale=(ctx.label_std or 1.0) if info.standardized_label else 1.0,
     )
 
 
 def describe(m: TrainedModelSpec, job: Any) -> str:
     """One line for the run's output."""
-    if isinstance(m, TorchModelSpec):
-        return (
-            f"{m.kind}, {m.scaling.num_workers} worker(s), up to {m.epochs} epochs, loss {job.loss}"
-        )
-    return (
-        f"{m.kind}, {m.scaling.num_workers} worker(s), up to {m.num_boost_round} rounds, "
-        f"objective {job.params['objective']}"
-    )
+    return family(m).describe(m, job)
 
 
 def fit_job(
@@ -126,22 +200,6 @@ def fit_job(
     return train_xgboost.fit(job, train, valid, storage_path, run_name, callbacks)
 
 
-@dataclass(frozen=True)
-class Progress:
-    """How a family reports while training: the Tune metric, its mode, and the time axis."""
-
-    metric: str  # key in the reported metrics
-    mode: str  # "max" or "min"
-    time_attr: str  # "round" (XGBoost) or "epoch" (torch)
-    max_t: int  # rounds or epochs of a full trial
-    step: int  # time units between two reports
-
-
 def progress(ctx: TrainContext, m: TrainedModelSpec) -> Progress:
     """What Ray Tune watches for model ``m``: its own validation metric, per round or epoch."""
-    if isinstance(m, XGBoostModelSpec):
-        tracked = xgboost_model.eval_metric(ctx.task, ctx.metric)
-        mode = "max" if xgboost_model.maximize(tracked) else "min"
-        return Progress(f"valid-{tracked}", mode, "round", m.num_boost_round, m.report_every)
-    mode = "min" if ctx.metric in LOWER_IS_BETTER else "max"
-    return Progress(f"valid-{ctx.metric}", mode, "epoch", m.epochs, 1)
+    return family(m).progress(ctx, m)

@@ -14,7 +14,7 @@ from typing import Any
 
 from components import search_space
 from components.steps import tune as tune_step
-from pipelines import trainers
+from pipelines import trainers, translate
 from pipelines.spec import RulesModelSpec, TrainedModelSpec, TuneSpec, parse_model
 
 
@@ -72,16 +72,7 @@ def search(
     p = trainers.progress(ctx, m)
     grace = settings.grace_period or max(p.step, p.max_t // 4)
     watch = tune_step.Watch(p.metric, p.mode, p.time_attr, p.max_t)
-    options = tune_step.SearchSettings(
-        num_samples=settings.num_samples,
-        max_concurrent_trials=settings.max_concurrent_trials,
-        time_budget_s=settings.time_budget_s,
-        searcher=settings.searcher,
-        scheduler=settings.scheduler,
-        grace_period=grace,
-        reduction_factor=settings.reduction_factor,
-        seed=settings.seed,
-    )
+    options = translate.search_settings(settings, grace)
     return tune_step.run_search(
         trial,
         space,

@@ -19,6 +19,7 @@ import pydantic_core
 from components import bundle
 from components.features import Columns, num_rows
 from components.predictor import Predictor, Scored
+from components.tasks import task_info
 from serve.schemas import FeatureInfo, ModelInfo, Row
 
 # A response body as plain lists and dicts with the shape of serve.schemas' PredictResponse or
@@ -163,22 +164,14 @@ class ModelScorer:
     # -- responses ---------------------------------------------------------------------------
     def predict_response(self, scored: Scored) -> Body:
         """A ``PredictResponse`` body as plain lists and dicts (see ``Body``)."""
-        task = self.predictor.task
-        out = scored.output
+        field = task_info(self.predictor.task).response_field  # score, probabilities, value
+        values = scored.output.tolist()
+        labels = self.predictor.predicted_labels(scored.output)  # None: not a classifier
         preds: list[dict[str, Any]]
-        if task == "multiclass":
-            labels = out.argmax(axis=1).tolist()
-            preds = [
-                {"probabilities": p, "label": k} for p, k in zip(out.tolist(), labels, strict=True)
-            ]
-        elif task == "binary":
-            threshold = float(self.predictor.meta.get("threshold", 0.5))
-            labels = (out >= threshold).astype(int).tolist()
-            preds = [{"score": v, "label": k} for v, k in zip(out.tolist(), labels, strict=True)]
-        elif task == "regression":
-            preds = [{"value": v} for v in out.tolist()]
+        if labels is None:
+            preds = [{field: v} for v in values]
         else:
-            preds = [{"score": v} for v in out.tolist()]
+            preds = [{field: v, "label": k} for v, k in zip(values, labels.tolist(), strict=True)]
         if scored.rule is not None or scored.fired is not None:  # only for such bundles
             filtered = scored.filtered.tolist() if scored.filtered is not None else None
             for i, p in enumerate(preds):

@@ -1,19 +1,30 @@
-"""What the XGBoost and torch Train adapters share: sharding, configs, and reading the result."""
+"""What the XGBoost and torch Train adapters share: sharding, configs, each worker's start and
+checkpoints, and reading the result."""
 
 from __future__ import annotations
 
+import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Generic, TypeVar
 
+import pandas as pd
 import ray
 import ray.data
+import ray.train
 from ray.data.expressions import col
+from ray.train import Checkpoint, DataConfig
 
 # The V2 classes by their own module: `ray.train` re-exports them only at runtime, so type
 # checkers would see the V1 ScalingConfig (no label_selector).
 from ray.train.v2.api.config import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+
+from components.features import FeatureTransform
+
+R = TypeVar("R")
+J = TypeVar("J", bound="WorkerJob")
 
 
 @dataclass
@@ -35,12 +46,19 @@ def shard_datasets(
 ) -> dict[str, ray.data.Dataset]:
     """One training dataset per rank (whole buckets, so whole queries) plus the full validation set."""
     if num_workers <= 1:
-        return {"train_r0": train, "valid": valid}
+        return {train_shard(0, num_workers): train, "valid": valid}
     shards = {
-        f"train_r{r}": train.filter(expr=(col("_bucket") % num_workers) == r).materialize()
+        train_shard(r, num_workers): train.filter(
+            expr=(col("_bucket") % num_workers) == r
+        ).materialize()
         for r in range(num_workers)
     }
     return {**shards, "valid": valid}
+
+
+def train_shard(rank: int, num_workers: int) -> str:
+    """The name of the training dataset rank ``rank`` reads (one for all when num_workers <= 1)."""
+    return f"train_r{rank}" if num_workers > 1 else "train_r0"
 
 
 @dataclass(kw_only=True)
@@ -85,6 +103,74 @@ class WorkerScaling:
         )
 
 
+@dataclass(kw_only=True)
+class WorkerJob(WorkerScaling):
+    """The fields every training job has; the adapters' job classes add their own."""
+
+    task: str
+    label: str
+    features_json: str  # the fitted FeatureTransform
+
+
+@contextmanager
+def checkpoint_dir() -> Iterator[str]:
+    """A temporary directory to write a checkpoint into, removed on leaving (also on errors).
+
+    ``ray.train.report`` has copied the checkpoint to storage by the time it returns (the default
+    synchronous upload), so report inside the block.
+    """
+    with tempfile.TemporaryDirectory(prefix="rayline-ckpt-") as tmp:
+        yield tmp
+
+
+@dataclass(frozen=True)
+class WorkerStart(Generic[R]):
+    """What each training worker starts from (see ``worker_start``)."""
+
+    rank: int
+    world_size: int
+    transform: FeatureTransform  # parsed once per worker
+    train: pd.DataFrame  # this rank's training rows
+    valid: pd.DataFrame  # the whole validation split
+    restored: R | None  # what the last attempt's checkpoint held; None on a first attempt
+
+    def report(self, metrics: dict[str, Any], write: Callable[[str], None]) -> None:
+        """Report ``metrics`` from this rank (every rank must, each time); rank 0 also reports a
+        checkpoint, the directory that ``write(directory)`` fills."""
+        with checkpoint_dir() as tmp:
+            checkpoint = None
+            if self.rank == 0:
+                write(tmp)
+                checkpoint = Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def worker_start(job: WorkerJob, restore: Callable[[str], R]) -> WorkerStart[R]:
+    """Inside a Ray Train worker (or the driver when num_workers is 0): this rank, its data and
+    transform, and ``restore(directory)`` of the checkpoint a restarted worker group resumes from.
+    """
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    transform = FeatureTransform.from_json(job.features_json)
+    train = (
+        ray.train.get_dataset_shard(train_shard(rank, job.num_workers)).materialize().to_pandas()
+    )
+    valid = ray.train.get_dataset_shard("valid").materialize().to_pandas()
+    restored = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            restored = restore(d)
+    return WorkerStart(
+        rank=rank,
+        world_size=ctx.get_world_size(),
+        transform=transform,
+        train=train,
+        valid=valid,
+        restored=restored,
+    )
+
+
 def where() -> dict[str, Any]:
     """This process's node: its id and Ray labels (for the report: which node type trained)."""
     ctx = ray.get_runtime_context()
@@ -121,3 +207,37 @@ def run_trainer(trainer: Any, run_name: str, num_workers: int) -> TrainOutcome:
         },
         checkpoint_path=result.checkpoint.path if num_workers > 0 and result.checkpoint else None,
     )
+
+
+@dataclass(frozen=True)
+class Fit(Generic[J]):
+    """An adapter's ``fit(job, train, valid, storage_path, run_name, callbacks=())``: run
+    ``trainer`` (XGBoostTrainer, TorchTrainer) with ``train_fn`` on every worker, one training
+    dataset per rank (``shard_datasets``), and return the outcome.
+
+    ``options(job)``: the trainer's own further arguments (e.g. TorchTrainer's ``torch_config``).
+    """
+
+    trainer: Callable[..., Any]
+    train_fn: Callable[[dict[str, Any]], dict[str, Any]]
+    options: Callable[[J], dict[str, Any]] | None = None
+
+    def __call__(
+        self,
+        job: J,
+        train: ray.data.Dataset,
+        valid: ray.data.Dataset,
+        storage_path: str,
+        run_name: str,
+        callbacks: Sequence[Any] = (),
+    ) -> TrainOutcome:
+        trainer = self.trainer(
+            self.train_fn,
+            train_loop_config={"job": asdict(job)},
+            datasets=shard_datasets(train, valid, job.num_workers),
+            dataset_config=DataConfig(datasets_to_split=[]),
+            scaling_config=job.scaling_config(),
+            run_config=job.run_config(run_name, storage_path, callbacks),
+            **(self.options(job) if self.options else {}),
+        )
+        return run_trainer(trainer, run_name, job.num_workers)

@@ -1,8 +1,8 @@
 """PyTorch models (MLP, DLRM) on Ray Train V2: TorchTrainer around components.torch_training.
 
-Sharding is the XGBoost adapter's (whole buckets, so whole queries, per rank; nothing dropped);
-every rank evaluates the whole validation split after each epoch, so all ranks agree on early
-stopping. Ranks may hold different numbers of batches: DDP's ``Join`` lets the ranks that run out
+Sharding and each worker's start are shared with the XGBoost adapter (train_common: whole
+buckets, so whole queries, per rank; nothing dropped); every rank evaluates the whole validation
+split after each epoch, so all ranks agree on early stopping. Ranks may hold different numbers of batches: DDP's ``Join`` lets the ranks that run out
 early shadow the others' all-reduces instead of hanging. A checkpoint every epoch (model,
 optimizer, epoch, best weights so far, RNG states) lets a restarted worker group resume.
 """
@@ -10,10 +10,9 @@ optimizer, epoch, best weights so far, RNG states) lets a restarted worker group
 from __future__ import annotations
 
 import os
-import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,6 @@ import pandas as pd
 import ray.train
 import ray.train.torch
 import torch
-from ray.train import Checkpoint, DataConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from torch.distributed.algorithms.join import Join
 
@@ -29,26 +27,23 @@ from components import evaluation, torch_training
 from components.features import FeatureTransform
 from components.losses import RANKING_LOSSES
 from components.steps.train_common import (
-    TrainOutcome,
-    WorkerScaling,
-    run_trainer,
-    shard_datasets,
+    Fit,
+    WorkerJob,
     where,
+    worker_start,
 )
+from components.tasks import task_info
 from components.torch_models import ArchitectureSpec, build_model
 
 STATE_FILE = "state.pt"
 
 
 @dataclass(kw_only=True)
-class TorchJob(WorkerScaling):
+class TorchJob(WorkerJob):
     """One training run; JSON-able so it travels to the workers as config."""
 
-    task: str
-    label: str
     loss: str
     arch_json: str
-    features_json: str
     metric: str
     maximize: bool
     epochs: int
@@ -74,28 +69,22 @@ def _arrays(
     return x, y, g
 
 
-def _checkpoint(state: dict[str, Any]) -> Checkpoint | None:
-    """Rank 0 writes the state; other ranks report without a checkpoint."""
-    if ray.train.get_context().get_world_rank() != 0:
-        return None
-    tmp = tempfile.mkdtemp(prefix="rayline-torch-ckpt-")
-    torch.save(state, os.path.join(tmp, STATE_FILE))
-    return Checkpoint.from_directory(tmp)
+def _load(directory: str) -> dict[str, Any]:
+    return torch.load(os.path.join(directory, STATE_FILE), weights_only=True)
+
+
+def _save(state: dict[str, Any], directory: str) -> None:
+    torch.save(state, os.path.join(directory, STATE_FILE))
 
 
 def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Runs on every Ray Train worker (or in the driver when num_workers is 0)."""
     job = TorchJob(**config["job"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    transform = FeatureTransform.from_json(job.features_json)
-    train_df = ray.train.get_dataset_shard(f"train_r{rank}" if job.num_workers > 1 else "train_r0")
-    valid_ds = ray.train.get_dataset_shard("valid")
-    tr = train_df.materialize().to_pandas()
-    va = valid_ds.materialize().to_pandas()
-    x, y, g = _arrays(tr, transform, job)
+    setup = worker_start(job, _load)
+    world, transform, va = setup.world_size, setup.transform, setup.valid
+    x, y, g = _arrays(setup.train, transform, job)
     arch = ArchitectureSpec.from_json(job.arch_json)
-    if job.task == "regression":  # learn the standardised label (see ArchitectureSpec)
+    if task_info(job.task).standardized_label:  # see ArchitectureSpec
         y = ((y - arch.target_mean) / arch.target_scale).astype(np.float32)
     xv = transform.transform(va)
     device = torch.device("cuda" if job.use_gpu and torch.cuda.is_available() else "cpu")
@@ -108,10 +97,8 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     )
     start, history = 0, []
     best: dict[str, Any] = {"value": None, "epoch": -1, "model": None, "stale": 0}
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:  # resume where the last attempt's checkpoint left off
-        with checkpoint.as_directory() as d:
-            state = torch.load(os.path.join(d, STATE_FILE), weights_only=True)
+    state = setup.restored
+    if state is not None:  # resume where the last attempt's checkpoint left off
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, history, best = state["epoch"] + 1, state["history"], state["best"]
@@ -141,7 +128,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         train_seconds = time.perf_counter() - epoch_started
         scored = va[[job.label] + [c for c in ("_group", "_row_key") if c in va]].copy()
         out = torch_training.predict(plain, xv, job.task, device=device)
-        if job.task == "multiclass":
+        if task_info(job.task).proba:
             for k in range(out.shape[1]):
                 scored[f"proba_{k}"] = out[:, k]
         else:
@@ -177,7 +164,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             "best": best,
             "torch_rng": torch.get_rng_state(),
         }
-        ray.train.report(row, checkpoint=_checkpoint(state))
+        setup.report(row, partial(_save, state))  # rank 0 checkpoints the state
         if job.early_stopping_epochs and best["stale"] >= job.early_stopping_epochs:
             break
     final = build_model(ArchitectureSpec.from_json(job.arch_json))
@@ -193,22 +180,9 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def fit(
-    job: TorchJob,
-    train: Any,
-    valid: Any,
-    storage_path: str,
-    run_name: str,
-    callbacks: Sequence[Any] = (),
-) -> TrainOutcome:
-    """Run the TorchTrainer and return the best epoch's weights and the metric history."""
-    trainer = TorchTrainer(
-        train_fn_per_worker,
-        train_loop_config={"job": asdict(job)},
-        torch_config=TorchConfig(backend="nccl" if job.use_gpu else "gloo"),
-        datasets=shard_datasets(train, valid, job.num_workers),
-        dataset_config=DataConfig(datasets_to_split=[]),
-        scaling_config=job.scaling_config(),
-        run_config=job.run_config(run_name, storage_path, callbacks),
-    )
-    return run_trainer(trainer, run_name, job.num_workers)
+def _options(job: TorchJob) -> dict[str, Any]:
+    return {"torch_config": TorchConfig(backend="nccl" if job.use_gpu else "gloo")}
+
+
+# Run the TorchTrainer and return the best epoch's weights and the metric history.
+fit = Fit[TorchJob](TorchTrainer, train_fn_per_worker, _options)

@@ -12,42 +12,33 @@ with a checkpoint from rank 0 so a restarted worker group resumes from the last 
 from __future__ import annotations
 
 import os
-import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import ray.data
-import ray.train
 import xgboost
-from ray.train import Checkpoint, DataConfig
 from ray.train.xgboost import XGBoostTrainer
 
 from components import xgboost_model
-from components.features import FeatureTransform
 from components.steps.train_common import (
-    TrainOutcome,
-    WorkerScaling,
-    run_trainer,
-    shard_datasets,
+    Fit,
+    WorkerJob,
+    WorkerStart,
     where,
+    worker_start,
 )
 
 MODEL_FILE = "model.ubj"
 
 
 @dataclass(kw_only=True)
-class XGBoostJob(WorkerScaling):
+class XGBoostJob(WorkerJob):
     """Everything one training run needs; JSON-able so it travels to the workers as config."""
 
-    task: str
-    label: str
     params: dict[str, Any]
     num_boost_round: int
     early_stopping_rounds: int | None
     report_every: int
-    features_json: str
 
 
 def _metrics_at(history: dict[str, dict[str, list[float]]], i: int) -> dict[str, float]:
@@ -59,47 +50,39 @@ def _metrics_at(history: dict[str, dict[str, list[float]]], i: int) -> dict[str,
 class ReportEvery(xgboost.callback.TrainingCallback):
     """Report metrics (and a rank-0 checkpoint) to Ray Train every ``k`` rounds."""
 
-    def __init__(self, k: int) -> None:
+    def __init__(self, k: int, setup: WorkerStart[Any]) -> None:
         self.k = k
+        self.setup = setup
         self.history: list[dict[str, float]] = []
 
     def after_iteration(self, model: xgboost.Booster, epoch: int, evals_log: Any) -> bool:
         metrics = _metrics_at(evals_log, epoch)
         self.history.append({"round": float(epoch + 1), **metrics})
         if (epoch + 1) % self.k == 0:
-            _report({"round": epoch + 1, **metrics}, model)
+            _report(self.setup, {"round": epoch + 1, **metrics}, model)
         return False
 
 
-def _report(metrics: dict[str, Any], model: xgboost.Booster) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = None
-        if ray.train.get_context().get_world_rank() == 0:
-            model.save_model(os.path.join(tmp, MODEL_FILE))
-            checkpoint = Checkpoint.from_directory(tmp)
-        ray.train.report(metrics, checkpoint=checkpoint)
+def _report(setup: WorkerStart[Any], metrics: dict[str, Any], model: xgboost.Booster) -> None:
+    """Every rank reports; rank 0 with the booster as its checkpoint (``MODEL_FILE``)."""
+    setup.report(metrics, lambda d: model.save_model(os.path.join(d, MODEL_FILE)))
+
+
+def _load(directory: str) -> xgboost.Booster:
+    return xgboost.Booster(model_file=os.path.join(directory, MODEL_FILE))
 
 
 def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Runs on every Ray Train worker (or in the driver when num_workers is 0)."""
     job = XGBoostJob(**config["job"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    transform = FeatureTransform.from_json(job.features_json)
-    shard_name = f"train_r{rank}" if job.num_workers > 0 else "train_r0"
-    train_df = ray.train.get_dataset_shard(shard_name).materialize().to_pandas()
-    valid_df = ray.train.get_dataset_shard("valid").materialize().to_pandas()
-    dtrain = xgboost_model.dmatrix(train_df, transform, job.task, job.label)
-    dvalid = xgboost_model.dmatrix(valid_df, transform, job.task, job.label)
+    setup = worker_start(job, _load)
+    dtrain = xgboost_model.dmatrix(setup.train, setup.transform, job.task, job.label)
+    dvalid = xgboost_model.dmatrix(setup.valid, setup.transform, job.task, job.label)
     params = dict(job.params)
     if job.resources_per_worker and "nthread" not in params:
         params["nthread"] = max(1, int(job.resources_per_worker.get("CPU", 1)))
-    init = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:  # a restarted worker group continues from the last checkpoint
-        with checkpoint.as_directory() as d:
-            init = xgboost.Booster(model_file=os.path.join(d, MODEL_FILE))
-    reporter = ReportEvery(job.report_every)
+    init = setup.restored  # a restarted worker group continues from the last checkpoint
+    reporter = ReportEvery(job.report_every, setup)
     start = time.time()
     booster = xgboost_model.train(
         params, dtrain, dvalid, job.num_boost_round, job.early_stopping_rounds, [reporter], init
@@ -113,11 +96,11 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     final = {
         "round": rounds,
         "best_iteration": best,
-        "world_size": world,
-        "train_rows": len(train_df),
+        "world_size": setup.world_size,
+        "train_rows": len(setup.train),
         **(reporter.history[best] if best < len(reporter.history) else {}),
     }
-    _report(final, booster)
+    _report(setup, final, booster)
     # The model travels back as the return value (rank 0's): in local mode (num_workers 0)
     # the reported checkpoint is not persisted to storage.
     return {
@@ -131,21 +114,5 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def fit(
-    job: XGBoostJob,
-    train: ray.data.Dataset,
-    valid: ray.data.Dataset,
-    storage_path: str,
-    run_name: str,
-    callbacks: Sequence[Any] = (),
-) -> TrainOutcome:
-    """Run the XGBoostTrainer and return the final model and its metric history."""
-    trainer = XGBoostTrainer(
-        train_fn_per_worker,
-        train_loop_config={"job": job.__dict__},
-        datasets=shard_datasets(train, valid, job.num_workers),
-        dataset_config=DataConfig(datasets_to_split=[]),
-        scaling_config=job.scaling_config(),
-        run_config=job.run_config(run_name, storage_path, callbacks),
-    )
-    return run_trainer(trainer, run_name, job.num_workers)
+# Run the XGBoostTrainer and return the final model and its metric history.
+fit = Fit[XGBoostJob](XGBoostTrainer, train_fn_per_worker)

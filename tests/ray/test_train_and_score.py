@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components import bundle, evaluation, xgboost_model
-from components.features import FeatureConfig, fit_transform, partial_stats
+from components import evaluation, xgboost_model
+from components.features import FeatureConfig, FeatureTransform, fit_transform, partial_stats
+from components.model_bundle import BundleContents, write_model_bundle
 from components.predictor import Predictor
 from components.splits import SplitPlan
 from components.steps import prepare, score, train_common, train_xgboost
@@ -95,16 +96,21 @@ def test_xgboost_adapter_trains_and_scores(
     if workers:  # local mode keeps no checkpoint on storage
         assert out.checkpoint_path and Path(out.checkpoint_path, "model.ubj").exists()
     # Bundle it and score the test split through Ray Data; compare with the pandas Predictor.
-    meta = {"kind": "xgboost", "task": "ranking", "num_classes": None}
     bdir = tmp_path / "bundle"
-    bundle.write_bundle(
+    write_model_bundle(
         bdir,
-        {
-            "model.json": __import__("json").dumps(meta).encode(),
-            "model.ubj": out.model,
-            "features.json": job.features_json.encode(),
-            "schema.json": RANK.to_json().encode(),
-        },
+        BundleContents(
+            kind="xgboost",
+            name="xgboost",
+            task="ranking",
+            label="label",
+            transform=FeatureTransform.from_json(job.features_json),
+            schema=RANK,
+            model=out.model,
+            params={"kind": "xgboost", "params": {"eta": 0.2}},
+            best_iteration=out.best_iteration,
+            rounds=out.rounds,
+        ),
     )
     scored = score.score_dataset(
         sp.test, str(bdir), ["label", "_group", "row_id"], actors=2, batch_size=500

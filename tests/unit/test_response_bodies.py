@@ -6,18 +6,15 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from components import bundle
-from components.features import CategoricalConfig, FeatureConfig, fit_transform, partial_stats
 from components.predictor import Predictor, Scored
-from components.validation import DataSchema
 from serve.schemas import PredictResponse, RankResponse
 from serve.scoring import Limits, ModelScorer, body_json
+from tests import bundles
 
 FRAME = pd.DataFrame(
     {
@@ -35,29 +32,16 @@ OUTPUTS = {
 
 
 def _bundle(path: Path, task: str, guardrails: list[dict] | None) -> str:
-    config = FeatureConfig(numeric=("age", "clicks"), categorical=(CategoricalConfig("country"),))
-    transform = fit_transform([partial_stats(FRAME, config)], config)
-    schema = DataSchema(task=task, numeric=("age", "clicks"), categorical=("country",))
     rule_out, default = OUTPUTS[task]
     doc = {
-        "kind": "rules",
         "name": "r",
         "rules": [{"name": "us", "when": "country == 'us'", **rule_out}],
         "default": default,
     }
-    meta: dict[str, Any] = {"kind": "rules", "name": "r", "task": task}
-    if task == "multiclass":
-        meta["num_classes"] = 3
-    files = {
-        "model.json": json.dumps(meta).encode(),
-        "features.json": transform.to_json().encode(),
-        "schema.json": schema.to_json().encode(),
-        "rules.json": json.dumps(doc).encode(),
-    }
-    if guardrails is not None:
-        files["guardrails.json"] = json.dumps(guardrails).encode()
-    bundle.write_bundle(str(path), files)
-    return str(path)
+    transform = bundles.features(FRAME, numeric=("age", "clicks"), categorical=("country",))
+    k = 3 if task == "multiclass" else None
+    contents = bundles.rules_contents(task, doc, transform, guardrails=guardrails, num_classes=k)
+    return bundles.write(path, contents)
 
 
 def _scored(tmp_path: Path, task: str, guardrails: list[dict] | None) -> tuple[ModelScorer, Scored]:

@@ -242,34 +242,16 @@ def test_filtered_scores_rank_dropped_rows_last() -> None:
 
 
 def _rules_bundle(path: Any, guardrails: list[dict] | None) -> str:
-    import json
+    from tests import bundles
 
-    from components import bundle
-    from components.features import CategoricalConfig, FeatureConfig, fit_transform, partial_stats
-    from components.validation import DataSchema
-
-    config = FeatureConfig(numeric=("age", "clicks"), categorical=(CategoricalConfig("country"),))
-    transform = fit_transform([partial_stats(FRAME, config)], config)
-    schema = DataSchema(task="ranking", numeric=("age", "clicks"), categorical=("country",))
     rules_doc = {
-        "kind": "rules",
         "name": "editorial",
         "rules": [{"name": "us", "when": "country == 'us'", "score": "clicks + 1"}],
         "default": {"score": 0.5},
     }
-    files = {
-        "model.json": json.dumps(
-            {"kind": "rules", "name": "editorial", "task": "ranking"}
-        ).encode(),
-        "features.json": transform.to_json().encode(),
-        "schema.json": schema.to_json().encode(),
-        "rules.json": json.dumps(rules_doc).encode(),
-    }
-    if guardrails is not None:
-        files["guardrails.json"] = json.dumps(guardrails).encode()
-    out = str(path)
-    bundle.write_bundle(out, files)
-    return out
+    transform = bundles.features(FRAME, numeric=("age", "clicks"), categorical=("country",))
+    contents = bundles.rules_contents("ranking", rules_doc, transform, guardrails=guardrails)
+    return bundles.write(path, contents)
 
 
 def test_a_rules_bundle_with_guardrails_through_the_predictor(tmp_path: Any) -> None:

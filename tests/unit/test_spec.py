@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines import translate
 from pipelines.spec import SpecError, load_spec, spec_from_dict
 from tests.conftest import CONFIGS
 
@@ -168,7 +169,7 @@ def test_scaling_placement_fields() -> None:
         "max_failures": 0,
     }
     scaling = spec_from_dict(doc).models[0].scaling
-    kwargs = scaling.worker_kwargs()
+    kwargs = translate.worker_scaling(scaling)
     assert kwargs["label_selector"] == {"node-type": "gpu"} and kwargs["max_failures"] == 0
     assert kwargs["resources_per_worker"] == {"CPU": 1.0, "GPU": 1.0}
     assert scaling.worker_resources()["accelerator_type:H100"] > 0

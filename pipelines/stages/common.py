@@ -1,0 +1,133 @@
+"""What every stage is given (the spec, the run's paths, a printer) and the few things stages
+share: scoring a split with a bundle, a scored frame's model output, writing a bundle."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pandas as pd
+
+from components.features import FeatureTransform
+from components.model_bundle import BundleContents, write_model_bundle
+from components.steps.train_common import TrainOutcome
+from components.validation import DataSchema
+from pipelines import translate
+from pipelines.run_dir import RunDir
+from pipelines.spec import ModelSpecType, PipelineSpec, RulesModelSpec, TorchModelSpec
+
+Printer = Callable[[str], None]
+
+
+class PipelineError(Exception):
+    """A run that cannot go on; the message says why and what to change."""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """The spec of a run, where its files go, and where its progress lines go."""
+
+    spec: PipelineSpec
+    paths: RunDir
+    out: Printer = print
+
+    @property
+    def task(self) -> str:
+        return self.spec.task
+
+    @property
+    def label(self) -> str:
+        return self.spec.data.label
+
+    @property
+    def metric(self) -> str:
+        return self.spec.selection_metric()
+
+    @property
+    def schema(self) -> DataSchema:
+        return translate.data_schema(self.spec)
+
+    @property
+    def eval_kwargs(self) -> dict[str, Any]:
+        return translate.eval_kwargs(self.spec)
+
+
+class Scorer(Protocol):
+    """Scores every row of a split with a bundle: the kept columns plus the model outputs."""
+
+    def __call__(self, data: Any, bundle: str) -> pd.DataFrame: ...
+
+
+def kept_columns(spec: PipelineSpec) -> list[str]:
+    """The columns a scored split keeps beside the outputs (label, row key, keys, group)."""
+    return [spec.data.label, "_row_key", *spec.data.keys] + (["_group"] if spec.data.group else [])
+
+
+def ray_scorer(spec: PipelineSpec) -> Scorer:
+    """Score a Ray dataset with an actor pool (half the cluster's CPUs), collected as pandas."""
+
+    def score(data: Any, bundle: str) -> pd.DataFrame:
+        import ray
+
+        from components.steps.score import score_dataset
+
+        actors = max(1, int(ray.cluster_resources().get("CPU", 1) // 2))
+        return score_dataset(data, bundle, kept_columns(spec), actors=actors).to_pandas()
+
+    return score
+
+
+def unit(m: ModelSpecType) -> str:
+    """What a model's training counts: epochs (torch) or rounds (XGBoost)."""
+    return "epochs" if isinstance(m, TorchModelSpec) else "rounds"
+
+
+def write_bundle(
+    ctx: RunContext,
+    directory: str,
+    m: ModelSpecType,
+    transform: FeatureTransform,
+    outcome: TrainOutcome,
+    extra: Mapping[str, bytes] | None = None,
+) -> None:
+    """A model bundle for candidate ``m`` as trained (``outcome``) with the run's transform."""
+    spec = ctx.spec
+    write_model_bundle(
+        directory,
+        BundleContents(
+            kind=m.kind,
+            name=m.name,
+            task=spec.task,
+            label=spec.data.label,
+            transform=transform,
+            schema=ctx.schema,
+            model=outcome.model,
+            params=m.model_dump(mode="json", exclude={"scaling"}),
+            num_classes=spec.data.num_classes,
+            threshold=spec.evaluation.threshold,
+            label_mapping=spec.data.label_mapping,
+            best_iteration=outcome.best_iteration,
+            rounds=outcome.rounds,
+            architecture=outcome.architecture,
+            guardrails=tuple(g.model_dump(mode="json", exclude_none=True) for g in spec.guardrails),
+            extra=dict(extra or {}),
+        ),
+    )
+
+
+def rules_outcome(m: RulesModelSpec) -> TrainOutcome:
+    """A rule model needs no training: its spec is its model."""
+    return TrainOutcome(
+        model=m.model_dump_json().encode(),
+        history=[],
+        best_iteration=0,
+        rounds=0,
+        seconds=0.0,
+        checkpoint_path=None,
+    )
+
+
+def json_bytes(doc: Any) -> bytes:
+    return json.dumps(doc, indent=1).encode()

@@ -1,0 +1,65 @@
+"""Stage 2: fit the feature transform on the training split (statistics per block, merged)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from components.features import FeatureTransform
+from pipelines import resume, translate
+from pipelines.stages.common import RunContext
+from pipelines.stages.prepare import Prepared
+
+
+@dataclass(frozen=True)
+class Features:
+    transform: FeatureTransform
+    key: str  # the reuse key: later stages' keys chain through it
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        t = self.transform
+        return {
+            "numeric": len(t.numeric),
+            "categorical": {c.name: c.cardinality for c in t.categorical},
+            "rows_fitted": t.rows_fitted,
+        }
+
+
+def input_key(ctx: RunContext, prepared_key: str) -> str:
+    """The prepared data's key chained with the features section."""
+    return resume.key(prepared_key, ctx.spec.features.model_dump(mode="json"))
+
+
+def note(ctx: RunContext, transform: FeatureTransform) -> None:
+    ctx.out(
+        f"    {len(transform.feature_names)} features ({len(transform.numeric)} numeric, "
+        f"{len(transform.categorical)} categorical)"
+    )
+
+
+def fit(ctx: RunContext, prepared: Prepared, key: str) -> Features:
+    """Fit on the training split only (Ray Data: per-block statistics merged on the driver)."""
+    from components.steps.prepare import fit_features
+
+    transform = fit_features(prepared.train, translate.feature_config(ctx.spec))
+    note(ctx, transform)
+    return Features(transform, key)
+
+
+def reusable(ctx: RunContext, key: str) -> resume.Reusable[Features]:
+    """The transform as features.json under ``prepared/features/``."""
+    path = Path(ctx.paths.features_file)
+
+    def save(f: Features) -> dict[str, Any]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f.transform.to_json())
+        return {}
+
+    def load(doc: dict[str, Any]) -> Features:
+        transform = FeatureTransform.from_json(path.read_text())
+        note(ctx, transform)
+        return Features(transform, key)
+
+    return resume.Reusable(("features",), ctx.paths.features, key, save, load)

@@ -1,0 +1,173 @@
+"""Stage 6: write the final bundle (with metrics and lineage), gate it against the production
+version on the same test rows, and publish it: promoted to production when the gate says so
+(and ``registry.promote`` allows), else as the candidate."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from components import gate
+from components.evaluation import model_outputs
+from components.registry import ModelVersion, Registry, RegistryError
+from pipelines import translate
+from pipelines.stages.common import RunContext, Scorer, json_bytes, write_bundle
+from pipelines.stages.evaluate import Evaluation
+from pipelines.stages.features import Features
+from pipelines.stages.prepare import Prepared
+from pipelines.stages.select import Selection
+
+
+@dataclass(frozen=True)
+class Registration:
+    version: ModelVersion
+    gate: dict[str, Any]  # the decision: promote, reason, interval, champion_version
+    lineage: dict[str, Any]
+    promoted: bool
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for pkg in ("rayline", "ray", "xgboost", "numpy", "pandas", "pyarrow", "pydantic"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = "unknown"
+    return versions
+
+
+def lineage(
+    ctx: RunContext, fingerprints: dict[str, str], ray_job_id: str | None
+) -> dict[str, Any]:
+    """Where the model came from: run, data, spec, code, packages, job."""
+    return {
+        "pipeline": ctx.spec.name,
+        "run_id": ctx.paths.run_id,
+        "run_dir": ctx.paths.root,
+        "data_fingerprints": fingerprints,
+        "spec_sha256": ctx.spec.fingerprint(),
+        "git_commit": git_commit(),
+        "packages": package_versions(),
+        "ray_job_id": ray_job_id,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+    }
+
+
+def metrics_doc(
+    ctx: RunContext, selection: Selection, evaluation: Evaluation, prepared: Prepared
+) -> dict[str, Any]:
+    """The bundle's metrics.json."""
+    data = {k: v for k, v in prepared.data.to_dict().items() if k != "quarantine"}
+    plain = evaluation.test_without_guardrails
+    return {
+        "selection_metric": ctx.metric,
+        "test": evaluation.test,
+        **({"test_without_guardrails": plain} if plain is not None else {}),
+        "valid": selection.winner.valid,
+        "baseline": evaluation.baseline,
+        "splits": prepared.summary,
+        "data": data,
+    }
+
+
+def by_row_key(scored: pd.DataFrame) -> pd.DataFrame:
+    return scored.sort_values("_row_key", kind="stable").reset_index(drop=True)
+
+
+def decide(ctx: RunContext, scored: pd.DataFrame, champion: np.ndarray | None) -> dict[str, Any]:
+    """The gate on the test rows (sorted by row key): the winner vs ``champion``'s outputs on
+    the same rows, or promote-when-first when there is no champion."""
+    groups = scored["_group"].to_numpy() if "_group" in scored else None
+    return gate.decide(
+        ctx.task,
+        ctx.metric,
+        scored[ctx.label].to_numpy(),
+        model_outputs(scored, ctx.task),
+        champion,
+        groups,
+        **translate.gate_settings(ctx.spec),
+    ).to_dict()
+
+
+def gate_against_production(
+    ctx: RunContext, registry: Registry, evaluation: Evaluation, test: Any, score: Scorer
+) -> dict[str, Any]:
+    """Compare the winner with the production version on the same test rows."""
+    scored = by_row_key(evaluation.scored)
+    try:
+        champion = registry.resolve(ctx.spec.model_name())
+    except RegistryError:
+        return decide(ctx, scored, None)
+    try:
+        theirs = by_row_key(score(test, champion.path))
+        if not theirs["_row_key"].equals(scored["_row_key"]):
+            raise ValueError("it scored different rows")
+        champion_outputs = model_outputs(theirs, ctx.task)
+    except Exception as exc:  # any failure means "cannot compare"
+        reason = (
+            f"production v{champion.version} could not score this test split "
+            f"({type(exc).__name__}: {exc}); promote by hand with `rayline promote` if intended"
+        )
+        return {
+            "metric": ctx.metric,
+            "promote": False,
+            "reason": reason,
+            "champion_version": champion.version,
+        }
+    return {**decide(ctx, scored, champion_outputs), "champion_version": champion.version}
+
+
+def register(
+    ctx: RunContext,
+    storage: str,
+    selection: Selection,
+    evaluation: Evaluation,
+    prepared: Prepared,
+    features: Features,
+    score: Scorer,
+    ray_job_id: str | None,
+) -> Registration:
+    """Bundle, gate, publish."""
+    winner = selection.winner
+    origin = lineage(ctx, prepared.data.fingerprints, ray_job_id)
+    final_dir = ctx.paths.bundle
+    extra = {
+        "metrics.json": json_bytes(metrics_doc(ctx, selection, evaluation, prepared)),
+        "lineage.json": json_bytes(origin),
+    }
+    write_bundle(ctx, final_dir, winner.spec, features.transform, winner.outcome, extra)
+    registry = Registry(storage)
+    decision = gate_against_production(ctx, registry, evaluation, prepared.test, score)
+    promote = ctx.spec.registry.promote and decision["promote"]
+    if not ctx.spec.registry.promote:
+        decision["reason"] += "; registry.promote is false: never promoted automatically"
+    version = registry.publish(
+        ctx.spec.model_name(),
+        final_dir,
+        aliases=["production"] if promote else ["candidate"],
+        note=f"run {ctx.paths.run_id}: {decision['reason']}",
+    )
+    ctx.out(
+        f"    {'promoted to production' if promote else 'registered as candidate'}: "
+        f"{decision['reason']}"
+    )
+    return Registration(version, decision, origin, promote)
