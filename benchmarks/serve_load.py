@@ -190,6 +190,7 @@ def run_phase(
             "min_replicas": 1,
             "max_replicas": 1,
             "num_cpus": 0.5,
+            "auth": "none",
             "api_key_env": None,
             "ingress": ingress,
         }

@@ -14,8 +14,20 @@ existing ("incomplete or not a bundle"). It holds for both backends, so it also 
 readers from anything that was not written through this module.
 
 Every load checks each file against its MANIFEST entry (sha256 and size) and refuses unlisted
-files, so a bundle modified after it was written is refused with a message that names the bundle
-and the file. No pickle anywhere: bundles hold JSON and the model's own serialised bytes.
+files and symbolic links, with a message that names the bundle and the file. The sha256s detect
+**corruption and half-written bundles** (a bad disk or copy, a crashed writer, an accidental edit);
+they are *not* a defence against a malicious writer: anyone who can write a bundle can also
+rewrite its MANIFEST.json. No pickle anywhere: bundles hold JSON and the model's own serialised
+bytes.
+
+**Signing** (optional): when the environment variable ``RAYLINE_BUNDLE_KEY`` is set,
+:func:`write_bundle` also writes ``SIGNATURE`` (an HMAC-SHA256 of the exact MANIFEST.json bytes
+under that key; the manifest pins every file's sha256, so the signature covers every file) and
+every verifying read (:func:`verify_bundle`, :func:`read_bundle_file`, ``Predictor.load``)
+refuses a bundle that is unsigned or signed with another key. Whoever holds the key can sign, so
+it must be kept from anyone who should not be able to publish models. With the variable unset,
+nothing changes: no SIGNATURE is written, unsigned bundles load, and a signed bundle loads too
+(its signature is then not checked). Set to an empty string, it is an error (fails closed).
 
 All filesystem access goes through :class:`Storage`, a small wrapper over ``pyarrow.fs`` (a
 ``LocalFileSystem`` for plain paths, ``FileSystem.from_uri`` for URIs), so another backend only
@@ -28,6 +40,7 @@ import contextlib
 import datetime as dt
 import errno
 import hashlib
+import hmac
 import json
 import os
 import posixpath
@@ -46,12 +59,17 @@ MANIFEST_FORMAT = 1
 TMP_MARK = ".tmp-"
 _CHUNK = 1 << 20
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+SIGNATURE = "SIGNATURE"
+KEY_ENV = "RAYLINE_BUNDLE_KEY"
+_SIGNATURE_ALGORITHM = "hmac-sha256"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 # A claim (non-local exclusive create) older than this is considered abandoned by a crashed writer.
 _STALE_CLAIM_NS = 300 * 1_000_000_000
 
 
 class BundleError(Exception):
-    """Missing, incomplete or tampered bundle; the message names the bundle path and the file."""
+    """Missing, incomplete, corrupted, unsigned or wrongly signed bundle, or one holding a symbolic
+    link; the message names the bundle path and the file."""
 
 
 def utc_now() -> str:
@@ -223,6 +241,49 @@ class Storage:
             if i.type == pafs.FileType.File and i.path.startswith(prefix)
         )
 
+    def is_link(self, rel: str) -> bool:
+        """Whether ``rel`` itself is a symbolic link (False on filesystems without links)."""
+        return self._posix and os.path.islink(self.path(rel))
+
+    def links(self, rel: str = "") -> list[str]:
+        """Every symbolic link below ``rel`` (to a file, a folder or nothing), as sorted paths
+        relative to ``rel``; links are listed, never followed ([] on filesystems without links)."""
+        if not self._posix:
+            return []
+        base = self.path(rel)
+        found = []
+        for dirpath, dirnames, filenames in os.walk(base):  # followlinks=False
+            sub = os.path.relpath(dirpath, base).replace(os.sep, "/")
+            for n in dirnames + filenames:
+                if os.path.islink(os.path.join(dirpath, n)):
+                    found.append(n if sub == "." else f"{sub}/{n}")
+        return sorted(found)
+
+    def newest_mtime(self, rel: str = "") -> int | None:
+        """The newest modification time (ns) of ``rel`` and everything below it (links are not
+        followed); None if it does not exist or the filesystem reports no times."""
+        if self._posix:
+            newest: int | None = None
+            base = self.path(rel)
+            try:
+                newest = os.lstat(base).st_mtime_ns
+            except FileNotFoundError:
+                return None
+            for dirpath, dirnames, filenames in os.walk(base):
+                for n in dirnames + filenames:
+                    try:
+                        t = os.lstat(os.path.join(dirpath, n)).st_mtime_ns
+                    except FileNotFoundError:
+                        continue
+                    newest = t if newest is None else max(newest, t)
+            return newest
+        times = [self.fs.get_file_info(self.path(rel)).mtime_ns]
+        sel = pafs.FileSelector(self.path(rel), allow_not_found=True, recursive=True)
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            times += [i.mtime_ns for i in self.fs.get_file_info(sel)]
+        known = [t for t in times if t is not None]
+        return max(known) if known else None
+
     def read_bytes(self, rel: str) -> bytes:
         """The file's content; FileNotFoundError if it does not exist."""
         if not self.is_file(rel):
@@ -274,7 +335,9 @@ class Storage:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         target = f"{path}{TMP_MARK}{uuid.uuid4().hex}" if atomic else path
         try:
-            with open(target, "wb") as f:
+            # "x": always a new file (never through a link planted at the name; the non-atomic
+            # case only writes into a new temporary directory)
+            with open(target, "xb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
@@ -410,6 +473,12 @@ class Storage:
         for dirpath, _, _ in os.walk(self.path(rel), topdown=False):
             _fsync_dir(dirpath)
 
+    def touch(self, rel: str = "") -> None:
+        """Set ``rel``'s modification time to now (local only; a no-op elsewhere)."""
+        if self.local:
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(self.path(rel))
+
     def fsync(self, rel: str = "") -> None:
         """fsync directory ``rel`` (local only)."""
         if self.local:
@@ -431,7 +500,8 @@ class Storage:
 
 
 def check_name(name: str) -> str:
-    """A bundle file name: relative, ``/``-separated, no ``.``/``..``/empty parts, not MANIFEST.json."""
+    """A bundle file name: relative, ``/``-separated, no ``.``/``..``/empty parts, not
+    MANIFEST.json or SIGNATURE."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"bundle file name must be a non-empty string, got {name!r}")
     if name.startswith("/") or "\\" in name or "\x00" in name or re.match(r"^[A-Za-z]:", name):
@@ -441,11 +511,90 @@ def check_name(name: str) -> str:
         raise ValueError(
             f"bundle file name {name!r} must be a plain relative name (no '', '.' or '..' parts)"
         )
-    if parts[0] == MANIFEST:
+    if parts[0] in (MANIFEST, SIGNATURE):
         raise ValueError(
-            f"bundle file name {name!r} is reserved: {MANIFEST} is written by write_bundle"
+            f"bundle file name {name!r} is reserved: {parts[0]} is written by write_bundle"
         )
     return name
+
+
+def bundle_key() -> bytes | None:
+    """The signing key from ``RAYLINE_BUNDLE_KEY`` (None when unset; see the module docstring).
+
+    Set but empty is a BundleError rather than "no key", so a key that failed to reach a
+    process (``RAYLINE_BUNDLE_KEY=$UNSET``) never turns checking off silently."""
+    value = os.environ.get(KEY_ENV)
+    if value is None:
+        return None
+    if not value:
+        raise BundleError(
+            f"{KEY_ENV} is set but empty: set it to the bundle signing key, or unset it to write "
+            "and load unsigned bundles"
+        )
+    return value.encode("utf-8", "surrogateescape")
+
+
+def _key_id(key: bytes) -> str:
+    """A short public name for a key (an HMAC of a fixed string: it reveals nothing of the key),
+    so an error can say that a bundle was signed with a different key."""
+    return hmac.new(key, b"rayline bundle key id", hashlib.sha256).hexdigest()[:16]
+
+
+def _manifest_mac(key: bytes, manifest: bytes) -> str:
+    return hmac.new(key, manifest, hashlib.sha256).hexdigest()
+
+
+def _signature(key: bytes, manifest: bytes) -> bytes:
+    """The SIGNATURE file for ``manifest`` (the exact MANIFEST.json bytes)."""
+    doc = {
+        "algorithm": _SIGNATURE_ALGORITHM,
+        "key_id": _key_id(key),
+        "manifest_hmac": _manifest_mac(key, manifest),
+    }
+    return _dumps(doc)
+
+
+def _check_signature(store: Storage, manifest: bytes, key: bytes) -> None:
+    """Raise BundleError unless SIGNATURE holds ``key``'s HMAC of ``manifest``."""
+    where = store.where(SIGNATURE)
+    try:
+        raw = store.read_bytes(SIGNATURE)
+    except FileNotFoundError:
+        raise BundleError(
+            f"{store.location}: the bundle is unsigned (no {SIGNATURE}) but {KEY_ENV} is set, so "
+            f"only bundles signed with that key are accepted — write it again with the key set, "
+            f"or unset {KEY_ENV} to accept unsigned bundles"
+        ) from None
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        doc = None
+    mac = doc.get("manifest_hmac") if isinstance(doc, dict) else None
+    if (
+        not isinstance(doc, dict)
+        or doc.get("algorithm") != _SIGNATURE_ALGORITHM
+        or not isinstance(mac, str)
+        or not _HEX64.fullmatch(mac)
+    ):
+        raise BundleError(
+            f"{where}: not a valid {_SIGNATURE_ALGORITHM} signature — the bundle {store.location} "
+            "is refused"
+        )
+    expected = _manifest_mac(key, manifest)
+    if hmac.compare_digest(mac.encode("ascii"), expected.encode("ascii")):
+        return
+    theirs, ours = doc.get("key_id"), _key_id(key)
+    if isinstance(theirs, str) and not hmac.compare_digest(
+        theirs.encode("utf-8", "replace"), ours.encode("ascii")
+    ):
+        raise BundleError(
+            f"{where}: the bundle {store.location} was signed with a different key (key id "
+            f"{theirs[:16]!r}; {KEY_ENV} here is key id {ours!r}) — it is refused"
+        )
+    raise BundleError(
+        f"{where}: the signature does not match {MANIFEST} — the key differs or the bundle "
+        f"{store.location} was modified after it was signed; it is refused"
+    )
 
 
 def _dumps(doc: Any) -> bytes:
@@ -459,6 +608,10 @@ def write_bundle(directory: str | Path, files: Mapping[str, bytes]) -> Path | st
     ({"format": 1, "created_at": ..., "files": {name: {"sha256": ..., "bytes": n}}}) last;
     everything is fsynced and the temporary directory is renamed to ``directory``. Non-local: the
     files are written in place with MANIFEST.json last (commit-marker rule, module docstring).
+    Every file is created new (``O_EXCL``), so the writer never writes through a symbolic link.
+
+    With ``RAYLINE_BUNDLE_KEY`` set, a SIGNATURE file (HMAC-SHA256 of the MANIFEST.json bytes) is
+    written just before MANIFEST.json; unset, the bundle is exactly as without signing support.
 
     Returns a ``Path`` (absolute) for a local path and the URI string for a URI.
     Raises ValueError for a bad file name and BundleError if ``directory`` already exists.
@@ -480,6 +633,8 @@ def write_bundle(directory: str | Path, files: Mapping[str, bytes]) -> Path | st
                     f"bundle file name {name!r} needs {'/'.join(head[:i])!r} to be a directory"
                 )
     manifest = _dumps({"format": MANIFEST_FORMAT, "created_at": utc_now(), "files": entries})
+    key = bundle_key()
+    signature = None if key is None else _signature(key, manifest)
 
     store = Storage(directory)
     if store.exists():
@@ -489,6 +644,8 @@ def write_bundle(directory: str | Path, files: Mapping[str, bytes]) -> Path | st
     if not store.local:
         for name in entries:
             store.write_bytes(name, bytes(files[name]))
+        if signature is not None:
+            store.write_bytes(SIGNATURE, signature)
         store.write_bytes(MANIFEST, manifest)
         return store.location
 
@@ -499,6 +656,8 @@ def write_bundle(directory: str | Path, files: Mapping[str, bytes]) -> Path | st
     try:
         for name in entries:
             parent.write_bytes(f"{tmp}/{name}", bytes(files[name]), atomic=False)
+        if signature is not None:
+            parent.write_bytes(f"{tmp}/{SIGNATURE}", signature, atomic=False)
         parent.write_bytes(f"{tmp}/{MANIFEST}", manifest, atomic=False)
         parent.fsync_tree(tmp)
         try:
@@ -513,13 +672,28 @@ def write_bundle(directory: str | Path, files: Mapping[str, bytes]) -> Path | st
     return Path(store.location) if store._uri is None else store.location
 
 
+def _link_error(store: Storage, name: str) -> BundleError:
+    return BundleError(
+        f"{store.where(name)}: is a symbolic link — a bundle holds only regular files and "
+        "folders; links are refused, never followed"
+    )
+
+
 def _load_manifest(store: Storage) -> dict[str, Any]:
+    """The parsed MANIFEST.json; with a key set (:func:`bundle_key`) its signature is checked
+    first."""
     where = store.where(MANIFEST)
+    for name in (MANIFEST, SIGNATURE):
+        if store.is_link(name):
+            raise _link_error(store, name)
+    key = bundle_key()
     try:
         raw = store.read_bytes(MANIFEST)
     except FileNotFoundError:
         what = "incomplete or not a bundle" if store.is_dir() else "no such bundle directory"
         raise BundleError(f"{where}: missing — {what}") from None
+    if key is not None:
+        _check_signature(store, raw, key)
     try:
         doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -555,9 +729,18 @@ def verify_bundle(directory: str | Path) -> dict[str, Any]:
     """Check every file against MANIFEST.json and return the manifest.
 
     Raises BundleError if MANIFEST.json is missing (incomplete or not a bundle) or malformed, a
-    listed file is missing, a file's sha256 or size differs, or a file is not listed.
+    listed file is missing, a file's sha256 or size differs, a file is not listed, or anything in
+    the bundle is a symbolic link (the bundle directory itself may be one). This detects
+    corruption and half-written bundles, not a malicious writer (who can rewrite MANIFEST.json
+    too); for that set ``RAYLINE_BUNDLE_KEY``: the bundle must then carry a SIGNATURE made with
+    that key (BundleError if it is unsigned or signed with another key). With the variable unset
+    a SIGNATURE file is allowed but not checked.
     """
     store = Storage(directory)
+    links = store.links()
+    if links:
+        more = f" (and {len(links) - 1} more)" if len(links) > 1 else ""
+        raise BundleError(f"{_link_error(store, links[0])}{more}")
     manifest = _load_manifest(store)
     files: dict[str, dict[str, Any]] = manifest["files"]
     for name in sorted(files):
@@ -568,7 +751,7 @@ def verify_bundle(directory: str | Path) -> dict[str, Any]:
         digest, size = store.sha256(name)
         if digest != files[name]["sha256"] or size != files[name]["bytes"]:
             raise _modified(store, name)
-    extra = [n for n in store.walk_files() if n != MANIFEST and n not in files]
+    extra = [n for n in store.walk_files() if n not in (MANIFEST, SIGNATURE) and n not in files]
     if extra:
         more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
         raise BundleError(
@@ -579,7 +762,9 @@ def verify_bundle(directory: str | Path) -> dict[str, Any]:
 
 def read_bundle_file(directory: str | Path, name: str, verify: bool = True) -> bytes:
     """One file of a bundle. With ``verify`` (default) it must be listed in MANIFEST.json and match
-    its sha256; use ``verify=False`` after :func:`verify_bundle` has checked the whole bundle."""
+    its sha256, and neither it nor a folder above it inside the bundle may be a symbolic link
+    (with ``RAYLINE_BUNDLE_KEY`` set, the manifest's signature is checked too); use
+    ``verify=False`` after :func:`verify_bundle` has checked the whole bundle."""
     check_name(name)
     store = Storage(directory)
     entry: dict[str, Any] | None = None
@@ -587,6 +772,10 @@ def read_bundle_file(directory: str | Path, name: str, verify: bool = True) -> b
         entry = _load_manifest(store)["files"].get(name)
         if entry is None:
             raise BundleError(f"{store.where(name)}: not listed in {MANIFEST}")
+        parts = name.split("/")
+        for i in range(1, len(parts) + 1):
+            if store.is_link("/".join(parts[:i])):
+                raise _link_error(store, "/".join(parts[:i]))
     try:
         data = store.read_bytes(name)
     except FileNotFoundError:

@@ -2,7 +2,10 @@
 
 Evaluation, batch inference (Ray Data ``map_batches``) and serving all call this class, so the
 same rows give the same scores everywhere. Loading verifies every file's sha256 against the
-bundle's MANIFEST and refuses a tampered or half-written bundle.
+bundle's MANIFEST and refuses a corrupted or half-written bundle (and symbolic links in it); the
+sha256s do not stop a malicious writer, who can rewrite the MANIFEST too. With
+``RAYLINE_BUNDLE_KEY`` set, loading also refuses a bundle that is unsigned or signed with another
+key (components.bundle).
 
 Bundle files: model.json (kind, task, classes, ...), features.json (FeatureTransform),
 schema.json (DataSchema), the model file (model.ubj for XGBoost, model.pt + architecture.json
@@ -67,7 +70,9 @@ class Predictor:
 
     @classmethod
     def load(cls, path: str | Path, threads: int | None = None) -> Predictor:
-        """Load and verify a bundle directory (raises bundle.BundleError on any mismatch).
+        """Load and verify a bundle directory (raises bundle.BundleError on any mismatch, a
+        symbolic link in the bundle, or, with ``RAYLINE_BUNDLE_KEY`` set, a missing or wrong
+        signature; unset, a signed bundle loads without its signature being checked).
 
         ``threads`` caps XGBoost's prediction threads (a serving replica with one CPU: more
         threads than cores only add contention to small requests)."""
@@ -91,16 +96,20 @@ class Predictor:
         )
         task, k = str(meta["task"]), meta.get("num_classes")
         guardrails = None
+        name = GUARDRAILS_FILE  # the file being parsed, for the error
         try:
             if GUARDRAILS_FILE in files:
                 items = json.loads(bundle.read_bundle_file(path, GUARDRAILS_FILE, verify=False))
-                guardrails = (
-                    rule_models.compile_guardrails(task, items, kinds, k) if items else None
-                )
+                compiled = rule_models.compile_guardrails(task, items, kinds, k)
+                guardrails = compiled if compiled.items else None
             if kind == "rules":
+                name = MODEL_FILES[kind]
                 model: Any = rule_models.compile_rule_model(task, json.loads(raw), kinds, k)
         except rule_models.RulesConfigError as e:
-            raise bundle.BundleError(f"{path}: {e}") from None
+            raise bundle.BundleError(f"{path}: {name}: {e}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+            raise bundle.BundleError(f"{path}: {name}: not valid JSON ({why})") from None
         if kind == "xgboost":
             model = xgboost_model.load_booster(raw)
             if threads:

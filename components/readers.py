@@ -21,7 +21,7 @@ import json
 import os
 import posixpath
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import urlsplit
@@ -50,6 +50,8 @@ EXTENSIONS = {
     ".libsvm": "libsvm",
 }
 COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")  # text formats only
+MAX_JSON_DEPTH = 64  # nesting levels of one JSON line (deeper crashes Arrow's parser)
+MAX_FEATURES = 1_000_000  # default cap on the width of a libsvm file's dense matrix
 _WILDCARDS = "*?["
 _CSV_CHUNK = 65536
 
@@ -70,6 +72,9 @@ class ReadOptions:
     libsvm: columns ``label``, ``qid`` (when the file has ``qid:`` tokens or a sidecar query
     file ``<file><query_file_suffix>``) and ``<feature_prefix>0 .. n-1``; ``num_features=None``
     infers n from the largest index. ``zero_based=False`` maps index 1 to the first column.
+    ``max_features`` caps n (inferred or given): a stray index such as ``500000000:1`` is an
+    error naming its line instead of a dense matrix of that width. An index given twice on one
+    line is an error too.
     """
 
     format: str
@@ -79,6 +84,7 @@ class ReadOptions:
     null_values: tuple[str, ...] = ("", "NA", "null", "?")
     skip_initial_space: bool = True
     num_features: int | None = None
+    max_features: int = MAX_FEATURES
     zero_based: bool = True
     feature_prefix: str = "f"
     query_file_suffix: str | None = ".query"
@@ -104,6 +110,15 @@ class ReadOptions:
             )
         if self.num_features is not None and self.num_features < 0:
             raise ValueError(f"num_features must be >= 0, got {self.num_features}")
+        if isinstance(self.max_features, bool) or not isinstance(self.max_features, int):
+            raise ValueError(f"max_features must be an integer, got {self.max_features!r}")
+        if self.max_features < 1:
+            raise ValueError(f"max_features must be >= 1, got {self.max_features}")
+        if self.num_features is not None and self.num_features > self.max_features:
+            raise ValueError(
+                f"num_features={self.num_features} is above max_features={self.max_features}; "
+                "raise max_features to read files that wide"
+            )
         if self.query_file_suffix == "":
             raise ValueError(
                 "query_file_suffix must be None or a non-empty suffix such as '.query'"
@@ -131,15 +146,51 @@ def detect_format(path: str) -> str:
     return fmt
 
 
+@dataclass(frozen=True)
+class Listing:
+    """What ``list_inputs`` found: the files to read, and the files it passed over.
+
+    ``skipped`` names each file of a directory or glob that is not read, as
+    ``"<path relative to the directory> (<reason>)"``, sorted: names starting with ``_``
+    (``_SUCCESS``) or inside such a folder (``_temporary/``), hidden names (``.x``), and, without
+    a format, unknown extensions. A libsvm sidecar query file is read with its data file, so it
+    is not listed.
+    """
+
+    files: list[tuple[str, str]]
+    skipped: list[str] = field(default_factory=list)
+
+
 def list_files(
     uri: str, format: str | None = None, *, query_file_suffix: str | None = ".query"
 ) -> list[tuple[str, str]]:
     """Input files as ``[(path, format)]``, sorted: a file, a directory (recursive), a glob or a URI.
 
     In directories and globs, hidden entries (``.x``, ``_SUCCESS``, ``_temporary/``), libsvm
-    sidecar query files and, without ``format``, files of unknown extension are skipped. Local
-    inputs come back as absolute paths, URIs as URIs of the same scheme.
+    sidecar query files and, without ``format``, files of unknown extension are skipped (see
+    ``list_inputs`` for the list of them). Local inputs come back as absolute paths, URIs as
+    URIs of the same scheme.
     """
+    return list_inputs(uri, format, query_file_suffix=query_file_suffix).files
+
+
+def _skip_reason(rel: str) -> str | None:
+    """Why a file of a directory listing is not read by name, or None when it is a candidate."""
+    *folders, name = rel.split("/")
+    for folder in folders:
+        if folder.startswith(("_", ".")):
+            return f"in the folder {folder}/, which starts with {folder[0]}"
+    if name.startswith("_"):
+        return "starts with _"
+    if name.startswith("."):
+        return "hidden"
+    return None
+
+
+def list_inputs(
+    uri: str, format: str | None = None, *, query_file_suffix: str | None = ".query"
+) -> Listing:
+    """``list_files`` with the files it skipped (``Listing``), for the ingest report."""
     if format is not None and format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     base, pattern, query = _split_glob(uri)
@@ -149,7 +200,7 @@ def list_files(
     if pattern is None:
         if info.type == pafs.FileType.File:
             path = uri if "://" in uri else root
-            return [(path, format or detect_format(path))]
+            return Listing([(path, format or detect_format(path))])
         if info.type != pafs.FileType.Directory:
             raise SourceError(f"{uri}: no such file or directory")
         rels = _walk(fs, root, uri, recursive=True)
@@ -159,7 +210,15 @@ def list_files(
         parts = pattern.split("/")
         recursive = len(parts) > 1 or "**" in pattern
         rels = [r for r in _walk(fs, root, uri, recursive) if _glob_match(r.split("/"), parts)]
-    rels = [r for r in rels if not any(c.startswith((".", "_")) for c in r.split("/"))]
+    skipped: dict[str, str] = {}
+    visible: list[str] = []
+    for r in rels:
+        reason = _skip_reason(r)
+        if reason is None:
+            visible.append(r)
+        else:
+            skipped[r] = reason
+    rels = visible
     if query_file_suffix:
         present = set(rels)
         rels = [
@@ -178,12 +237,13 @@ def list_files(
             out.append((path, detect_format(path)))
         except SourceError:
             unknown.append(rel)
+            skipped[rel] = "unknown extension"
     if not out:
         hint = ""
         if unknown:
             hint = f" ({len(unknown)} file(s) of unknown extension skipped, e.g. {unknown[0]!r}; set the format)"
         raise SourceError(f"no input files match {uri}{hint}")
-    return out
+    return Listing(out, [f"{rel} ({skipped[rel]})" for rel in sorted(skipped)])
 
 
 def _split_glob(uri: str) -> tuple[str, str | None, str]:
@@ -461,10 +521,93 @@ def _csv_python(path: str, data: bytes, o: ReadOptions) -> tuple[list[Any], np.n
 # jsonl --------------------------------------------------------------------------------------
 
 
+def _check_utf8(path: str, data: bytes, fmt: str) -> None:
+    """Raise SourceError naming the line and byte of the first invalid UTF-8 sequence.
+
+    Arrow validates without copying; only a file that fails is decoded (to find the place).
+    """
+    whole = pa.LargeStringArray.from_buffers(
+        1, pa.py_buffer(np.array([0, len(data)], dtype=np.int64)), pa.py_buffer(data)
+    )
+    try:
+        whole.validate(full=True)
+    except pa.ArrowInvalid:
+        _decode(path, data, fmt)  # raises with the line and byte
+        raise SourceError(f"{path}: cannot read as {fmt}: not UTF-8 text") from None
+
+
+_JSON_SPECIAL = np.zeros(256, dtype=bool)  # what the exact depth scan looks at
+_JSON_SPECIAL[[ord(c) for c in '"[]{}\\\n']] = True
+_JSON_OPEN = np.zeros(256, dtype=bool)
+_JSON_OPEN[[ord("["), ord("{")]] = True
+_JSON_CHUNK = 1 << 23  # bytes checked at a time by the depth check
+
+
+def _check_json_depth(path: str, data: bytes, limit: int = MAX_JSON_DEPTH) -> None:
+    """Raise SourceError for a line whose objects/arrays nest deeper than ``limit``.
+
+    Arrow's JSON parser recurses per level and crashes the process (SIGSEGV) on lines nested
+    a few thousand deep, so the depth is measured first, per line (a JSON line holds no raw
+    newline). A line with at most ``limit`` opening brackets cannot be too deep, so a chunk
+    whose lines all have that few is passed; the others are scanned exactly (brackets outside
+    strings). Chunk by chunk (a few numpy passes each), so memory stays bounded.
+    """
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return
+    start, line0 = 0, 0  # byte and 0-based line where the chunk starts
+    while start < len(data):
+        end = data.find(b"\n", min(start + _JSON_CHUNK, len(data)) - 1)
+        end = len(data) if end < 0 else end + 1
+        chunk = data[start:end]
+        arr = np.frombuffer(chunk, dtype=np.uint8)
+        newlines = np.flatnonzero(arr == 10)
+        opens = np.flatnonzero(_JSON_OPEN[arr])
+        if len(opens) > limit and np.bincount(np.searchsorted(newlines, opens)).max() > limit:
+            _scan_json_depth(path, chunk, start, line0, limit)
+        line0 += len(newlines)
+        start = end
+
+
+def _scan_json_depth(path: str, chunk: bytes, start: int, line0: int, limit: int) -> None:
+    """The exact scan of whole lines (``chunk`` starts at byte ``start``, 0-based line ``line0``)."""
+    arr = np.frombuffer(chunk, dtype=np.uint8)
+    pos = np.flatnonzero(_JSON_SPECIAL[arr])
+    code = arr[pos]
+    quote = code == ord('"')
+    # A quote right after an odd run of backslashes is escaped (part of a string).
+    idx = np.arange(len(pos))
+    bs = code == 0x5C
+    follows = np.zeros(len(pos), dtype=bool)  # the byte before is the previous position
+    follows[1:] = pos[1:] == pos[:-1] + 1
+    run_start = np.maximum.accumulate(np.where(bs & ~(follows & np.roll(bs, 1)), idx, 0))
+    after_bs = np.zeros(len(pos), dtype=bool)
+    after_bs[1:] = bs[:-1] & follows[1:]
+    esc = np.flatnonzero(quote & after_bs)
+    quote[esc[(esc - run_start[esc - 1]) % 2 == 1]] = False
+    # strings and depth start afresh on every line (even after a malformed one)
+    newline = code == 10
+    line = np.cumsum(newline) - newline  # the line (within the chunk) of each position
+    ends = np.flatnonzero(newline)  # the newline that ends each line
+    q = np.cumsum(quote)
+    in_string = (q - np.concatenate(([0], q[ends]))[line]) % 2 == 1
+    opens = ((code == ord("[")) | (code == ord("{"))) & ~in_string
+    closes = ((code == ord("]")) | (code == ord("}"))) & ~in_string
+    depth = np.cumsum(opens.astype(np.int64) - closes)
+    over = np.flatnonzero(depth - np.concatenate(([0], depth[ends]))[line] > limit)
+    if len(over):
+        i = int(over[0])
+        raise SourceError(
+            f"{path}, line {line0 + int(line[i]) + 1}: JSON nested more than {limit} levels deep "
+            f"(at byte {start + int(pos[i])})"
+        )
+
+
 def _read_jsonl(path: str, data: bytes) -> tuple[pd.DataFrame, np.ndarray]:
     lines = _nonblank_lines(data, b" \t\r")
     if len(lines) == 0:
         return pd.DataFrame(), lines
+    _check_utf8(path, data, "jsonl")  # Arrow would name neither the file nor the line
+    _check_json_depth(path, data)  # before Arrow, which crashes on deep nesting
     try:
         table = pajson.read_json(io.BytesIO(data))
         if table.num_rows == len(lines):
@@ -635,6 +778,13 @@ def _read_libsvm(
             f"{path}, line {line_no[row_of[i]]}: feature index {col[i] + base} is below {base} "
             f"(zero_based={o.zero_based})"
         )
+    if o.num_features is None and len(col) and col.max() >= o.max_features:
+        i = int(np.argmax(col >= o.max_features))
+        raise SourceError(
+            f"{path}, line {line_no[row_of[i]]}: feature index {col[i] + base} is above "
+            f"max_features={o.max_features} (zero_based={o.zero_based}): a typo, or set "
+            f"libsvm.max_features (each row is read as {o.max_features:,} dense columns at most)"
+        )
     nf = o.num_features if o.num_features is not None else (int(col.max()) + 1 if len(col) else 0)
     if len(col) and col.max() >= nf:
         i = int(np.argmax(col >= nf))
@@ -642,10 +792,38 @@ def _read_libsvm(
             f"{path}, line {line_no[row_of[i]]}: feature index {col[i] + base} is out of range for "
             f"num_features={nf} (zero_based={o.zero_based})"
         )
-    matrix = np.zeros((n, nf), dtype=np.float64)
+    _check_repeated_index(path, row_of, col, nf, line_no, base)
+    try:
+        matrix = np.zeros((n, nf), dtype=np.float64)
+    except MemoryError:
+        raise SourceError(
+            f"{path}: {n:,} rows x {nf:,} features as a dense float64 matrix need "
+            f"{n * nf * 8 / 2**30:,.1f} GiB, more than this worker has"
+        ) from None
     matrix[row_of, col] = pairs[feat, 1]
 
     return _libsvm_frame(path, o, fs, inner, label, qid, matrix), line_no
+
+
+def _check_repeated_index(
+    path: str, row_of: np.ndarray, col: np.ndarray, nf: int, line_no: np.ndarray, base: int
+) -> None:
+    """Raise SourceError naming the first feature index given twice on one line (the dense
+    matrix would keep only the last value)."""
+    if len(col) < 2:
+        return
+    same_row = row_of[1:] == row_of[:-1]
+    if not (same_row & (col[1:] <= col[:-1])).any():
+        return  # every line lists its indices in increasing order
+    key = row_of * nf + col
+    order = np.argsort(key, kind="stable")
+    repeat = order[1:][key[order][1:] == key[order][:-1]]
+    if len(repeat):
+        i = int(repeat.min())  # the first token, in file order, that repeats an earlier one
+        raise SourceError(
+            f"{path}, line {line_no[row_of[i]]}: feature index {col[i] + base} is given more "
+            "than once"
+        )
 
 
 def _libsvm_frame(

@@ -7,11 +7,13 @@ Layout under the storage root::
                                       "aliases": {"production": 3, "candidate": 4},
                                       "history": [{"alias": "production", "version": 3, "at": "<utc>"}, ...]}
     registry/<model>/.aliases/       the alias revision log (see below)
-    registry/<model>/.tmp-<uuid>/    a publish in progress (invisible; removed on success or error)
+    registry/<model>/.tmp-<uuid>/    a publish in progress (invisible; removed on success or error,
+                                     and swept by a later publish if a crash left it behind)
 
 Nothing half-written is ever visible, and concurrent writers need no lock server:
 
-* **Publishing** (local or shared POSIX filesystem) copies the bundle into ``<model>/.tmp-<uuid>``,
+* **Publishing** (local or shared POSIX filesystem) copies the bundle (its SIGNATURE too, if it
+  is signed; see components.bundle) into ``<model>/.tmp-<uuid>``,
   fsyncs and verifies it, then renames it to ``<model>/<v>`` where ``v`` is one more than the
   highest version directory. ``rename(2)`` refuses to replace a non-empty directory, so if another
   writer took ``v`` meanwhile the rename fails and the publish retries with ``v + 1``: every
@@ -35,6 +37,25 @@ Nothing half-written is ever visible, and concurrent writers need no lock server
   ``*.claim-*`` markers stay in ``.claims/`` and ``.aliases/`` for ten minutes before they are
   swept. Readers never depend on ``aliases.json`` while the revision log exists.
 
+Faults it recovers from (each has a test in tests/unit/test_registry_faults.py):
+
+* A damaged (truncated, unparsable) newest revision file: readers and writers use the newest
+  readable revision instead (or ``aliases.json`` if that is newer) and say so in a
+  :class:`RegistryWarning` naming the skipped file; the next update is written above the damaged
+  one, so it stops being the newest. An unreadable file counts as damaged, not as still being
+  written, once it is a second old (readers: by its mtime or by waiting; writers always wait that
+  second, so a clock difference on a shared filesystem cannot make them skip a write in
+  progress). With nothing readable left, the call fails with a RegistryError naming the files.
+* A revision number that is not a whole number from 0 to 999,999,999,999 (revision files have
+  12 digits), or a revision file whose content does not match its name: a RegistryError naming
+  the file (an update is never reported as done and then lost).
+* History entries without a valid ``version`` (edited by hand): skipped by ``rollback`` and
+  ``previous``.
+* ``.tmp-*`` folders and files that a crashed writer left in ``<model>/`` or ``.aliases/``: a
+  publish removes those in which nothing changed for ten minutes (a live publisher writes its
+  files continuously and touches its folder before verifying it, so its folder is never that
+  old unless verifying the copy alone takes ten minutes).
+
 Readers need no coordination: a listing may miss an entry created while it runs (it will be seen
 by the next call) but never shows a half-written version or alias state.
 """
@@ -46,12 +67,21 @@ import random
 import re
 import time
 import uuid
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.bundle import MANIFEST, TMP_MARK, BundleError, Storage, utc_now, verify_bundle
+from components.bundle import (
+    MANIFEST,
+    SIGNATURE,
+    TMP_MARK,
+    BundleError,
+    Storage,
+    utc_now,
+    verify_bundle,
+)
 
 REGISTRY_DIR = "registry"
 ALIASES_FILE = "aliases.json"
@@ -66,10 +96,28 @@ _REV_RE = re.compile(r"([0-9]{12})\.json")
 _MAX_ATTEMPTS = 1000
 _KEEP_REVISIONS = 32
 _KEEP_REVISION_NS = 600 * 1_000_000_000
+_MAX_REVISION = 10**12 - 1  # revision files are named with 12 digits
+# An unreadable revision file this old (mtime, or seen unreadable this long) is damaged, not being
+# written (only non-atomic writes, i.e. no hard links or an object store, show a partial file).
+_DAMAGED_S = 1.0
+# A .tmp-* folder or file in which nothing changed for this long was left by a crashed writer.
+_STALE_TMP_NS = _KEEP_REVISION_NS
 
 
 class RegistryError(Exception):
     """Unknown model/version/alias, a bad name, or a registry operation that could not complete."""
+
+
+class RegistryWarning(UserWarning):
+    """A damaged registry file was skipped; the message names it and what was used instead."""
+
+
+class _Unreadable(ValueError):
+    """An alias state file that does not parse: damaged, or still being written non-atomically."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -112,30 +160,58 @@ def _dumps(doc: Any) -> bytes:
     return (json.dumps(doc, indent=1) + "\n").encode()
 
 
-def _parse_state(raw: bytes, where: str) -> dict[str, Any]:
-    """An alias state document; a legacy flat {"alias": version} mapping is accepted too."""
+def _parse_state(raw: bytes, where: str, expect: int | None = None) -> dict[str, Any]:
+    """An alias state document; a legacy flat {"alias": version} mapping is accepted too.
+
+    _Unreadable if it does not parse or has the wrong shape; RegistryError if its revision is
+    not a whole number from 0 to ``_MAX_REVISION`` or (a revision file) differs from ``expect``,
+    the number in its name."""
     try:
         doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{where}: not valid JSON ({e})") from None
+        raise _Unreadable(where, f"not valid JSON ({e})") from None
     if not isinstance(doc, dict):
-        raise ValueError(f"{where}: expected a JSON object")
+        raise _Unreadable(where, "expected a JSON object")
     if "aliases" not in doc:
         doc = {"aliases": doc}
     aliases, history = doc.get("aliases"), doc.get("history", [])
     if not isinstance(aliases, dict) or not all(
         isinstance(k, str) and isinstance(v, int) for k, v in aliases.items()
     ):
-        raise ValueError(f"{where}: 'aliases' must map alias names to version numbers")
+        raise _Unreadable(where, "'aliases' must map alias names to version numbers")
     if not isinstance(history, list):
-        raise ValueError(f"{where}: 'history' must be a list")
+        raise _Unreadable(where, "'history' must be a list")
     revision = doc.get("revision", 0)
-    return {
-        "format": 1,
-        "revision": revision if isinstance(revision, int) else 0,
-        "aliases": dict(aliases),
-        "history": list(history),
-    }
+    if (
+        isinstance(revision, bool)
+        or not isinstance(revision, int)
+        or not 0 <= revision <= _MAX_REVISION
+    ):
+        raise RegistryError(
+            f"{where}: 'revision' is {revision!r}, not a whole number from 0 to {_MAX_REVISION} "
+            "(edited by hand?): correct it to the revision it held, or remove the 'revision' field"
+        )
+    if expect is not None and revision != expect:
+        raise RegistryError(
+            f"{where}: holds revision {revision} but its name says {expect} (edited by hand?): "
+            f"set 'revision' back to {expect}"
+        )
+    return {"format": 1, "revision": revision, "aliases": dict(aliases), "history": list(history)}
+
+
+def _valid_version(entry: Any) -> int | None:
+    """The version of a history entry, or None for a malformed one (no int ``version`` >= 1)."""
+    v = entry.get("version") if isinstance(entry, dict) else None
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else None
+
+
+def _damaged(mtime_ns: int | None, first_seen: float, trust_mtime: bool) -> bool:
+    """Whether an unreadable file has been left alone long enough to count as damaged rather than
+    being written: seen unreadable for ``_DAMAGED_S`` or (``trust_mtime``) last modified that
+    long ago."""
+    if trust_mtime and mtime_ns is not None and time.time_ns() - mtime_ns > _DAMAGED_S * 1e9:
+        return True
+    return time.monotonic() - first_seen > _DAMAGED_S
 
 
 class Registry:
@@ -220,9 +296,9 @@ class Registry:
         if current is None:
             return None
         past = [
-            e.get("version")
+            _valid_version(e)
             for e in state["history"]
-            if isinstance(e, dict) and e.get("alias") == alias
+            if isinstance(e, dict) and e.get("alias") == alias and _valid_version(e) is not None
         ]
         while past and past[-1] == current:
             past.pop()
@@ -280,7 +356,8 @@ class Registry:
         """Copy a complete bundle into the registry as the next version, then set ``aliases`` to it.
 
         The bundle is verified before and after the copy (BundleError if it is not complete and
-        intact). Concurrent publishers get distinct versions (see the module docstring).
+        intact). Concurrent publishers get distinct versions (see the module docstring). Temporary
+        folders and files that crashed writers left under the model are swept first.
         """
         _check_model(model)
         if isinstance(aliases, str):
@@ -289,7 +366,10 @@ class Registry:
         manifest = verify_bundle(bundle_dir)
         src = Storage(bundle_dir)
         names = sorted(manifest["files"])
+        if src.is_file(SIGNATURE):
+            names.append(SIGNATURE)  # copied with the files, before MANIFEST.json
         ms = self._store.child(model)
+        self._sweep_temp(ms)
         version = (
             self._publish_local(ms, src, names)
             if ms.local
@@ -305,6 +385,27 @@ class Registry:
         taken += [int(n) for n in ms.list_dir(_CLAIMS) if _VERSION_RE.fullmatch(n)]
         return max(taken, default=0) + 1
 
+    @staticmethod
+    def _sweep_temp(ms: Storage) -> None:
+        """Remove ``.tmp-*`` folders (publishes) and ``*.tmp-*`` files (atomic writes) that a
+        crashed writer left in ``<model>/`` and ``.aliases/``: only those in which nothing changed
+        for ``_STALE_TMP_NS`` (a live writer's are younger; module docstring). Best effort."""
+        now = time.time_ns()
+        for where in (ms, ms.child(_ALIAS_LOG)):
+            for name, is_dir, _ in where.entries():
+                if not (name.startswith(TMP_MARK) if is_dir else TMP_MARK in name):
+                    continue
+                try:
+                    newest = where.newest_mtime(name)
+                    if newest is None or now - newest <= _STALE_TMP_NS:
+                        continue
+                    if is_dir:
+                        where.delete_tree(name)
+                    else:
+                        where.delete_file(name)
+                except OSError:  # another publisher swept it meanwhile
+                    continue
+
     def _publish_local(self, ms: Storage, src: Storage, names: list[str]) -> int:
         ms.make_dirs()
         tmp = f"{TMP_MARK}{uuid.uuid4().hex}"
@@ -314,6 +415,7 @@ class Registry:
                 ms.copy_from(src, name, f"{tmp}/{name}")
             ms.copy_from(src, MANIFEST, f"{tmp}/{MANIFEST}")
             ms.fsync_tree(tmp)
+            ms.touch(tmp)  # live: a sweeping publisher judges the folder by its newest mtime
             verify_bundle(ms.where(tmp))  # the copy, against the manifest it carries
             version = self._next_version(ms)
             for _ in range(_MAX_ATTEMPTS):
@@ -349,6 +451,8 @@ class Registry:
                 f"{ms.location}: could not claim a version after {_MAX_ATTEMPTS} attempts"
             )
         dest = ms.child(str(version))
+        if src.is_file(SIGNATURE):
+            dest.copy_from(src, SIGNATURE, SIGNATURE)  # before the commit marker
         for name in sorted(manifest["files"]):
             dest.copy_from(src, name, name)
             digest, size = dest.sha256(name)
@@ -394,9 +498,9 @@ class Registry:
             raise RegistryError(f"model {model!r} has no {alias!r} alias to roll back")
         stack: list[int] = []  # the alias's lineage, with rolled-back versions taken off
         for e in state["history"]:
-            if not isinstance(e, dict) or e.get("alias") != alias:
+            v = _valid_version(e)
+            if v is None or e.get("alias") != alias:  # malformed entries (edited by hand) skipped
                 continue
-            v = int(e["version"])
             if str(e.get("note", "")).startswith(ROLLBACK_NOTE):
                 while stack and stack[-1] != v:
                     stack.pop()
@@ -413,39 +517,97 @@ class Registry:
         return current, target
 
     def _alias_state(self, model: str) -> dict[str, Any]:
-        """The newest alias state: the highest revision in the log, or aliases.json if newer."""
+        """The newest alias state: the newest readable revision in the log, or aliases.json if
+        newer (see :meth:`_read_state`)."""
+        return self._read_state(model)[0]
+
+    def _read_state(self, model: str, writing: bool = False) -> tuple[dict[str, Any], int]:
+        """(the newest readable alias state, the highest revision number in the log).
+
+        An unparsable newest revision is waited for while it may still be being written, then
+        skipped as damaged (a RegistryWarning names it); ``writing`` callers only skip it after
+        seeing it unreadable for ``_DAMAGED_S`` themselves (never by its mtime)."""
         ms = self._store.child(model)
         log = ms.child(_ALIAS_LOG)
         problem = ""
+        first_seen: dict[str, float] = {}  # file -> when it was first found unreadable
+
+        def damaged(name: str, mtime: int | None) -> bool:
+            return _damaged(mtime, first_seen.setdefault(name, time.monotonic()), not writing)
+
         for attempt in range(50):
-            revs = sorted(m.group(1) for n in log.list_dir() if (m := _REV_RE.fullmatch(n)))
-            state = _empty_state()
-            if revs:
-                name = f"{revs[-1]}.json"
+            listed = {
+                m.group(1): mtime for n, _, mtime in log.entries() if (m := _REV_RE.fullmatch(n))
+            }
+            revs = sorted(listed, reverse=True)
+            top = int(revs[0]) if revs else 0
+            state: dict[str, Any] | None = None
+            used = ""  # where the state comes from
+            skipped: list[tuple[str, str]] = []  # (damaged file, why)
+            wait = False
+            for rev in revs:
+                name = f"{rev}.json"
                 try:
-                    state = _parse_state(log.read_bytes(name), log.where(name))
-                except FileNotFoundError:  # pruned between listing and reading
+                    state = _parse_state(log.read_bytes(name), log.where(name), int(rev))
+                    used = log.where(name)
+                    break
+                except FileNotFoundError:  # pruned (or removed) between listing and reading
                     continue
-                except ValueError as e:  # still being written (non-atomic writes): wait for it
+                except _Unreadable as e:
                     problem = str(e)
-                    time.sleep(0.005 * (attempt + 1))
-                    continue
+                    if rev == revs[0] and not damaged(name, listed[rev]):
+                        wait = True  # perhaps still being written (non-atomic writes)
+                        break
+                    skipped.append((log.where(name), e.reason))
+            if wait:
+                time.sleep(min(0.005 * (attempt + 1), 0.05))
+                continue
             # aliases.json only matters when it is newer than the log (written by hand or by an
-            # older rayline); while the log exists, an unreadable snapshot (being rewritten in
-            # place on a non-local filesystem) is ignored.
+            # older rayline) or nothing in the log is readable; while a readable log exists, an
+            # unreadable snapshot (being rewritten in place on a non-local filesystem) is ignored.
             try:
                 snapshot = _parse_state(ms.read_bytes(ALIASES_FILE), ms.where(ALIASES_FILE))
             except FileNotFoundError:
                 snapshot = None
-            except ValueError as e:
-                if not revs:
-                    problem = str(e)
-                    time.sleep(0.005 * (attempt + 1))
-                    continue
+            except _Unreadable as e:
                 snapshot = None
-            if snapshot is not None and (snapshot["revision"] > state["revision"] or not revs):
+                if state is None:
+                    problem = str(e)
+                    if not damaged(ALIASES_FILE, ms.newest_mtime(ALIASES_FILE)):
+                        time.sleep(min(0.005 * (attempt + 1), 0.05))
+                        continue
+                    fallback = (
+                        f"every alias revision in {log.location} is damaged too "
+                        f"({', '.join(w for w, _ in skipped)})"
+                        if skipped
+                        else "there is no alias revision log to fall back on"
+                    )
+                    raise RegistryError(
+                        f"{problem}; {fallback}: restore {ALIASES_FILE} from a backup, or "
+                        "remove it to start the aliases afresh"
+                    ) from None
+            if snapshot is not None and (state is None or snapshot["revision"] > state["revision"]):
                 state = snapshot
-            return state
+                used = f"{ms.where(ALIASES_FILE)} (revision {snapshot['revision']})"
+            if state is None:
+                if skipped:
+                    raise RegistryError(
+                        f"{log.location}: no alias revision is readable (damaged: "
+                        f"{', '.join(w for w, _ in skipped)}; {problem}) and there is no "
+                        f"{ALIASES_FILE}: restore a revision file from a backup, or remove the "
+                        "damaged ones to start the aliases afresh"
+                    )
+                state = _empty_state()
+            if skipped:
+                more = f" (and {len(skipped) - 1} older)" if len(skipped) > 1 else ""
+                warnings.warn(
+                    RegistryWarning(
+                        f"{skipped[0][0]}: damaged ({skipped[0][1]}) — skipped{more}; the aliases "
+                        f"of {model!r} are read from {used}"
+                    ),
+                    stacklevel=3,
+                )
+            return state, top
         raise RegistryError(
             f"{log.location}: could not read the alias state ({problem or 'contention'})"
         )
@@ -454,8 +616,12 @@ class Registry:
         ms = self._store.child(model)
         log = ms.child(_ALIAS_LOG)
         for attempt in range(_MAX_ATTEMPTS):
-            state = self._alias_state(model)
-            revision = state["revision"] + 1
+            state, top = self._read_state(model, writing=True)
+            revision = max(state["revision"], top) + 1  # above a damaged newest revision too
+            if revision > _MAX_REVISION:
+                raise RegistryError(
+                    f"{log.location}: the alias revision log is full (revision {_MAX_REVISION})"
+                )
             at = utc_now()
             new = {
                 "format": 1,

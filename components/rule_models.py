@@ -26,6 +26,7 @@ their condition holds).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,13 @@ ACTIONS = ("override", "clamp", "boost", "filter")
 
 class RulesConfigError(ValueError):
     """A rule or guardrail that cannot be used; the message starts with its place in the spec."""
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float range
+        return False
 
 
 def _output_node(
@@ -133,22 +141,36 @@ def compile_rule_model(
     where: str = "rules",
 ) -> RuleModel:
     """Compile ``{rules: [{name?, when, <output>}], default: {<output>}}``; RulesConfigError
-    names the rule (``<where>.rules.<i>``) and the reason."""
-    items = list(doc.get("rules") or [])
+    names the rule (``<where>.rules.<i>``) and the reason (also for a document of the wrong
+    shape, e.g. a hand-edited rules.json)."""
+    if not isinstance(doc, Mapping):
+        raise RulesConfigError(
+            f"{where}: a mapping with rules and default, got {type(doc).__name__}"
+        )
+    items = doc.get("rules") or []
+    if not isinstance(items, list | tuple):
+        raise RulesConfigError(f"{where}.rules: a list of rules, got {type(items).__name__}")
     if not items:
         raise RulesConfigError(f"{where}.rules: list at least one rule")
     names, conds, outs = [], [], []
     for i, r in enumerate(items):
         at = f"{where}.rules.{i}"
+        if not isinstance(r, Mapping):
+            raise RulesConfigError(
+                f"{at}: a mapping such as {{when: ..., score: ...}}, got {type(r).__name__}"
+            )
         names.append(str(r.get("name") or f"rule_{i}"))
         conds.append(_condition(r.get("when"), at, features))
         outs.append(_output_node(task, r, at, features, num_classes))
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise RulesConfigError(f"{where}.rules: rule names must be distinct, repeated: {dupes}")
-    default = _output_node(
-        task, doc.get("default") or {}, f"{where}.default", features, num_classes
-    )
+    default_doc = doc.get("default") or {}
+    if not isinstance(default_doc, Mapping):
+        raise RulesConfigError(
+            f"{where}.default: a mapping such as {{score: 0.5}}, got {type(default_doc).__name__}"
+        )
+    default = _output_node(task, default_doc, f"{where}.default", features, num_classes)
     return RuleModel(
         task, tuple(names), tuple(conds), tuple(outs), default, dict(features), num_classes
     )
@@ -234,11 +256,19 @@ def compile_guardrails(
     num_classes: int | None = None,
     where: str = "guardrails",
 ) -> Guardrails:
-    """Compile the spec's ``guardrails:`` list; RulesConfigError names the item and the reason."""
+    """Compile the spec's ``guardrails:`` list; RulesConfigError names the item and the reason
+    (also for a list of the wrong shape, e.g. a hand-edited guardrails.json)."""
     info = task_info(task)
+    if not isinstance(items, list | tuple):
+        raise RulesConfigError(f"{where}: a list of guardrails, got {type(items).__name__}")
     out: list[Guardrail] = []
     for i, g in enumerate(items):
         at = f"{where}.{i}"
+        if not isinstance(g, Mapping):
+            raise RulesConfigError(
+                f"{at}: a mapping such as {{name: ..., when: ..., clamp: ...}}, "
+                f"got {type(g).__name__}"
+            )
         name = g.get("name")
         if not isinstance(name, str) or not name:
             raise RulesConfigError(f"{at}.name: every guardrail needs a name")
@@ -287,6 +317,8 @@ def compile_guardrails(
             for k, v in (("min", low), ("max", high)):
                 if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
                     raise RulesConfigError(f"{at}.clamp.{k}: a number, got {v!r}")
+                if v is not None and not _finite(v):  # NaN would make every output NaN
+                    raise RulesConfigError(f"{at}.clamp.{k}: a finite number, got {v!r}")
             if low is not None and high is not None and low > high:
                 raise RulesConfigError(f"{at}.clamp: min {low} is above max {high}")
             if info.output == "probability" and (

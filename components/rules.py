@@ -16,12 +16,14 @@ Null semantics, the same in every evaluation: a null operand (a missing value, o
 arithmetic such as ``0 / 0``) makes every comparison, ``in`` and ``not in`` false; ``not`` turns
 false into true; arithmetic with a null gives null. Test for nulls with ``is null``.
 
-Every error (a parse error, an unknown feature, incompatible types) is a ``RuleError`` naming the
-character position and the reason; callers add where the text came from (the spec field).
+Every error (a parse error, an unknown feature, incompatible types, an expression nested too
+deeply: see ``MAX_NESTING`` and ``MAX_DEPTH``) is a ``RuleError`` naming the character position
+and the reason; callers add where the text came from (the spec field).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +35,11 @@ import pandas as pd
 Kind = Literal["number", "string", "bool"]
 FeatureKinds = Mapping[str, Literal["number", "string"]]
 MAX_LENGTH = 4000  # characters in one expression
+# Parsing, checking and evaluating recurse once per level, so both are bounded well below
+# Python's recursion limit: nesting of parentheses, ``not`` and unary ``-``, and the depth of
+# the whole tree (a chain such as ``a + b + c`` is one level per operator).
+MAX_NESTING = 32
+MAX_DEPTH = 200
 
 COMPARE = ("==", "!=", "<=", ">=", "<", ">")
 ARITH = ("+", "-", "*", "/", "%")
@@ -164,6 +171,15 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.toks = _tokens(text)
         self.i = 0
+        self.nesting = 0
+
+    def _enter(self, pos: int) -> None:
+        """One more level of parentheses, ``not`` or unary ``-`` (each recurses)."""
+        self.nesting += 1
+        if self.nesting > MAX_NESTING:
+            raise RuleError(
+                pos, f"nested more than {MAX_NESTING} levels deep (parentheses, not, unary '-')"
+            )
 
     @property
     def tok(self) -> _Tok:
@@ -215,7 +231,10 @@ class _Parser:
     def _not(self) -> Node:
         if self._is("not"):
             pos = self._take().pos
-            return Not(pos, self._not())
+            self._enter(pos)
+            node = Not(pos, self._not())
+            self.nesting -= 1
+            return node
         return self._comparison()
 
     def _comparison(self) -> Node:
@@ -277,7 +296,9 @@ class _Parser:
     def _unary(self) -> Node:
         if self._is("-"):
             pos = self._take().pos
+            self._enter(pos)
             operand = self._unary()
+            self.nesting -= 1
             if isinstance(operand, Literal_) and isinstance(operand.value, float):
                 return Literal_(pos, -operand.value)
             return Negate(pos, operand)
@@ -286,13 +307,17 @@ class _Parser:
     def _atom(self) -> Node:
         t = self.tok
         if self._is("("):
-            self._take()
+            self._enter(self._take().pos)
             node = self._or()
             self._expect(")")
+            self.nesting -= 1
             return node
         self._take()
         if t.kind == "number":
-            return Literal_(t.pos, float(t.text))
+            value = float(t.text)
+            if not np.isfinite(value):
+                raise RuleError(t.pos, f"the number {t.text} is out of range")
+            return Literal_(t.pos, value)
         if t.kind == "string":
             return Literal_(t.pos, t.text)
         if t.kind == "keyword" and t.text.lower() in ("true", "false"):
@@ -310,7 +335,33 @@ def parse(text: str) -> Node:
         raise RuleError(0, f"an expression is a string, got {type(text).__name__}")
     if len(text) > MAX_LENGTH:
         raise RuleError(MAX_LENGTH, f"longer than {MAX_LENGTH} characters")
-    return _Parser(text).parse()
+    node = _Parser(text).parse()
+    _check_depth(node)
+    return node
+
+
+def _children(node: Node) -> tuple[Node, ...]:
+    if isinstance(node, Literal_ | Column):
+        return ()
+    if isinstance(node, Negate | Not | InList | IsNull):
+        return (node.operand,)
+    if isinstance(node, Arith | Compare):
+        return (node.left, node.right)
+    return node.items
+
+
+def _check_depth(root: Node) -> None:
+    """RuleError at the first node deeper than MAX_DEPTH (walked without recursion)."""
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise RuleError(
+                node.pos,
+                f"the expression is more than {MAX_DEPTH} levels deep (each operator of a "
+                "chain such as a + b + c is a level); group terms in parentheses or split it",
+            )
+        stack.extend((child, depth + 1) for child in _children(node))
 
 
 # -- types -------------------------------------------------------------------------------------
@@ -398,11 +449,20 @@ def columns(node: Node) -> set[str]:
     return set().union(*(columns(i) for i in node.items))
 
 
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float range
+        return False
+
+
 def compile_expression(text: str | float, features: FeatureKinds, want: Kind) -> Node:
     """Parse and type-check ``text`` (a number stands for itself), which must be of kind ``want``."""
     if isinstance(text, bool):
         raise RuleError(0, f"expected {_what(want)}, got {text}")
     if isinstance(text, int | float):
+        if not _finite(text):
+            raise RuleError(0, f"expected a finite number, got {text}")
         node: Node = Literal_(0, float(text))
     else:
         node = parse(text)
@@ -514,8 +574,13 @@ def evaluate(node: Node, frame: Frame) -> np.ndarray:
         return ~null if node.negate else null
     if isinstance(node, Not):
         return ~evaluate(node.operand, frame)
-    results = [evaluate(i, frame) for i in node.items]
-    return np.logical_and.reduce(results) if node.op == "and" else np.logical_or.reduce(results)
+    out = evaluate(node.items[0], frame).copy()  # one array at a time, however many items
+    for item in node.items[1:]:
+        if node.op == "and":
+            out &= evaluate(item, frame)
+        else:
+            out |= evaluate(item, frame)
+    return out
 
 
 def feature_kinds(numeric: Sequence[str], categorical: Sequence[str]) -> dict[str, Any]:

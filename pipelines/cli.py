@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from components.bundle import BundleError
 from components.registry import Registry, RegistryError
+from pipelines.errors import PipelineError
 from pipelines.spec import STORAGE_ENV, SpecError, load_spec
 from serve.config import ServeArgs
 
@@ -81,10 +82,13 @@ def _parser() -> argparse.ArgumentParser:
     sbm = sub.add_parser(
         "submit",
         help="run a spec as a Ray job on a running cluster and follow it",
-        description="Upload the working directory (without .git, virtualenvs, storage, data "
-        "files and caches) and run `rayline run SPEC overrides...` as a Ray job; print the job id, "
-        "stream its logs, and exit 0 if it succeeded, 1 if it failed or was stopped. Needs "
-        "RAY_AUTH_MODE=token and the cluster's token when token authentication is on.",
+        description="Upload the working directory (without .git, virtualenvs, storage folders, "
+        "data files, caches, and secrets: .env*, *.pem, *.key, ssh keys (id_rsa*, id_ed25519*, "
+        "...), secrets/, *.db; the list is EXCLUDES in pipelines/submit.py, and Ray also honours "
+        ".gitignore and .rayignore), print how many files and how many bytes go, and run "
+        "`rayline run SPEC overrides...` as a Ray job; print the job id, stream its logs, and "
+        "exit 0 if it succeeded, 1 if it failed or was stopped. Needs RAY_AUTH_MODE=token and the "
+        "cluster's token (RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN; see clusters/README.md).",
     )
     sbm.add_argument("spec")
     sbm.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
@@ -143,7 +147,13 @@ def _parser() -> argparse.ArgumentParser:
         help="score a dataset offline with Ray Data (batch inference)",
         description="Read INPUT (a file, directory, glob or URI), score every row with the model "
         "bundle through a Ray Data actor pool, and write a folder of Parquet files OUTPUT with the scores, "
-        "the --keys columns and each row's source file and row number.",
+        "the --keys columns and each row's source file and row number. OUTPUT is written aside and "
+        "then put in place as a whole, replacing what was there; so an existing OUTPUT is replaced "
+        "only when it is an earlier `rayline predict` output (every output folder holds a "
+        "_RAYLINE_PREDICTIONS file) or an empty folder, anything else only with --overwrite. "
+        "Refused even with --overwrite: OUTPUT that is the input, holds it or lies inside it (a "
+        "folder input, or where the glob could match), that is or holds the current folder, the "
+        "home folder or the storage, or that is not a local path.",
     )
     pred.add_argument("model")
     pred.add_argument("input")
@@ -161,6 +171,12 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--batch-size", type=int, default=4096, help="rows per batch (default 4096)")
     pred.add_argument("--storage", help=f"storage root (default: {STORAGE_ENV} or ./storage)")
     pred.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    pred.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing OUTPUT that is not an earlier rayline output (a file, a link, "
+        "a folder of other files); never the input, the current folder, home or the storage",
+    )
 
     rep = sub.add_parser(
         "report",
@@ -224,6 +240,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return 2
     local = connect(spec, args.address)
+    _own_signals()  # after connecting: Ray's core worker installs its own SIGTERM handler
     try:
         problems = check_cluster(spec)
         if problems:
@@ -238,9 +255,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         except PipelineError as e:
             print(f"rayline: run failed: {e}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print(
+                f"\nrayline: interrupted; the run stopped and can continue with "
+                f"`rayline run {args.spec} --resume`",
+                file=sys.stderr,
+            )
+            return 130
         if report.get("endpoint"):
             serve_args = spec.serve_args(runner.storage, report["endpoint"]["version"])
-            _print_endpoint(serve_args, report["model"]["path"])
+            _print_endpoint(serve_args, report["model"]["path"], report["endpoint"].get("auth"))
             if local and not args.no_wait:
                 _serve_until_interrupted()
     finally:
@@ -249,28 +273,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_endpoint(serve_args: ServeArgs, bundle_path: str) -> None:
+def _print_endpoint(serve_args: ServeArgs, bundle_path: str, auth: str | None = None) -> None:
+    """The curl examples for the replica's real auth mode (``auth``, as its /healthz said)."""
     from pipelines.deploy import curl_examples
 
-    key_env = serve_args.api_key_env
-    if not (serve_args.api_key_file or (key_env and os.environ.get(key_env))):
-        serve_args = serve_args.model_copy(update={"api_key_env": None})
+    auth = auth or serve_args.auth
+    if auth == "none":
         print(
-            f"\n  note: no API key is set (export {key_env or 'RAYLINE_API_KEY'} before starting Ray, or set "
-            f"serve.api_key_file): anyone who can reach {serve_args.host}:{serve_args.port} can call it"
+            f"\n  note: serve.auth is none: anyone who can reach {serve_args.host}:{serve_args.port} "
+            "can call every endpoint (set serve.auth: api_key and export RAYLINE_API_KEY)"
         )
-    print("\n  try it:\n" + curl_examples(serve_args, bundle_path), flush=True)
+    elif not serve_args.api_key_file and not os.environ.get(serve_args.api_key_env or ""):
+        print(
+            f"\n  note: the replicas have their API key, but {serve_args.api_key_env} is not set "
+            "in this shell: export it to run the examples"
+        )
+    print("\n  try it:\n" + curl_examples(serve_args, bundle_path, auth), flush=True)
+
+
+def _own_signals() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM stop a run wherever it is: both raise KeyboardInterrupt in the
+    main thread (Ray Train and Tune run off it, so their own handlers never take over)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def _serve_until_interrupted() -> None:
-    import signal
     import time
 
     from ray import serve
 
-    # Ray Train leaves its own SIGINT handler installed after fit(); Ctrl-C must stop serving.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    _own_signals()  # in case anything replaced them
     print(
         "\n  serving until Ctrl-C (with a running cluster, --no-wait returns instead)", flush=True
     )
@@ -303,7 +338,7 @@ def _ray_init(address: str | None, ingress: str | None = None) -> bool:
 def cmd_deploy(args: argparse.Namespace) -> int:
     import ray
 
-    from pipelines.deploy import deploy
+    from pipelines.deploy import DeployError, deploy
     from pipelines.spec import parse_override
 
     options: dict[str, object] = {}
@@ -319,10 +354,15 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     target = args.address or os.environ.get("RAY_ADDRESS")
     started = _ray_init(target, serve_args.ingress)
     try:
-        info = deploy(serve_args)
+        try:
+            info = deploy(serve_args)
+        except DeployError as e:  # e.g. the replicas refused to start without their API key
+            print(f"rayline: deploy failed: {e}", file=sys.stderr)
+            return 1
         _print_endpoint(
             serve_args.model_copy(update={"version": info["version"]}),
             Registry(serve_args.storage).path(args.model, info["version"]),
+            info.get("auth"),
         )
         if started and not target:
             _serve_until_interrupted()
@@ -370,7 +410,7 @@ def cmd_release(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from pipelines.submit import submit
 
-    load_spec(args.spec, args.overrides)  # a bad spec fails here, not on the cluster
+    spec = load_spec(args.spec, args.overrides)  # a bad spec fails here, not on the cluster
     address = args.address or os.environ.get("RAY_ADDRESS")
     if not address:
         print(
@@ -385,6 +425,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             working_dir=args.working_dir,
             storage=args.storage,
             follow=not args.no_follow,
+            local_storage=[spec.storage, os.environ.get(STORAGE_ENV)],  # never uploaded
         )
     except ValueError as e:
         print(f"rayline: {e}", file=sys.stderr)
@@ -432,8 +473,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import ray
 
-    from pipelines.batch import predict
+    from pipelines.batch import PredictOutputError, check_output, predict
 
+    protect = [_storage(args.storage)]
+    try:  # before Ray starts: a refused OUTPUT costs nothing
+        check_output(args.input, args.output, args.overwrite, protect)
+    except PredictOutputError as e:
+        print(f"rayline: {e}", file=sys.stderr)
+        return 2
     started = _ray_init(args.address or os.environ.get("RAY_ADDRESS"))
     try:
         mv = Registry(_storage(args.storage)).resolve(
@@ -448,7 +495,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             keys=keys,
             concurrency=args.concurrency,
             batch_size=args.batch_size,
+            overwrite=args.overwrite,
+            protect=protect,
         )
+    except PredictOutputError as e:
+        print(f"rayline: {e}", file=sys.stderr)
+        return 2
     finally:
         if started:
             ray.shutdown()
@@ -539,7 +591,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as e:
         print(f"rayline: {e}", file=sys.stderr)
         return 2
-    except (RegistryError, BundleError) as e:
+    except (RegistryError, BundleError, PipelineError) as e:
         print(f"rayline: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +17,7 @@ from components.predictor import Predictor
 from components.registry import Registry
 from components.tasks import task_info
 from pipelines.cluster import HAPROXY_ENV, cluster_ingress, ingress_env
+from pipelines.errors import PipelineError
 from serve.config import ServeArgs
 
 INGRESS_NAMES = {
@@ -29,13 +31,76 @@ def endpoint(args: ServeArgs) -> str:
     return f"http://{host}:{args.port}{args.prefix()}"
 
 
+class DeployError(PipelineError):
+    """The application could not be deployed (e.g. its replicas refused to start)."""
+
+
+def replica_runtime_env(
+    args: ServeArgs, base: dict[str, Any] | None = None, environ: Any = os.environ
+) -> tuple[dict[str, Any] | None, str]:
+    """The replicas' runtime_env and a line saying where their API key comes from.
+
+    With ``auth: api_key`` and ``api_key_env`` (no key file), the variable's value in this
+    process's environment (the operator's, at deploy time) goes to the replicas as a runtime_env
+    env var, merged into ``base`` (the job's runtime_env, which a deployment's own would
+    otherwise replace). The key is never written to the spec, the registry or the storage.
+    """
+    where = f"{args.host}:{args.port}"
+    if args.auth == "none":
+        return None, (
+            f"no API key (serve.auth: none): anyone who can reach {where} can call every endpoint"
+        )
+    if args.api_key_file:
+        return None, f"API key read by each replica from {args.api_key_file} on its node"
+    name = args.api_key_env
+    assert name  # ServeOptions refuses auth api_key without a key source
+    value = environ.get(name, "").strip()
+    if not value:
+        return None, (
+            f"API key: {name} is not set here; each replica must find it in its node's "
+            "environment, or it refuses to start"
+        )
+    env = dict(base or {})
+    env["env_vars"] = {**dict(env.get("env_vars") or {}), name: value}
+    return env, f"API key from ${name} of this environment, passed to the replicas"
+
+
+def _deployment_messages(args: ServeArgs) -> str:
+    """Serve's status messages for the application's deployments (a replica's constructor error
+    is there, not in the application's message)."""
+    from ray import serve
+
+    try:
+        app = serve.status().applications.get(args.app_name())
+    except Exception:  # the status is only a better message
+        return ""
+    if app is None:
+        return ""
+    return "\n".join(d.message for d in app.deployments.values() if d.message)
+
+
+def deploy_failure(app: str, error: Exception, details: str = "") -> str:
+    """What to tell the operator when Serve reports the application failed: the replica's own
+    ReplicaConfigError message when it refused to start (found in Serve's ``error`` or the
+    deployments' status ``details``), else Serve's message."""
+    text = f"{error}\n{details}"
+    found = re.search(r"ReplicaConfigError: (.+)", text)
+    if found:
+        return f"the replicas of {app} refused to start: {found.group(1).strip()}"
+    return f"deploying {app} failed: {text.strip()[-3000:]}"
+
+
 def deploy(
     args: ServeArgs, out: Callable[[str], None] = print, timeout_s: float = 120.0
 ) -> dict[str, Any]:
-    """Start Serve's HTTP proxy if needed, run (or update) the app, wait until /healthz answers."""
+    """Start Serve's HTTP proxy if needed, run (or update) the app, wait until /healthz answers.
+
+    Raises DeployError when Serve reports the application failed to deploy (a replica without
+    its API key refuses to start: the message says which variable or file is missing)."""
+    import ray
     from ray import serve
 
-    from serve.app import build_app
+    from serve.app import application
 
     registry = Registry(args.storage)
     if args.version is None:
@@ -54,8 +119,13 @@ def deploy(
             f"the ingress is fixed when the cluster's nodes start (set {HAPROXY_ENV}="
             f"{ingress_env(args.ingress)[HAPROXY_ENV]} in their environment; see clusters/README.md)"
         )
-    serve.run(build_app(args.model_dump()), name=args.app_name(), route_prefix=args.prefix())
-    wait_healthy(endpoint(args), args.version, timeout_s)
+    runtime_env, key_line = replica_runtime_env(args, dict(ray.get_runtime_context().runtime_env))
+    out(f"    {key_line}")
+    try:
+        serve.run(application(args, runtime_env), name=args.app_name(), route_prefix=args.prefix())
+    except RuntimeError as e:  # Serve: "Deploying application ... failed: ..."
+        raise DeployError(deploy_failure(args.app_name(), e, _deployment_messages(args))) from None
+    health = wait_healthy(endpoint(args), args.version, timeout_s)
     remember(args)
     out(f"    serving after {time.time() - started:.1f}s")
     return {
@@ -63,6 +133,7 @@ def deploy(
         "model": args.model,
         "version": args.version,
         "ingress": ingress,
+        "auth": health.get("auth", args.auth),  # as the replica reports it
     }
 
 
@@ -110,8 +181,8 @@ def switch_running(
     return True
 
 
-def wait_healthy(url: str, version: int | None, timeout_s: float) -> None:
-    """Poll GET /healthz until it answers 200 with the expected version."""
+def wait_healthy(url: str, version: int | None, timeout_s: float) -> dict[str, Any]:
+    """Poll GET /healthz until it answers 200 with the expected version; its body."""
     deadline = time.time() + timeout_s
     last = ""
     while time.time() < deadline:
@@ -119,7 +190,7 @@ def wait_healthy(url: str, version: int | None, timeout_s: float) -> None:
             with urllib.request.urlopen(f"{url}/healthz", timeout=5) as resp:
                 body = json.loads(resp.read())
                 if version is None or body.get("version") == version:
-                    return
+                    return dict(body)
                 last = f"serving version {body.get('version')}"
         except (urllib.error.URLError, OSError, ValueError) as e:
             last = str(e)
@@ -141,22 +212,33 @@ def example_row(transform: FeatureTransform) -> dict[str, Any]:
     return row
 
 
-def curl_examples(args: ServeArgs, bundle_path: str) -> str:
-    """Ready-to-run curl commands for the deployed model."""
+def auth_header(args: ServeArgs, auth: str | None = None) -> str:
+    """The curl option that sends the key, for the replica's auth mode (``auth``, as /healthz
+    reports it; default: the args'); empty when the endpoint needs no key."""
+    if (auth or args.auth) == "none":
+        return ""
+    if args.api_key_file:
+        return f' -H "Authorization: Bearer $(cat {args.api_key_file})"'
+    return f' -H "Authorization: Bearer ${args.api_key_env}"'
+
+
+def curl_examples(args: ServeArgs, bundle_path: str, auth: str | None = None) -> str:
+    """Ready-to-run curl commands for the deployed model, with the key header when the replica
+    needs one (``auth``: the mode the replica reports; default: the args')."""
     predictor = Predictor.load(bundle_path)
     row = example_row(predictor.transform)
     url = endpoint(args)
-    auth = f' -H "Authorization: Bearer ${args.api_key_env}"' if args.api_key_env else ""
+    key = auth_header(args, auth)
     lines = [f"  curl -s {url}/healthz"]
     if task_info(predictor.task).grouped:  # served at /rank
         other = {k: (v + 1 if isinstance(v, float) else v) for k, v in row.items()}
         body = json.dumps({"candidates": [row, other], "top_k": 2})
-        lines.append(f"  curl -s{auth} -H 'Content-Type: application/json' {url}/rank -d '{body}'")
+        lines.append(f"  curl -s{key} -H 'Content-Type: application/json' {url}/rank -d '{body}'")
     else:
         body = json.dumps({"rows": [row]})
         lines.append(
-            f"  curl -s{auth} -H 'Content-Type: application/json' {url}/predict -d '{body}'"
+            f"  curl -s{key} -H 'Content-Type: application/json' {url}/predict -d '{body}'"
         )
-    lines.append(f"  curl -s{auth} {url}/model")
+    lines.append(f"  curl -s{key} {url}/model")
     lines.append(f"  open {url}/docs for the OpenAPI page")
     return "\n".join(lines)

@@ -76,6 +76,11 @@ def markdown(report: dict[str, Any]) -> str:
             )
         for q in data.get("quarantine") or []:
             out.append(f"- quarantined rows (with reasons): `{q}`")
+        skipped = data.get("skipped") or []
+        if skipped:
+            shown = ", ".join(f"`{s}`" for s in skipped[:20])
+            more = f", and {len(skipped) - 20} more" if len(skipped) > 20 else ""
+            out.append(f"- files skipped in input folders ({len(skipped)}): {shown}{more}")
     splits = report.get("splits")
     if splits:
         out += ["", "## Splits", "", "| split | rows | queries |", "| --- | --- | --- |"]

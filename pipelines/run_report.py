@@ -19,7 +19,7 @@ class RunReport:
     task: str
     label: str
     run_dir: str
-    status: str = "running"  # running | succeeded | failed
+    status: str = "running"  # running | succeeded | failed | interrupted
     data: dict[str, Any] | None = None  # rows read = used + quarantined, by rule, inputs
     splits: dict[str, Any] | None = None  # rows and groups per split
     features: dict[str, Any] | None = None  # fitted transform: counts, cardinalities

@@ -21,11 +21,12 @@ import yaml
 from components.registry import ModelVersion
 from pipelines import report, tracking
 from pipelines import resume as resume_mod
+from pipelines.errors import PipelineError
 from pipelines.run_dir import RunDir, new_run_id, runs_of
 from pipelines.run_report import RunReport
 from pipelines.spec import PipelineSpec
 from pipelines.stages import evaluate, features, prepare, register, select, serve, train
-from pipelines.stages.common import PipelineError, Printer, RunContext, ray_scorer
+from pipelines.stages.common import Printer, RunContext, ray_scorer
 from pipelines.timer import StepTimer
 
 __all__ = ["PipelineError", "Runner", "new_run_id"]
@@ -80,6 +81,10 @@ class Runner:
         started = time.time()
         try:
             self._stages(timer)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop, resumable with --resume
+            doc = self._report("interrupted", timer, error="interrupted (SIGINT or SIGTERM)")
+            report.write(self.run_dir, doc.to_dict())
+            raise
         except Exception as e:
             user = errors.find_user_error(e)
             if isinstance(e, train.TuneFailed):

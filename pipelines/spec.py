@@ -60,9 +60,21 @@ class CsvOptions(_Strict):
 
 class LibsvmOptions(_Strict):
     num_features: int | None = Field(default=None, gt=0)
+    # The widest file read (features become dense columns): an index above it, such as a typo
+    # like 500000000:1, is an error naming the file and line instead of a huge allocation.
+    max_features: int = Field(default=1_000_000, gt=0)
     zero_based: bool = True
     feature_prefix: str = "f"
     query_file_suffix: str | None = ".query"
+
+    @model_validator(mode="after")
+    def _width(self) -> LibsvmOptions:
+        if self.num_features is not None and self.num_features > self.max_features:
+            raise ValueError(
+                f"libsvm.num_features {self.num_features} is above libsvm.max_features "
+                f"{self.max_features}; raise max_features to read files that wide"
+            )
+        return self
 
 
 class SourceSpec(_Strict):
@@ -317,8 +329,9 @@ class RulesModelSpec(_Strict):
 
 
 class ClampSpec(_Strict):
-    min: float | None = None
-    max: float | None = None
+    # finite numbers only: a NaN bound would turn every output into NaN
+    min: float | None = Field(default=None, allow_inf_nan=False)
+    max: float | None = Field(default=None, allow_inf_nan=False)
 
 
 class GuardrailSpec(_Strict):

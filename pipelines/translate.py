@@ -91,6 +91,7 @@ def source_config(src: SourceSpec) -> SourceConfig:
             "null_values": tuple(c.null_values),
             "skip_initial_space": c.skip_initial_space,
             "num_features": lib.num_features,
+            "max_features": lib.max_features,
             "zero_based": lib.zero_based,
             "feature_prefix": lib.feature_prefix,
             "query_file_suffix": lib.query_file_suffix,

@@ -9,20 +9,22 @@ Endpoints (under the route prefix): POST /predict, POST /rank, GET /healthz, GET
 and FastAPI's /docs and /openapi.json.
 """
 
-import hmac
+import logging
 import os
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.exceptions import HTTPException
 
 from components.features import Columns
 from components.predictor import Scored
 from components.registry import Registry
 from serve.config import ServeArgs
+from serve.guards import BodyLimit, GuardSettings, RequireKey
 from serve.schemas import (
     BatchingStats,
     ModelInfo,
@@ -33,75 +35,46 @@ from serve.schemas import (
 )
 from serve.scoring import Body, Limits, ModelScorer, RequestError, body_json, score_frames
 
-OPEN_PATHS = ("/healthz",)
+logger = logging.getLogger("ray.serve")
+
+GUARD = GuardSettings()  # this replica's key and body limit, set by ModelServer.reconfigure
 
 
-class BodyLimit:
-    """ASGI middleware: 413 for bodies over the limit, counted as they stream in."""
-
-    limit = Limits().max_body_bytes  # set per replica from its config
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = BodyLimit.limit
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _too_large(send, limit)
-            return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise _BodyTooLarge
-            return message
-
-        try:
-            await self.app(scope, counted, send)
-        except _BodyTooLarge:
-            await _too_large(send, limit)
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _too_large(send: Send, limit: int) -> None:
-    body = (
-        b'{"detail":[{"loc":["body"],"msg":"request body is larger than the limit of '
-        + str(limit).encode()
-        + b' bytes","type":"too_large"}]}'
-    )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+class ReplicaConfigError(RuntimeError):
+    """A replica that cannot serve as configured (e.g. no API key): it refuses to start."""
 
 
 api = FastAPI(
     title="rayline model endpoint",
     description="Scores rows with a registered rayline model bundle (the same Predictor as offline evaluation).",
 )
-api.add_middleware(BodyLimit)
+# Added last, so it runs first: the key is checked before the body is counted or read.
+api.add_middleware(BodyLimit, settings=GUARD)
+api.add_middleware(RequireKey, settings=GUARD)
 
 
 @api.exception_handler(RequestError)
 async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
     return JSONResponse(status_code=exc.status, content={"detail": exc.detail})
+
+
+@api.exception_handler(HTTPException)
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    # FastAPI answers 400 "There was an error parsing the body" for any error but a JSON syntax
+    # error while reading it: e.g. an integer of more than 4300 digits (Python's int limit) or
+    # bytes that are not UTF-8. Those are bad values, 422 like every other.
+    cause = exc.__cause__
+    if exc.status_code == 400 and isinstance(cause, ValueError):
+        msg = str(cause).split(";")[0][:200]
+        detail = [
+            {
+                "loc": ["body"],
+                "msg": f"the body is not valid JSON here: {msg}",
+                "type": "json_invalid",
+            }
+        ]
+        return JSONResponse(status_code=422, content={"detail": detail})
+    return await http_exception_handler(request, exc)
 
 
 @api.exception_handler(RequestValidationError)
@@ -118,24 +91,36 @@ def _json(body: Body) -> Response:
     return Response(body_json(body), media_type="application/json")
 
 
-def read_api_key(env: str | None, path: str | None) -> str | None:
-    """The endpoint's API key: from a file (preferred) or an environment variable; never the spec."""
-    if path:
-        with open(path) as fh:
-            key = fh.read().strip()
+def read_api_key(args: ServeArgs) -> bytes | None:
+    """The replica's API key (None with auth none), from the key file if one is set, else the
+    environment variable. A missing or empty source raises ReplicaConfigError naming it: with
+    auth api_key the endpoint never runs open."""
+    if args.auth == "none":
+        return None
+    if args.api_key_file:
+        try:
+            with open(args.api_key_file, "rb") as fh:
+                key = fh.read().strip()
+        except OSError as e:
+            raise ReplicaConfigError(
+                f"serve.auth is api_key but the API key file {args.api_key_file} (serve.api_key_file) "
+                f"cannot be read on this replica's node: {e.strerror or e}"
+            ) from None
         if not key:
-            raise ValueError(f"API key file {path} is empty")
+            raise ReplicaConfigError(
+                f"serve.auth is api_key but the API key file {args.api_key_file} (serve.api_key_file) is empty"
+            )
         return key
-    if env:
-        return os.environ.get(env) or None
-    return None
-
-
-def _presented_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    return request.headers.get("x-api-key")
+    assert args.api_key_env  # ServeOptions refuses auth api_key without a key source
+    value = os.environ.get(args.api_key_env, "").strip()
+    if not value:
+        raise ReplicaConfigError(
+            f"serve.auth is api_key but the environment variable {args.api_key_env} "
+            f"(serve.api_key_env) is unset or empty in the replica: export it where "
+            f"`rayline deploy`/`rayline run` runs (it is passed to the replicas), give it to the "
+            f"Ray nodes, set serve.api_key_file, or set serve.auth: none to serve without a key"
+        )
+    return value.encode()
 
 
 @serve.deployment(name="ModelServer", health_check_period_s=5, health_check_timeout_s=10)
@@ -146,14 +131,18 @@ class ModelServer:
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         self.scorer: ModelScorer | None = None
         self.batching = BatchingStats()
-        self.api_key: str | None = None
+        self.auth = "api_key"
         self.config: dict[str, Any] = {}
         if config:
             self.reconfigure(config)
 
     def reconfigure(self, config: dict[str, Any]) -> None:
-        """Load the configured model version (called by Serve when user_config changes)."""
+        """Load the configured model version (called by Serve when user_config changes).
+
+        Raises ReplicaConfigError (the replica refuses to start, Serve reports the deployment
+        failed) when auth is api_key and the key's file or variable is missing or empty."""
         args = ServeArgs.model_validate(config)
+        key = read_api_key(args)  # first: a replica without its key fails before loading a model
         limits = Limits(args.max_rows, args.max_candidates, args.max_body_bytes)
         if self.scorer is None or (args.model, args.version, args.storage) != (
             self.scorer.model,
@@ -171,8 +160,18 @@ class ModelServer:
             )
         else:
             self.scorer.limits = limits
-        self.api_key = read_api_key(args.api_key_env, args.api_key_file)
-        BodyLimit.limit = args.max_body_bytes
+        GUARD.max_body_bytes = args.max_body_bytes
+        GUARD.api_key = key
+        GUARD.auth = args.auth
+        self.auth = args.auth
+        if args.auth == "none":
+            logger.warning(
+                "rayline: serving %s without an API key (serve.auth: none): anyone who can reach "
+                "the endpoint can call it",
+                args.model,
+            )
+        else:
+            logger.info("rayline: API key from %s", args.key_source())
         batcher: Any = self._score  # serve.batch's wrapper carries the setters
         batcher.set_max_batch_size(args.max_batch_size)
         batcher.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
@@ -182,20 +181,8 @@ class ModelServer:
         if self.scorer is None:
             raise RuntimeError("no model loaded")
 
-    def _authorize(self, request: Request) -> ModelScorer:
-        if self.api_key is not None:
-            given = _presented_key(request)
-            if given is None or not hmac.compare_digest(given.encode(), self.api_key.encode()):
-                raise RequestError(
-                    401,
-                    [
-                        {
-                            "loc": ["header", "authorization"],
-                            "msg": "missing or wrong API key (Authorization: Bearer <key>)",
-                            "type": "unauthorized",
-                        }
-                    ],
-                )
+    def _loaded(self) -> ModelScorer:
+        """The scorer; the API key was checked by RequireKey before the body was read."""
         if self.scorer is None:
             raise RequestError(
                 503, [{"loc": [], "msg": "model not loaded yet", "type": "unavailable"}]
@@ -212,14 +199,14 @@ class ModelServer:
         return score_frames(self.scorer.predictor, frames)
 
     @api.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
-    async def predict(self, body: PredictRequest, request: Request) -> Response:
-        scorer = self._authorize(request)
+    async def predict(self, body: PredictRequest) -> Response:
+        scorer = self._loaded()
         frame = scorer.frame(body.rows, "rows", scorer.limits.max_rows)
         return _json(scorer.predict_response(await self._score(frame)))
 
     @api.post("/rank", response_model=RankResponse, response_model_exclude_none=True)
-    async def rank(self, body: RankRequest, request: Request) -> Response:
-        scorer = self._authorize(request)
+    async def rank(self, body: RankRequest) -> Response:
+        scorer = self._loaded()
         if len(body.candidates) > scorer.limits.max_candidates:
             scorer.frame(body.candidates, "candidates", scorer.limits.max_candidates)  # raises 413
         rows = scorer.merge_query(body.query, body.candidates)
@@ -232,11 +219,17 @@ class ModelServer:
             raise RequestError(
                 503, [{"loc": [], "msg": "model not loaded yet", "type": "unavailable"}]
             )
-        return {"status": "ok", "model": self.scorer.model, "version": self.scorer.version}
+        return {
+            "status": "ok",
+            "model": self.scorer.model,
+            "version": self.scorer.version,
+            "auth": self.auth,  # what clients need: api_key (send the key) or none
+        }
 
     @api.get("/model", response_model=ModelInfo)
-    async def model(self, request: Request) -> ModelInfo:
-        info = self._authorize(request).info()
+    async def model(self) -> ModelInfo:
+        # built once at load (the bundle hash, trimmed metrics and lineage): nothing read here
+        info = self._loaded().info()  # a fresh copy
         info.batching = self.batching.model_copy()
         return info
 
@@ -263,10 +256,20 @@ def deployment_options(args: ServeArgs) -> dict[str, Any]:
     }
 
 
+def application(args: ServeArgs, runtime_env: dict[str, Any] | None = None) -> Any:
+    """The bound application for ``args`` (the alias resolved to a pinned version). A
+    ``runtime_env`` (``rayline deploy`` passes the operator's API key variable in its env_vars)
+    becomes the replicas' own."""
+    if args.version is None:  # pin the alias's current version, so replicas agree on it
+        resolved = Registry(args.storage).resolve(args.model, alias=args.alias)
+        args = args.model_copy(update={"version": resolved.version})
+    options = deployment_options(args)
+    if runtime_env:
+        options["ray_actor_options"]["runtime_env"] = runtime_env
+    return ModelServer.options(**options).bind()  # type: ignore[attr-defined]
+
+
 def build_app(args: dict[str, Any]) -> Any:
-    """The application for ``serve run``/``serve deploy``/RayService (typed, checked args)."""
-    parsed = ServeArgs.model_validate(args)
-    if parsed.version is None:  # pin the alias's current version, so replicas agree on it
-        resolved = Registry(parsed.storage).resolve(parsed.model, alias=parsed.alias)
-        parsed = parsed.model_copy(update={"version": resolved.version})
-    return ModelServer.options(**deployment_options(parsed)).bind()  # type: ignore[attr-defined]
+    """The application for ``serve run``/``serve deploy``/RayService (typed, checked args). The
+    replicas read the API key from their own environment (their nodes') or the key file."""
+    return application(ServeArgs.model_validate(args))

@@ -16,6 +16,7 @@ USER_CONFIG_FIELDS = (
     "max_body_bytes",
     "max_batch_size",
     "batch_wait_timeout_s",
+    "auth",
     "api_key_env",
     "api_key_file",
 )
@@ -59,6 +60,17 @@ class ServeOptions(BaseModel):
     # One log line per request in each replica's log (Serve's access log); at hundreds of
     # requests/s per replica writing it costs CPU the scoring could use.
     access_log: bool = True
+    # api_key: every endpoint but /healthz, /docs and /openapi.json needs the key, and a replica
+    # whose key source is missing or empty refuses to start (fails closed). none: no key, open
+    # to anyone who can reach host:port; it has to be written down to get it.
+    auth: Literal["api_key", "none"] = Field(
+        default="api_key",
+        description="api_key: requests need the key from api_key_file or api_key_env; "
+        "none: the endpoint is open",
+    )
+    # The key itself is never in a spec or config: the file is read on the replicas' nodes; the
+    # variable is taken from the environment of `rayline deploy`/`run` (passed to the replicas
+    # in the deployment's runtime_env) or else from the replicas' own (their nodes') environment.
     api_key_env: str | None = "RAYLINE_API_KEY"
     api_key_file: str | None = None
     # Ray node labels the replicas' nodes must carry, e.g. {node-type: gpu} with num_gpus: 1
@@ -81,7 +93,18 @@ class ServeOptions(BaseModel):
             )
         if self.route_prefix is not None and not self.route_prefix.startswith("/"):
             raise ValueError("route_prefix must start with '/'")
+        if self.auth == "api_key" and not (self.api_key_env or self.api_key_file):
+            raise ValueError(
+                "auth is api_key but no key source is set: set api_key_env (an environment "
+                "variable) or api_key_file, or auth: none to serve without a key"
+            )
         return self
+
+    def key_source(self) -> str | None:
+        """Where the replicas read the key ("file /path" or "$VAR"); None with auth none."""
+        if self.auth == "none":
+            return None
+        return f"file {self.api_key_file}" if self.api_key_file else f"${self.api_key_env}"
 
 
 class ServeArgs(ServeOptions):

@@ -94,9 +94,14 @@ class ModelInfo(BaseModel):
     version: int
     task: str
     kind: str
+    bundle_sha256: str = Field(
+        description="sha256 of the bundle's MANIFEST.json, which holds every file's sha256"
+    )
     features: list[FeatureInfo]
     metrics: dict[str, object]
-    lineage: dict[str, object]
+    lineage: dict[str, object] = Field(
+        description="pipeline, run id, creation time, spec sha256, data fingerprints, git commit"
+    )
     limits: dict[str, int]
     guardrails: list[str] = Field(
         default_factory=list, description="guardrails applied after the model, in order"

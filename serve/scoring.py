@@ -8,8 +8,10 @@ maps them to the out-of-vocabulary code, exactly as in offline evaluation.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +62,60 @@ def _error(loc: list[str | int], msg: str, kind: str) -> dict[str, Any]:
     return {"loc": loc, "msg": msg, "type": kind}
 
 
+MAX_ERRORS = 20  # error entries listed in one response; then one "... and N more" entry
+_FLOAT_MAX = int(sys.float_info.max)  # integers beyond it do not fit a float64
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """A client's name or value for an error message, cut to ``limit`` characters."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _value(v: Any) -> str:
+    """A value for an error message: never a whole long string or a 300-digit number."""
+    if type(v) is int and abs(v) >= 10**20:
+        return f"an integer of about {int(v.bit_length() * 0.30103) + 1} digits"
+    return _short(repr(v))
+
+
+class _Errors:
+    """Error entries for one response, at most MAX_ERRORS, counting (not listing) the rest, so a
+    request with a million problems costs no more than one with twenty to check and answer."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.entries: list[dict[str, Any]] = []
+        self.more = 0  # problems found but not listed
+        self.unchecked = ""  # what was not checked once the list was full
+
+    @property
+    def room(self) -> int:
+        return MAX_ERRORS - len(self.entries)
+
+    def add(self, loc: list[str | int], msg: str, kind: str) -> None:
+        if self.room > 0:
+            self.entries.append(_error(loc, msg, kind))
+        else:
+            self.more += 1
+
+    def raise_any(self) -> None:
+        if not self.entries:
+            return
+        entries = self.entries
+        if self.more or self.unchecked:
+            more = f"... and {self.more} more problem(s) not listed" if self.more else "..."
+            rest = f"; {self.unchecked} not checked" if self.unchecked else ""
+            entries = [
+                *entries,
+                _error(
+                    ["body", self.where],
+                    f"{more}{rest} (at most {MAX_ERRORS} are listed)",
+                    "too_many_errors",
+                ),
+            ]
+        raise RequestError(422, entries)
+
+
 class ModelScorer:
     """A loaded bundle plus the request checks and response building around it."""
 
@@ -73,6 +129,7 @@ class ModelScorer:
         self.categorical = [p.name for p in t.categorical]
         self.features = self.numeric + self.categorical
         self._feature_set = set(self.features)
+        self._info = self._describe()  # once per load: the bundle hash, metrics, lineage
 
     @classmethod
     def load(
@@ -94,46 +151,62 @@ class ModelScorer:
                     )
                 ],
             )
-        errors = []
+        errors = _Errors(where)
+        features, known, n = self.features, self._feature_set, len(self.features)
         for i, row in enumerate(rows):
-            keys = row.keys()
-            if keys != self._feature_set:
-                missing = sorted(self._feature_set - keys)
-                unknown = sorted(keys - self._feature_set)
-                if missing:
-                    errors.append(
-                        _error(["body", where, i], f"missing feature(s) {missing}", "missing")
-                    )
-                for name in unknown:
-                    errors.append(
-                        _error(
-                            ["body", where, i, name], f"unknown feature {name!r}", "extra_forbidden"
-                        )
-                    )
-            if len(errors) >= 20:
+            if len(row) == n and row.keys() == known:
+                continue
+            if errors.room <= 0:  # full: stop scanning (a body can hold ~10^6 problems)
+                errors.unchecked = f"{where} {i} to {len(rows) - 1}"
                 break
-        if errors:
-            raise RequestError(422, errors)
+            missing = [f for f in features if f not in row]
+            if missing:
+                shown = sorted(missing[:MAX_ERRORS])
+                extra = (
+                    f" and {len(missing) - len(shown)} more" if len(missing) > len(shown) else ""
+                )
+                errors.add(["body", where, i], f"missing feature(s) {shown}{extra}", "missing")
+            unknown = len(row) - (n - len(missing))
+            if unknown:
+                # the first few unknown names in request order; the rest only counted
+                names = itertools.islice((k for k in row if k not in known), max(errors.room, 0))
+                listed = 0
+                for name in names:
+                    listed += 1
+                    errors.add(
+                        ["body", where, i, _short(name, 200)],
+                        f"unknown feature {_short(name)!r}",
+                        "extra_forbidden",
+                    )
+                errors.more += unknown - listed
+        errors.raise_any()
         # Column arrays straight from the rows: no DataFrame to build for a few rows. Numeric
-        # columns become float64 (None -> NaN) once every value is checked to be a number.
+        # columns become float64 (None -> NaN) once every value is checked to be a number that
+        # fits one (JSON integers have no size limit).
+        # (at most max rows x features values: every problem is counted, the first few listed)
         frame: dict[str, np.ndarray] = {}
         for name in self.numeric:
             values = [row[name] for row in rows]
             for i, v in enumerate(values):
-                # a string or a boolean (JSON true is not a number here)
-                if v is not None and (type(v) is bool or not isinstance(v, (int, float))):
-                    errors.append(
-                        _error(
-                            ["body", where, i, name],
-                            f"feature {name!r} is numeric, got {v!r}",
-                            "float_type",
-                        )
+                if v is None or type(v) is float:
+                    continue
+                if type(v) is int:
+                    if -_FLOAT_MAX <= v <= _FLOAT_MAX:
+                        continue
+                    errors.add(
+                        ["body", where, i, name],
+                        f"feature {name!r} is out of range for a 64-bit float, got {_value(v)}",
+                        "float_out_of_range",
                     )
-            if len(errors) >= 20:
-                break
-            frame[name] = np.asarray(values, dtype=np.float64) if not errors else np.empty(0)
-        if errors:
-            raise RequestError(422, errors)
+                else:  # a string or a boolean (JSON true is not a number here)
+                    errors.add(
+                        ["body", where, i, name],
+                        f"feature {name!r} is numeric, got {_value(v)}",
+                        "float_type",
+                    )
+            if not errors.entries:
+                frame[name] = np.asarray(values, dtype=np.float64)
+        errors.raise_any()
         for name in self.categorical:
             column = np.empty(len(rows), dtype=object)
             column[:] = [row[name] for row in rows]
@@ -144,9 +217,22 @@ class ModelScorer:
         """Query/context features apply to every candidate; a feature may not be in both."""
         if not query:
             return candidates
+        known = self._feature_set
+        present = sum(1 for f in self.features if f in query)
+        if present < len(query):  # unknown query features, checked once (not per candidate)
+            errors = _Errors("query")
+            names = itertools.islice((k for k in query if k not in known), MAX_ERRORS)
+            for name in names:
+                errors.add(
+                    ["body", "query", _short(name, 200)],
+                    f"unknown feature {_short(name)!r}",
+                    "extra_forbidden",
+                )
+            errors.more = len(query) - present - len(errors.entries)
+            errors.raise_any()
         merged = []
         for i, cand in enumerate(candidates):
-            both = sorted(query.keys() & cand.keys())
+            both = sorted(k for k in query if k in cand)  # the query holds model features only
             if both:
                 raise RequestError(
                     422,
@@ -214,12 +300,26 @@ class ModelScorer:
         return body
 
     def info(self) -> ModelInfo:
+        """What GET /model answers: built when the bundle was loaded (nothing is read or hashed
+        per call), with the current limits. The caller adds the replica's batching stats."""
+        limits = {
+            "max_rows": self.limits.max_rows,
+            "max_candidates": self.limits.max_candidates,
+            "max_body_bytes": self.limits.max_body_bytes,
+        }
+        return self._info.model_copy(update={"limits": limits})
+
+    def _describe(self) -> ModelInfo:
         path = self.predictor.path
-        manifest = bundle.verify_bundle(path)
+        # Predictor.load checked every file against MANIFEST.json (and its signature, with a
+        # bundle key set); the manifest lists each file's sha256, so its own sha256 names the
+        # whole bundle. metrics.json and lineage.json are checked against it as they are read.
+        manifest = bundle.Storage(path).read_bytes(bundle.MANIFEST)
+        listed = json.loads(manifest)["files"]
         docs = {
-            name: json.loads(bundle.read_bundle_file(path, name, verify=False))
+            name: json.loads(bundle.read_bundle_file(path, name))
             for name in ("metrics.json", "lineage.json")
-            if name in manifest["files"]
+            if name in listed
         }
         feats = [FeatureInfo(name=n, type="numeric") for n in self.numeric] + [
             FeatureInfo(name=n, type="categorical") for n in self.categorical
@@ -229,16 +329,40 @@ class ModelScorer:
             version=self.version,
             task=self.predictor.task,
             kind=str(self.predictor.meta.get("kind")),
+            bundle_sha256=hashlib.sha256(manifest).hexdigest(),
             features=feats,
-            metrics=docs.get("metrics.json", {}),
-            lineage=docs.get("lineage.json", {}),
+            metrics=client_metrics(docs.get("metrics.json", {})),
+            lineage=client_lineage(docs.get("lineage.json", {})),
             guardrails=list(self.predictor.guardrails.names if self.predictor.guardrails else []),
-            limits={
-                "max_rows": self.limits.max_rows,
-                "max_candidates": self.limits.max_candidates,
-                "max_body_bytes": self.limits.max_body_bytes,
-            },
+            limits={},  # filled in by info()
         )
+
+
+# What GET /model tells a client about where the model came from: identifiers and hashes.
+# Left out: the run folder and any other path, the command line (overrides may carry
+# credentials), package versions and the Ray job id.
+LINEAGE_FIELDS = (
+    "pipeline",
+    "run_id",
+    "created_at",
+    "spec_sha256",
+    "data_fingerprints",
+    "git_commit",
+)
+# metrics.json's "data" summary, counts only (it also names quarantine and skipped files).
+DATA_FIELDS = ("rows_read", "rows_used", "rows_quarantined", "by_rule", "inputs")
+
+
+def client_lineage(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: doc[k] for k in LINEAGE_FIELDS if k in doc}
+
+
+def client_metrics(doc: dict[str, Any]) -> dict[str, Any]:
+    out = dict(doc)
+    data = doc.get("data")
+    if isinstance(data, dict):
+        out["data"] = {k: data[k] for k in DATA_FIELDS if k in data}
+    return out
 
 
 def score_frames(predictor: Predictor, frames: list[Columns]) -> list[Scored]:

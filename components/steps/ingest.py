@@ -65,18 +65,25 @@ class IngestResult:
     inputs: int
     fingerprint: str
     quarantine_path: str | None = None
+    # files of the input folder that were not read, "<name> (<reason>)" (readers.Listing)
+    skipped: list[str] = field(default_factory=list)
 
 
 def read_tasks(source: SourceConfig) -> list[dict[str, Any]]:
     """One task per input file or generator block (JSON-able dicts)."""
+    return list_tasks(source)[0]
+
+
+def list_tasks(source: SourceConfig) -> tuple[list[dict[str, Any]], list[str]]:
+    """``read_tasks``, and the files of the input folder that are not read (with the reason)."""
     if source.is_synthetic:
         kind = source.uri.split(":", 1)[1]
-        return [
-            {"block": dataclasses.asdict(t)} for t in generators.plan_blocks(kind, source.params)
-        ]
+        blocks = generators.plan_blocks(kind, source.params)
+        return [{"block": dataclasses.asdict(t)} for t in blocks], []
     suffix = source.read_options.get("query_file_suffix", ".query")
-    files = readers.list_files(source.uri, source.format, query_file_suffix=suffix)
-    return [{"path": p, "format": f, "index": i} for i, (p, f) in enumerate(files)]
+    listing = readers.list_inputs(source.uri, source.format, query_file_suffix=suffix)
+    tasks = [{"path": p, "format": f, "index": i} for i, (p, f) in enumerate(listing.files)]
+    return tasks, listing.skipped
 
 
 def fingerprint(source: SourceConfig, tasks: list[dict[str, Any]]) -> str:
@@ -125,9 +132,15 @@ def _load_batch(
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
-def read_dataset(source: SourceConfig, schema: DataSchema) -> tuple[ray.data.Dataset, int, str]:
-    """A lazy dataset of coerced, marked rows; plus the number of inputs and their fingerprint."""
-    tasks = read_tasks(source)
+def read_dataset(
+    source: SourceConfig, schema: DataSchema, skipped: list[str] | None = None
+) -> tuple[ray.data.Dataset, int, str]:
+    """A lazy dataset of coerced, marked rows; plus the number of inputs and their fingerprint.
+
+    The files of the input folder that are not read are appended to ``skipped`` when given."""
+    tasks, passed_over = list_tasks(source)
+    if skipped is not None:
+        skipped.extend(passed_over)
     # Raise SourceError/DataValidationError themselves from read tasks (not a UserCodeException
     # whose cause is lost on the way back), so the CLI can print their message as it is.
     ray.data.DataContext.get_current().raise_original_map_exception = True
@@ -149,7 +162,8 @@ def ingest(
     label: str = "data",
 ) -> IngestResult:
     """Read, validate and (by policy) fail on or quarantine bad rows; materialize good rows."""
-    ds, inputs, fp = read_dataset(source, schema)
+    skipped: list[str] = []
+    ds, inputs, fp = read_dataset(source, schema, skipped)
     marked = ds.materialize()
     rows_read = marked.count()
     if rows_read == 0:
@@ -182,7 +196,9 @@ def ingest(
         raise DataValidationError(
             f"{source.uri}: every one of the {rows_read} rows was quarantined"
         )
-    return IngestResult(good, rows_read, rows_used, n_bad, by_rule, inputs, fp, quarantine_path)
+    return IngestResult(
+        good, rows_read, rows_used, n_bad, by_rule, inputs, fp, quarantine_path, skipped
+    )
 
 
 def write_quarantine(bad: ray.data.Dataset, path: str) -> str:

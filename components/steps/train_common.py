@@ -4,6 +4,7 @@ checkpoints, and reading the result."""
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -178,6 +179,35 @@ def where() -> dict[str, Any]:
     return {"id": ctx.get_node_id(), "labels": labels}
 
 
+def off_main_thread(fit: Callable[[], R]) -> R:
+    """``fit()`` in a helper thread, the main thread waiting on it.
+
+    Ray Train's ``fit()`` and Ray Tune's ``Tuner.fit()`` install SIGINT handlers of their own
+    when called from the main thread, and leave them installed: Ctrl-C then aborts only the
+    training (or is swallowed after a Tune search) and the run goes on. Off the main thread they
+    install none, so SIGINT and SIGTERM reach the driver's own handlers: the main thread raises
+    KeyboardInterrupt and the run stops (the daemon thread dies with the driver, and Ray stops
+    the training actors the driver owns).
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fit()
+        except BaseException as e:  # re-raised in the caller's thread
+            box["error"] = e
+
+    if threading.current_thread() is not threading.main_thread():
+        return fit()  # e.g. inside a Tune trial: no handler is installed there anyway
+    thread = threading.Thread(target=target, name="rayline-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)  # a short wait keeps the main thread responsive to signals
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def run_trainer(trainer: Any, run_name: str, num_workers: int) -> TrainOutcome:
     """``trainer.fit()``, then the model and history from rank 0's return value.
 
@@ -185,7 +215,7 @@ def run_trainer(trainer: Any, run_name: str, num_workers: int) -> TrainOutcome:
     checkpoint is not persisted to storage.
     """
     started = time.time()
-    result = trainer.fit()
+    result = off_main_thread(trainer.fit)
     if result.error is not None:
         raise result.error
     info = getattr(result, "return_value", None) or {}  # Train V2: rank 0's return value

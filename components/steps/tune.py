@@ -22,7 +22,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from components.search_space import Dist
-from components.steps.train_common import TrainOutcome
+from components.steps.train_common import TrainOutcome, off_main_thread
 
 MODEL_FILE = "model.bin"
 OUTCOME_FILE = "outcome.json"
@@ -255,7 +255,7 @@ def run_search(
                 name=name, storage_path=storage_path, verbose=0, callbacks=[_Printer(watch)]
             ),
         )
-    grid = tuner.fit()
+    grid = off_main_thread(tuner.fit)  # Tune's SIGINT handler would swallow Ctrl-C
     trials: list[Trial] = []
     finished = []
     for idx in range(len(grid)):

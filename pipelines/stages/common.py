@@ -4,6 +4,8 @@ share: scoring a split with a bundle, a scored frame's model output, writing a b
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,10 +21,6 @@ from pipelines.run_dir import RunDir
 from pipelines.spec import ModelSpecType, PipelineSpec, RulesModelSpec, TorchModelSpec
 
 Printer = Callable[[str], None]
-
-
-class PipelineError(Exception):
-    """A run that cannot go on; the message says why and what to change."""
 
 
 @dataclass(frozen=True)
@@ -92,8 +90,12 @@ def write_bundle(
     outcome: TrainOutcome,
     extra: Mapping[str, bytes] | None = None,
 ) -> None:
-    """A model bundle for candidate ``m`` as trained (``outcome``) with the run's transform."""
+    """A model bundle for candidate ``m`` as trained (``outcome``) with the run's transform.
+
+    A bundle already at ``directory`` is an earlier attempt of this run (a resumed run whose
+    stored key was stale or never written): it is replaced, as the stage runs again."""
     spec = ctx.spec
+    remove_stale(ctx, directory)
     write_model_bundle(
         directory,
         BundleContents(
@@ -115,6 +117,19 @@ def write_bundle(
             extra=dict(extra or {}),
         ),
     )
+
+
+def remove_stale(ctx: RunContext, path: str) -> None:
+    """Remove an output of this run that a stage is about to produce again (never anything
+    outside the run directory)."""
+    root = os.path.abspath(ctx.paths.root)
+    target = os.path.abspath(path)
+    if os.path.commonpath([root, target]) != root or target == root:
+        raise ValueError(f"{path} is not an output inside the run directory {root}")
+    if os.path.islink(target) or os.path.isfile(target):
+        os.remove(target)
+    elif os.path.isdir(target):
+        shutil.rmtree(target)
 
 
 def rules_outcome(m: RulesModelSpec) -> TrainOutcome:

@@ -7,14 +7,16 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from components.steps.ingest import IngestResult
 from components.tasks import task_info
 from pipelines import resume, translate
+from pipelines.errors import PipelineError
 from pipelines.run_dir import SPLIT_NAMES
-from pipelines.stages.common import PipelineError, RunContext
+from pipelines.stages.common import RunContext, remove_stale
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class DataSummary:
     quarantine: list[str] = dataclasses.field(default_factory=list)
     fingerprints: dict[str, str] = dataclasses.field(default_factory=dict)
     inputs: int = 0
+    # files of the input folders that were not read: "<source>: <name> (<reason>)"
+    skipped: list[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -48,7 +52,20 @@ def summarize(reads: dict[str, IngestResult]) -> DataSummary:
         quarantine=[r.quarantine_path for r in results if r.quarantine_path],
         fingerprints={name: r.fingerprint for name, r in reads.items()},
         inputs=sum(r.inputs for r in results),
+        skipped=[f"{name}: {entry}" for name, r in reads.items() for entry in r.skipped],
     )
+
+
+SKIPPED_SHOWN = 10  # names printed per source; the data summary keeps them all
+
+
+def skipped_line(name: str, skipped: list[str]) -> str | None:
+    """The ingest line naming the files of a source's folder that were not read, or None."""
+    if not skipped:
+        return None
+    shown = ", ".join(skipped[:SKIPPED_SHOWN])
+    more = f", and {len(skipped) - SKIPPED_SHOWN} more" if len(skipped) > SKIPPED_SHOWN else ""
+    return f"    {name}: skipped {len(skipped)} file(s) in the folder: {shown}{more}"
 
 
 @dataclass(frozen=True)
@@ -107,6 +124,9 @@ def ingest(ctx: RunContext) -> Ingested:
             f"    {name}: {res.rows_read:,} rows read from {res.inputs} input(s) = "
             f"{res.rows_used:,} used + {res.rows_quarantined:,} quarantined"
         )
+        line = skipped_line(name, res.skipped)
+        if line:
+            ctx.out(line)
     parts = {name: res.dataset for name, res in reads.items()}
     return Ingested(parts, summarize(reads))
 
@@ -142,8 +162,15 @@ def reusable(ctx: RunContext, key: str) -> resume.Reusable[Prepared]:
     paths = ctx.paths
 
     def save(p: Prepared) -> dict[str, Any]:
+        # Ray Data appends to an existing folder: each split is written to a fresh folder and
+        # renamed into place, so files an interrupted save left behind are never read back.
         for name in SPLIT_NAMES:
-            getattr(p, name).write_parquet(paths.prepared_split(name))
+            final = paths.prepared_split(name)
+            fresh = final + ".tmp"
+            remove_stale(ctx, fresh)
+            getattr(p, name).write_parquet(fresh)
+            remove_stale(ctx, final)
+            os.replace(fresh, final)
         return {"data": p.data.to_dict(), "rows": p.rows, "groups": p.groups, "splits": p.summary}
 
     def load(doc: dict[str, Any]) -> Prepared:

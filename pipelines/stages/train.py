@@ -17,6 +17,7 @@ from components.model_bundle import MODEL_FILES
 from components.steps.train_common import TrainOutcome
 from components.tasks import task_info
 from pipelines import resume, trainers
+from pipelines.errors import PipelineError
 from pipelines.spec import (
     ModelSpecType,
     RulesModelSpec,
@@ -25,7 +26,6 @@ from pipelines.spec import (
     parse_model,
 )
 from pipelines.stages.common import (
-    PipelineError,
     RunContext,
     Scorer,
     rules_outcome,
@@ -213,6 +213,14 @@ def tune(
         f"{t.max_concurrent_trials} at a time"
         + (f", budget {t.time_budget_s:g}s" if t.time_budget_s else "")
     )
+    if restore and bundle.bundle_key() is not None:
+        # Ray Tune keeps its search state as pickles in the run directory: restoring them runs
+        # whatever is in those files. Where bundles are signed, storage is not trusted that far.
+        ctx.out(
+            f"    models.{i} {m.name}: {bundle.KEY_ENV} is set: the interrupted Tune search is "
+            "not restored (its state is pickled); the search starts again"
+        )
+        restore = False
     started = time.time()
     result = tuning.search(
         tctx, m, t, prepared.train, prepared.valid, ctx.paths.tune, name=m.name, restore=restore

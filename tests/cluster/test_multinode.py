@@ -7,6 +7,12 @@ promote` then switches the running deployment to another version under load, thr
 test started) and the run resumes from its checkpoint on the remaining node. Everything started
 here is stopped here (by pid; never `ray stop`, which would stop every Ray of the user). Run
 apart from the other tiers (`pytest -m cluster`): only one Ray cluster at a time on a machine.
+
+Token auth as clusters/ runs it: every `ray start` has RAY_AUTH_MODE=token and this cluster's own
+token file (RAY_AUTH_TOKEN_PATH, in the test's temp dir), and the clients in this process read the
+same file. Nothing here reads or writes ~/.ray: the nodes run with HOME set to a temp folder and
+usage stats off (Ray reads ~/.ray/config.json for those), so the tier passes on a fresh machine:
+`HOME=$(mktemp -d) .venv/bin/pytest -m cluster`.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -47,6 +54,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _write_token(folder: Path) -> Path:
+    """A new token in a file only this user can read (as clusters/README.md makes one)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "ray_auth_token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    return path
+
+
 class LocalCluster:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -54,9 +71,15 @@ class LocalCluster:
         self.temp = Path(tempfile.mkdtemp(prefix="rl-", dir="/tmp"))
         self.port = _free_port()
         self.dashboard = _free_port()
+        self.token = _write_token(root / "auth")
+        self.home = root / "home"  # the nodes' HOME: nothing of theirs lands in the user's
+        self.home.mkdir(exist_ok=True)
         self.env = {
             **os.environ,
             "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(self.token),
+            "HOME": str(self.home),
+            "RAY_USAGE_STATS_ENABLED": "0",
             "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
             "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
             "RAY_SERVE_ENABLE_HA_PROXY": "1",
@@ -65,7 +88,26 @@ class LocalCluster:
             "SERVE_SOCKET_REUSE_PORT_ENABLED": "1",
         }
         self.env.pop("RAY_ADDRESS", None)
+        self.env.pop("RAY_AUTH_TOKEN", None)  # it would win over the file
         self.manager_ports: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def client_env(self) -> Iterator[None]:
+        """This process as a client of the cluster (job submission, state API, `rayline
+        promote`): the same token file, read afresh, and no ~/.ray; restored afterwards."""
+        from ray._raylet import AuthenticationTokenLoader
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("RAY_AUTH_MODE", "token")
+            mp.setenv("RAY_AUTH_TOKEN_PATH", str(self.token))
+            mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+            mp.delenv("RAY_AUTH_TOKEN", raising=False)
+            mp.delenv("RAY_ADDRESS", raising=False)
+            AuthenticationTokenLoader.instance().reset_cache()  # Ray caches the first token read
+            try:
+                yield
+            finally:
+                AuthenticationTokenLoader.instance().reset_cache()
 
     @property
     def address(self) -> str:
@@ -155,8 +197,9 @@ class LocalCluster:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     c = LocalCluster(tmp_path_factory.mktemp("multinode"))
     try:
-        c.start()
-        yield c
+        with c.client_env():
+            c.start()
+            yield c
     finally:
         c.stop()
 
@@ -274,6 +317,7 @@ def test_job_places_training_by_node_type_and_serves(cluster: LocalCluster, tmp_
     serve = {
         "port": SERVE_PORT,
         "label_selector": {"node-type": "cpu"},
+        "auth": "none",
         "api_key_env": None,
         "ingress": "haproxy",
     }
@@ -298,7 +342,13 @@ def test_promote_under_load_through_haproxy_drops_nothing(
     storage = tmp_path / "storage"
     port = SERVE_PORT  # Serve's port is the cluster's: the job-a test may have started it
     models = [{"name": "gbdt", "num_boost_round": 10, "scaling": {"num_workers": 0}}]
-    serve = {"port": port, "api_key_env": None, "ingress": "haproxy", "max_replicas": 1}
+    serve = {
+        "port": port,
+        "auth": "none",
+        "api_key_env": None,
+        "ingress": "haproxy",
+        "max_replicas": 1,
+    }
     spec = _spec(tmp_path / "job-c", storage, models, serve, 2000)
     submit = ["submit", str(spec), "--address", cluster.address, "--working-dir", str(spec.parent)]
     assert main(submit) == 0

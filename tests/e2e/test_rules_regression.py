@@ -47,6 +47,7 @@ def _deploy(storage: str, model: str) -> str:
             "num_cpus": 0.25,
             "max_rows": 500,
             "max_candidates": 200,
+            "auth": "none",
             "api_key_env": None,
         }
     )

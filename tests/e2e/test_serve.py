@@ -3,6 +3,7 @@ inference, zero-downtime version switches and autoscaling."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -43,7 +44,7 @@ def _args(storage: str, model: str, **kw: object) -> ServeArgs:
         "max_rows": 50,
         "max_candidates": 20,
         "max_body_bytes": 64 * 1024,
-        "api_key_env": None,
+        "auth": "none",
         "max_ongoing_requests": 16,
         "max_batch_size": 8,
     }
@@ -99,6 +100,7 @@ def test_health_model_and_docs(served: dict) -> None:
         "status": "ok",
         "model": "tiny-classification",
         "version": 1,
+        "auth": "none",
     }
     r = httpx.get(f"{url}/model")
     assert r.status_code == 200, r.text
@@ -106,6 +108,19 @@ def test_health_model_and_docs(served: dict) -> None:
     assert info["task"] == "binary" and info["version"] == 1
     assert {"name": "cat_0", "type": "categorical"} in info["features"]
     assert "auc" in info["metrics"]["test"] and info["lineage"]["spec_sha256"]
+    # lineage a client needs: no run folder or other path, no command line, no packages
+    assert set(info["lineage"]) <= {
+        "pipeline",
+        "run_id",
+        "created_at",
+        "spec_sha256",
+        "data_fingerprints",
+        "git_commit",
+    }
+    assert str(served["storage"]) not in r.text and "command" not in r.text
+    manifest = Path(Registry(str(served["storage"])).resolve("tiny-classification").path)
+    digest = hashlib.sha256((manifest / "MANIFEST.json").read_bytes()).hexdigest()
+    assert info["bundle_sha256"] == digest
     spec = httpx.get(f"{url}/openapi.json").json()
     assert "/predict" in spec["paths"] and "/rank" in spec["paths"]
     assert httpx.get(f"{url}/docs").status_code == 200
@@ -271,11 +286,17 @@ def test_api_key_guards_everything_but_healthz(served: dict, tmp_path: Path) -> 
         str(served["storage"]),
         "tiny-classification",
         route_prefix="/guarded",
+        auth="api_key",
         api_key_file=str(key_file),
     )
-    url = deploy(args)["url"]
+    info = deploy(args)
+    url = info["url"]
+    assert info["auth"] == "api_key"
     body = {"rows": [_row()]}
-    assert httpx.get(f"{url}/healthz").status_code == 200
+    health = httpx.get(f"{url}/healthz")
+    assert health.status_code == 200 and health.json()["auth"] == "api_key"
+    assert httpx.get(f"{url}/openapi.json").status_code == 200  # the same for every model
+    assert httpx.get(f"{url}/docs").status_code == 200
     assert httpx.post(f"{url}/predict", json=body).status_code == 401
     assert (
         httpx.post(
@@ -284,12 +305,192 @@ def test_api_key_guards_everything_but_healthz(served: dict, tmp_path: Path) -> 
         == 401
     )
     assert httpx.get(f"{url}/model").status_code == 401
+    assert httpx.get(f"{url}/healthz/").status_code in (401, 404)  # only exact open paths
     ok = httpx.post(f"{url}/predict", json=body, headers={"Authorization": "Bearer s3cret-key"})
     assert ok.status_code == 200
     assert (
         httpx.post(f"{url}/predict", json=body, headers={"X-API-Key": "s3cret-key"}).status_code
         == 200
     )
+
+
+def test_the_key_is_checked_before_the_body_is_read(served: dict, tmp_path: Path) -> None:
+    """Without the key: 401 for a body that is not JSON (a 422 would mean it was parsed) and for
+    one over the size limit (a 413 would mean it was counted), declared or chunked."""
+    key_file = tmp_path / "key"
+    key_file.write_text("s3cret-key\n")
+    url = deploy(
+        _args(
+            str(served["storage"]),
+            "tiny-classification",
+            route_prefix="/guarded",
+            auth="api_key",
+            api_key_file=str(key_file),
+        )
+    )["url"]
+    json_type = {"content-type": "application/json"}
+    r = httpx.post(f"{url}/predict", content=b'{"rows": [' * 1000, headers=json_type)
+    assert r.status_code == 401, r.text
+    r = httpx.post(f"{url}/predict", content=b"x" * 200_000, headers=json_type)
+    assert r.status_code == 401, r.text
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(20):
+            yield b"x" * 10_000
+
+    r = httpx.post(f"{url}/predict", content=chunks(), headers=json_type)
+    assert r.status_code == 401, r.text
+    keyed = {**json_type, "Authorization": "Bearer s3cret-key"}
+    r = httpx.post(f"{url}/predict", content=b'{"rows": [', headers=keyed)
+    assert r.status_code == 422  # with the key, the body is read and parsed
+
+
+def test_a_replica_without_its_key_refuses_to_start(
+    served: dict, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`rayline deploy` with auth api_key and the key's variable unset here and on the nodes:
+    the replicas refuse to start and the command fails naming the variable (no hang, no open
+    endpoint)."""
+    from ray import serve
+
+    monkeypatch.delenv("RAYLINE_TEST_NO_SUCH_KEY", raising=False)
+    options = [f"port={PORT}", "num_cpus=0.25", "max_replicas=1", "min_replicas=1"]
+    started = time.time()
+    code = main(
+        [
+            "deploy",
+            "tiny-classification",
+            "--storage",
+            str(served["storage"]),
+            *options,
+            "route_prefix=/nokey",
+            "auth=api_key",
+            "api_key_env=RAYLINE_TEST_NO_SUCH_KEY",
+        ]
+    )
+    seconds = time.time() - started
+    err = capsys.readouterr().err
+    with capsys.disabled():
+        print(f"\nrefused to start after {seconds:.1f}s: {err.strip().splitlines()[-1][:400]}")
+    try:
+        assert code == 1
+        assert "refused to start" in err and "RAYLINE_TEST_NO_SUCH_KEY" in err
+        assert "unset or empty" in err
+        r = httpx.post(f"http://127.0.0.1:{PORT}/nokey/predict", json={"rows": [_row()]})
+        assert r.status_code != 200  # nothing serves openly
+    finally:
+        serve.delete("nokey")
+    # The same key exported in the operator's shell reaches the replicas (Ray started without
+    # it), and the printed curl examples send it.
+    monkeypatch.setenv("RAYLINE_TEST_NO_SUCH_KEY", "operator-key")
+    code = main(
+        [
+            "deploy",
+            "tiny-classification",
+            "--storage",
+            str(served["storage"]),
+            *options,
+            "route_prefix=/withkey",
+            "auth=api_key",
+            "api_key_env=RAYLINE_TEST_NO_SUCH_KEY",
+        ]
+    )
+    out = capsys.readouterr().out
+    try:
+        assert code == 0
+        assert '-H "Authorization: Bearer $RAYLINE_TEST_NO_SUCH_KEY"' in out
+        assert "passed to the replicas" in out and "operator-key" not in out
+        url = f"http://127.0.0.1:{PORT}/withkey"
+        assert httpx.post(f"{url}/predict", json={"rows": [_row()]}).status_code == 401
+        ok = httpx.post(
+            f"{url}/predict",
+            json={"rows": [_row()]},
+            headers={"Authorization": "Bearer operator-key"},
+        )
+        assert ok.status_code == 200, ok.text
+    finally:
+        serve.delete("withkey")
+
+
+def test_a_chunked_body_over_the_limit_is_413(served: dict) -> None:
+    url = f"{served['tiny-classification']}/predict"
+    row = json.dumps(_row()).encode()
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: Transfer-Encoding: chunked
+        yield b'{"rows": ['
+        for _ in range(400):  # ~160 KB, over the 64 KiB limit
+            yield row + b","
+        yield row + b"]}"
+
+    r = httpx.post(url, content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413, r.text
+    assert "larger than the limit" in r.text
+
+    def small() -> Iterator[bytes]:
+        yield b'{"rows": ['
+        yield row
+        yield b"]}"
+
+    r = httpx.post(url, content=small(), headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+
+
+def test_an_integer_beyond_the_float_range_is_422(served: dict) -> None:
+    url = f"{served['tiny-classification']}/predict"
+    for digits in (400, 5000):  # 5000: beyond Python's int limit for json.loads
+        raw = json.dumps({"rows": [_row()]}).replace('"num_1": 0.1', f'"num_1": {"9" * digits}')
+        r = httpx.post(url, content=raw, headers={"content-type": "application/json"})
+        assert r.status_code == 422, r.text
+        assert len(r.text) < 1000
+        if digits == 400:
+            assert r.json()["detail"][0]["loc"] == ["body", "rows", 0, "num_1"]
+            assert "out of range" in r.text
+    cands = [{f"f{i}": 0.0 for i in range(8)}]
+    raw = json.dumps(
+        {"query": {"f0": 1}, "candidates": [{k: v for k, v in cands[0].items() if k != "f0"}]}
+    )
+    raw = raw.replace('"f0": 1', f'"f0": -{"1" * 320}')
+    r = httpx.post(
+        f"{served['tiny-ranking']}/rank", content=raw, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422 and "'f0' is out of range" in r.text, r.text
+
+
+def test_a_3mb_body_of_unknown_keys_gets_a_short_422(served: dict) -> None:
+    """Before: one error entry per key (a 3.4 MB request: 250,001 entries, 23.5 MB, ~2.7 s)."""
+    from ray import serve
+
+    url = deploy(
+        _args(
+            str(served["storage"]),
+            "tiny-classification",
+            route_prefix="/bigbody",
+            max_body_bytes=4 * 1024 * 1024,
+        )
+    )["url"]
+    row = {**_row(), **{f"unknown_feature_{i:06d}": 0 for i in range(110_000)}}
+    raw = json.dumps({"rows": [row]}).encode()
+    assert len(raw) >= 3_000_000
+    try:
+        with httpx.Client(timeout=60) as client:
+            times = []
+            for _ in range(5):
+                started = time.perf_counter()
+                r = client.post(
+                    f"{url}/predict", content=raw, headers={"content-type": "application/json"}
+                )
+                times.append(time.perf_counter() - started)
+                assert r.status_code == 422
+            detail = r.json()["detail"]
+        print(
+            f"\n{len(raw):,}-byte body of unknown keys over HTTP: 422 with {len(detail)} entries, "
+            f"{len(r.content):,} bytes, in {min(times) * 1000:.0f}-{max(times) * 1000:.0f} ms "
+            "(most of it reading and parsing the JSON)"
+        )
+        assert len(detail) == 21 and len(r.content) < 5_000
+        assert detail[-1]["type"] == "too_many_errors" and "109980 more" in detail[-1]["msg"]
+    finally:
+        serve.delete("bigbody")
 
 
 def test_fuzzed_requests_never_get_a_server_error(served: dict) -> None:
@@ -434,10 +635,13 @@ def test_serve_deploy_of_the_shipped_config(served: dict, tmp_path: Path) -> Non
     doc["http_options"]["port"] = PORT
     app = doc["applications"][0]
     app.update(name="from-yaml", route_prefix="/from-yaml")
+    key_file = tmp_path / "api_key"
+    key_file.write_text("yaml-key\n")
+    assert app["args"]["auth"] == "api_key"
     app["args"].update(
         storage=served["storage"],
         model="tiny-ranking",
-        api_key_file=None,
+        api_key_file=str(key_file),  # the shipped config's /etc/rayline/api_key, here
         num_cpus=0.25,
         min_replicas=1,
         max_replicas=1,
@@ -457,7 +661,9 @@ def test_serve_deploy_of_the_shipped_config(served: dict, tmp_path: Path) -> Non
     assert res.returncode == 0, res.stderr
     url = f"http://127.0.0.1:{PORT}/from-yaml"
     wait_healthy(url, None, 120)
-    r = httpx.post(f"{url}/rank", json={"candidates": [{f"f{i}": 0.0 for i in range(8)}]})
+    cands = {"candidates": [{f"f{i}": 0.0 for i in range(8)}]}
+    assert httpx.post(f"{url}/rank", json=cands).status_code == 401
+    r = httpx.post(f"{url}/rank", json=cands, headers={"Authorization": "Bearer yaml-key"})
     assert r.status_code == 200 and r.json()["model"] == "tiny-ranking"
 
 
@@ -539,7 +745,7 @@ def test_no_wait_on_a_running_cluster_leaves_the_endpoint_up(served: dict, tmp_p
         "serve.route_prefix=/nowait",
         "serve.num_cpus=0.25",
         "serve.max_replicas=1",
-        "serve.api_key_env=null",
+        "serve.auth=none",
     ]
     res = subprocess.run(
         [
@@ -562,6 +768,7 @@ def test_no_wait_on_a_running_cluster_leaves_the_endpoint_up(served: dict, tmp_p
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"curl -s http://127.0.0.1:{PORT}/nowait/healthz" in res.stdout
+    assert "Authorization" not in res.stdout and "serve.auth is none" in res.stdout
     r = httpx.get(f"http://127.0.0.1:{PORT}/nowait/healthz")
     assert r.status_code == 200 and r.json()["model"] == "tiny-ranking"
 

@@ -108,7 +108,7 @@ def test_write_bundle_rejects_file_and_directory_clash(tmp_path: Path) -> None:
         write_bundle(tmp_path / "b", {"a": b"1", "a/b": b"2"})
 
 
-def test_tampered_file_is_refused(tmp_path: Path) -> None:
+def test_modified_file_is_refused(tmp_path: Path) -> None:
     path = make_bundle(tmp_path)
     (path / "features.json").write_bytes(b'{"features": ["a", "c"]}')
     with pytest.raises(BundleError, match="sha256 mismatch") as e:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +15,12 @@ import pytest
 from components import readers
 from components.readers import (
     FORMATS,
+    Listing,
     ReadOptions,
     SourceError,
     detect_format,
     list_files,
+    list_inputs,
     read_file,
 )
 
@@ -444,3 +448,210 @@ def test_bad_options() -> None:
     with pytest.raises(ValueError, match="unknown format"):
         list_files(".", "xls")
     assert ReadOptions(format="csv", column_names=["a", "b"]).column_names == ("a", "b")  # type: ignore[arg-type]
+
+
+# --- hardening (issue 14): bad input is an error naming the file and line, never a crash ------
+
+
+def test_jsonl_nested_5000_deep_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    """Arrow crashed the process (SIGSEGV) on such a line: the reader now stops before Arrow.
+
+    Run in a child process, so that a regression fails this test instead of killing pytest.
+    """
+    path = write(
+        tmp_path / "deep.jsonl", '{"a": 1}\n{"a": ' + "[" * 5000 + "1" + "]" * 5000 + "}\n"
+    )
+    code = (
+        "import sys\n"
+        "from components.readers import ReadOptions, SourceError, read_file\n"
+        "try:\n"
+        f"    read_file({path!r}, ReadOptions(format='jsonl'))\n"
+        "except SourceError as e:\n"
+        "    print(e)\n"
+        "    sys.exit(3)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 3, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.strip() == (
+        f"{path}, line 2: JSON nested more than {readers.MAX_JSON_DEPTH} levels deep (at byte 78)"
+    )
+
+
+def test_jsonl_depth_limit_counts_brackets_outside_strings_only(tmp_path: Path) -> None:
+    deepest = "[" * 63 + "1" + "]" * 63  # with the object around it: 64 levels, the limit
+    text = '{"s": "[[[[\\"{{{{", "t": "\\\\", "u": "' + "[" * 100 + '", "a": ' + deepest + "}\n"
+    got = read_file(write(tmp_path / "ok.jsonl", text), JSONL)
+    assert got["s"].tolist() == ['[[[["{{{{'] and got["t"].tolist() == ["\\"]
+    assert rows(got) == [1]
+    over = '{"t": "\\\\", "a": [' + deepest + "]}\n"  # the escaped backslash ends the string
+    with pytest.raises(SourceError, match=r"over\.jsonl, line 3: JSON nested more than 64 "):
+        read_file(write(tmp_path / "over.jsonl", text + "\n" + over), JSONL)
+
+
+def test_jsonl_depth_check_agrees_with_a_parser_on_random_lines() -> None:
+    """The vectorised scan against a character-by-character reference (strings, escapes)."""
+    import random
+    import re
+
+    def first_too_deep(line: str, limit: int) -> tuple[int | None, bool]:
+        """(offset where the depth first exceeds limit, whether the line is invalid before)."""
+        depth, in_string, escaped = 0, False, False
+        for i, ch in enumerate(line):
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif ch == "\\":
+                    escaped = True
+                elif ch == '"':
+                    in_string = False
+            elif ch == "\\":
+                return None, True  # a parser stops here: nothing deeper is parsed
+            elif ch == '"':
+                in_string = True
+            elif ch in "[{":
+                depth += 1
+                if depth > limit:
+                    return i, False
+            elif ch in "]}":
+                depth -= 1
+                if depth < 0:
+                    return None, True
+        return None, False
+
+    rng = random.Random(0)
+    checked = 0
+    for _ in range(5000):
+        lines = [
+            "".join(rng.choice('[[[{{]}"\\ax') for _ in range(rng.randint(0, 40)))
+            for _ in range(rng.randint(1, 4))
+        ]
+        want, offset, invalid = None, 0, False
+        for n, line in enumerate(lines, start=1):
+            at, invalid = first_too_deep(line, 5)
+            if at is not None:
+                want = (n, offset + at)
+            if at is not None or invalid:
+                break
+            offset += len(line) + 1
+        if invalid:
+            continue
+        try:
+            readers._check_json_depth("p", "\n".join(lines).encode(), limit=5)
+            got = None
+        except SourceError as e:
+            m = re.fullmatch(
+                r"p, line (\d+): JSON nested more than 5 levels deep \(at byte (\d+)\)", str(e)
+            )
+            assert m, str(e)
+            got = (int(m[1]), int(m[2]))
+        assert got == want, lines
+        checked += 1
+    assert checked > 500
+
+
+def test_jsonl_not_utf8_names_the_file_line_and_byte(tmp_path: Path) -> None:
+    # Arrow read this file and failed later with "Unknown error: Wrapping caf? failed".
+    path = write(tmp_path / "latin1.jsonl", b'{"a": "x"}\n{"a": "caf\xe9"}\n')
+    with pytest.raises(SourceError) as e:
+        read_file(path, JSONL)
+    assert str(e.value) == f"{path}: cannot read as jsonl: not UTF-8 text (line 2, byte 21)"
+    gz = tmp_path / "latin1.jsonl.gz"
+    gz.write_bytes(gzip.compress(b'{"a": "x"}\n\n{"a": "caf\xe9"}\n'))
+    with pytest.raises(
+        SourceError, match=r"latin1\.jsonl\.gz: .*not UTF-8 text \(line 3, byte 22\)"
+    ):
+        read_file(str(gz), JSONL)
+
+
+def test_libsvm_stray_index_is_capped_by_max_features(tmp_path: Path) -> None:
+    # One typo used to allocate a dense n x 500,000,000 matrix (MemoryError, no file or line).
+    path = write(tmp_path / "typo.svm", "1 0:1 3:2\n0 1:1\n1 500000000:1\n")
+    with pytest.raises(SourceError) as e:
+        read_file(path, LIBSVM)
+    assert str(e.value).startswith(
+        f"{path}, line 3: feature index 500000000 is above max_features=1000000 (zero_based=True)"
+    )
+    assert readers.MAX_FEATURES == 1_000_000 == LIBSVM.max_features
+    with pytest.raises(SourceError, match=r"line 2: feature index 4 is above max_features=4 "):
+        read_file(
+            write(tmp_path / "w.svm", "1 3:1\n0 4:1\n"), ReadOptions("libsvm", max_features=4)
+        )
+    wide = read_file(write(tmp_path / "w2.svm", "1 3:1\n"), ReadOptions("libsvm", max_features=4))
+    assert list(data(wide).columns) == ["label", "f0", "f1", "f2", "f3"]  # index 3 < 4 fits
+    with pytest.raises(ValueError, match="num_features=10 is above max_features=5"):
+        ReadOptions(format="libsvm", num_features=10, max_features=5)
+    with pytest.raises(ValueError, match="max_features must be >= 1"):
+        ReadOptions(format="libsvm", max_features=0)
+
+
+def test_libsvm_repeated_index_on_a_line_is_an_error(tmp_path: Path) -> None:
+    # It used to keep the last value silently.
+    path = write(tmp_path / "dup.svm", "1 0:1 2:1\n0 1:1 3:2 1:5\n1 2:1 2:1\n")
+    with pytest.raises(SourceError) as e:
+        read_file(path, LIBSVM)
+    assert str(e.value) == f"{path}, line 2: feature index 1 is given more than once"
+    one_based = write(tmp_path / "dup1.svm", "1 qid:3 1:1 2:1\n0 qid:3 2:1 2:4\n")
+    with pytest.raises(SourceError, match=r"dup1\.svm, line 2: feature index 2 is given more"):
+        read_file(one_based, ReadOptions(format="libsvm", zero_based=False))
+    # the same index on different lines, and indices out of order, are fine
+    got = read_file(write(tmp_path / "ok.svm", "1 3:1 0:2\n0 3:4 1:1\n"), LIBSVM)
+    assert got[["f0", "f1", "f2", "f3"]].to_numpy().tolist() == [[2, 0, 0, 1], [0, 1, 0, 4]]
+
+
+def test_listing_counts_and_names_the_skipped_files(tmp_path: Path) -> None:
+    # They used to be skipped without being counted or named.
+    root = tmp_path / "data"
+    for name in (
+        "part-0.csv",
+        "sub/part-1.csv",
+        "_SUCCESS",
+        "_temporary/0/part-9.csv",
+        ".part-0.csv.crc",
+        "notes.txt",
+        "r.svm",
+        "r.svm.query",  # read with r.svm: not skipped
+    ):
+        write(root / name, "x")
+    got = list_inputs(str(root), None)
+    assert isinstance(got, Listing)
+    assert got.files == [
+        (str(root / "part-0.csv"), "csv"),
+        (str(root / "r.svm"), "libsvm"),
+        (str(root / "sub" / "part-1.csv"), "csv"),
+    ]
+    assert got.files == list_files(str(root), None)
+    assert got.skipped == [
+        ".part-0.csv.crc (hidden)",
+        "_SUCCESS (starts with _)",
+        "_temporary/0/part-9.csv (in the folder _temporary/, which starts with _)",
+        "notes.txt (unknown extension)",
+    ]
+    # with a format every visible file is read; a glob skips only what it matches
+    assert [s.split(" ")[0] for s in list_inputs(str(root), "csv").skipped] == [
+        ".part-0.csv.crc",
+        "_SUCCESS",
+        "_temporary/0/part-9.csv",
+    ]
+    assert list_inputs(str(root / "*.csv"), None).skipped == []
+    assert list_inputs(str(root / "part-0.csv"), None) == Listing(
+        [(str(root / "part-0.csv"), "csv")]
+    )
+
+
+def test_ingest_tasks_carry_the_skipped_files(tmp_path: Path) -> None:
+    from components.steps.ingest import SourceConfig, list_tasks, read_tasks
+
+    for name in ("a.csv", "_SUCCESS", "notes.txt"):
+        write(tmp_path / "d" / name, "k\n1\n")
+    src = SourceConfig(uri=str(tmp_path / "d"))
+    tasks, skipped = list_tasks(src)
+    assert (
+        tasks
+        == read_tasks(src)
+        == [{"path": str(tmp_path / "d" / "a.csv"), "format": "csv", "index": 0}]
+    )
+    assert skipped == ["_SUCCESS (starts with _)", "notes.txt (unknown extension)"]
+    assert list_tasks(SourceConfig(uri="synthetic:binary", params={"rows": 10}))[1] == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -320,3 +321,96 @@ def test_serving_columns_and_batches_split_back_per_request(tmp_path: Any) -> No
     assert parts[0].fired == [["kids"]] and parts[1].rule == ["default", "us", "default"]
     body = scorer.rank_response(parts[1], top_k=None)
     assert [c["index"] for c in body["ranked"]] == [1, 0, 2] and body["filtered"] == []
+
+
+# --- hardening (issue 14) ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bound", [math.nan, math.inf, -math.inf, 10**400])
+def test_clamp_bounds_must_be_finite(bound: float) -> None:
+    # clamp: {min: .nan} was accepted and turned every output into NaN
+    for key in ("min", "max"):
+        with pytest.raises(
+            RulesConfigError, match=rf"guardrails\.0\.clamp\.{key}: a finite number"
+        ):
+            compile_guardrails("regression", [{"name": "c", "clamp": {key: bound}}], KINDS)
+
+
+def test_non_finite_rule_outputs_are_refused() -> None:
+    for out in ({"value": math.nan}, {"value": math.inf}):
+        with pytest.raises(RulesConfigError, match=r"rules\.default\.value: .*finite number"):
+            compile_rule_model(
+                "regression", {"rules": [{"when": "age > 1", "value": 1}], "default": out}, KINDS
+            )
+    with pytest.raises(RulesConfigError, match=r"guardrails\.0\.boost: .*finite number"):
+        compile_guardrails("ranking", [{"name": "b", "when": "age > 1", "boost": math.nan}], KINDS)
+
+
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        (["x"], "rules: a mapping with rules and default, got list"),
+        ({"rules": "age > 1", "default": {"value": 1}}, "rules.rules: a list of rules, got str"),
+        ({"rules": {"a": 1}, "default": {"value": 1}}, "rules.rules: a list of rules, got dict"),
+        ({"rules": ["age > 1"], "default": {"value": 1}}, "rules.rules.0: a mapping such as"),
+        ({"rules": [{"when": "age > 1", "value": 1}], "default": 3}, "rules.default: a mapping"),
+    ],
+)
+def test_rule_models_of_the_wrong_shape_are_config_errors(doc: Any, message: str) -> None:
+    # these raised AttributeError ('str' object has no attribute 'get', ...)
+    with pytest.raises(RulesConfigError) as e:
+        compile_rule_model("regression", doc, KINDS)
+    assert str(e.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "items, message",
+    [
+        ({"name": "c", "clamp": {"max": 1}}, "guardrails: a list of guardrails, got dict"),
+        ("clamp", "guardrails: a list of guardrails, got str"),
+        (None, "guardrails: a list of guardrails, got NoneType"),
+        (["c"], "guardrails.0: a mapping such as"),
+        ([{"name": "c", "clamp": {"max": 1}}, 3], "guardrails.1: a mapping such as"),
+    ],
+)
+def test_guardrails_of_the_wrong_shape_are_config_errors(items: Any, message: str) -> None:
+    with pytest.raises(RulesConfigError) as e:
+        compile_guardrails("regression", items, KINDS)
+    assert str(e.value).startswith(message)
+
+
+def _rewrite(path: str, tmp_path: Any, name: str, content: bytes) -> str:
+    """A copy of the bundle at ``path`` with one file replaced (and a matching MANIFEST)."""
+    from components import bundle
+
+    files = {f: bundle.read_bundle_file(path, f) for f in bundle.verify_bundle(path)["files"]}
+    files[name] = content
+    return str(bundle.write_bundle(tmp_path / f"edited-{len(list(tmp_path.iterdir()))}", files))
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("guardrails.json", b'{"name": "cap", "clamp": {"max": 5}}', "a list of guardrails"),
+        ("guardrails.json", b'["cap"]', "guardrails.0: a mapping such as"),
+        ("guardrails.json", b"null", "a list of guardrails, got NoneType"),
+        ("guardrails.json", b'[{"name": "c", "clamp": {"min": NaN}}]', "a finite number"),
+        ("guardrails.json", b"[{", "not valid JSON"),
+        ("guardrails.json", b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
+        ("rules.json", b'["us"]', "rules: a mapping with rules and default, got list"),
+        ("rules.json", b'{"rules": "x", "default": {}}', "rules.rules: a list of rules"),
+        ("rules.json", b"\xff", "not valid JSON"),
+    ],
+)
+def test_a_malformed_rules_or_guardrails_file_is_a_bundle_error(
+    tmp_path: Any, name: str, content: bytes, message: str
+) -> None:
+    # a rules or guardrails JSON of the wrong shape raised AttributeError
+    from components import bundle
+    from components.predictor import Predictor
+
+    good = _rules_bundle(tmp_path / "good", [{"name": "cap", "clamp": {"max": 5}}])
+    bad = _rewrite(good, tmp_path, name, content)
+    with pytest.raises(bundle.BundleError) as e:
+        Predictor.load(bad)
+    assert str(e.value).startswith(f"{bad}: {name}: ") and message in str(e.value)

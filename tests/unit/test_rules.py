@@ -265,3 +265,49 @@ def test_vectorized_evaluation_matches_a_row_by_row_reference(seed: int) -> None
         got_num = _eval(num_text, frame, RANDOM_KINDS)
         want_num = np.array([_ref(num_tree, r) for r in records], dtype=np.float64)
         np.testing.assert_array_equal(got_num, want_num, err_msg=num_text)
+
+
+# --- hardening (issue 14): deep expressions are rule errors with a position, not tracebacks ---
+
+
+@pytest.mark.parametrize(
+    "text, pos, reason",
+    [
+        # each of these raised RecursionError (a traceback, not a spec error)
+        ("(" * 120 + "age > 1" + ")" * 120, 33, "nested more than 32 levels deep"),
+        ("not " * 500 + "age > 1", 129, "nested more than 32 levels deep"),
+        ("- " * 500 + "age > 1", 65, "nested more than 32 levels deep"),
+        (" + ".join(["age"] * 500) + " > 1", 1807, "the expression is more than 200 levels deep"),
+        (" * ".join(["age"] * 500) + " > 1", 1807, "the expression is more than 200 levels deep"),
+    ],
+)
+def test_deep_expressions_are_rule_errors_with_a_position(text: str, pos: int, reason: str) -> None:
+    with pytest.raises(RuleError) as e:
+        rules.compile_expression(text, KINDS, "bool")
+    assert e.value.pos + 1 == pos and reason in e.value.reason
+    assert str(e.value).startswith(f"at character {pos}: ")
+
+
+def test_expressions_within_the_limits_still_work() -> None:
+    nested = "(" * rules.MAX_NESTING + "age > 1" + ")" * rules.MAX_NESTING
+    assert _eval(nested, FRAME).tolist() == [True, True, False, True, False]
+    total = " + ".join(["age"] * 150)  # a long linear score: 149 levels
+    got = rules.evaluate(rules.compile_expression(total, KINDS, "number"), Frame(FRAME, KINDS))
+    np.testing.assert_allclose(got, FRAME["age"].to_numpy() * 150)
+    many = " or ".join(f"age == {i}" for i in range(250))  # and/or lists are one level
+    assert _eval(many, FRAME).tolist() == [True, True, False, True, True]
+    assert _eval(" and ".join(["age >= 0"] * 300), FRAME).tolist() == [
+        True,
+        True,
+        False,
+        True,
+        True,
+    ]
+
+
+def test_numbers_out_of_range_are_refused() -> None:
+    with pytest.raises(RuleError, match="at character 7: the number 1e999 is out of range"):
+        rules.compile_expression("age > 1e999", KINDS, "bool")
+    for value in (math.nan, math.inf, -math.inf, 10**400):
+        with pytest.raises(RuleError, match="expected a finite number"):
+            rules.compile_expression(value, KINDS, "number")

@@ -231,3 +231,52 @@ def test_rules_and_guardrails_are_checked_with_their_position() -> None:
 def test_guardrail_names_are_identifiers() -> None:
     doc = _regression(guardrails=[{"name": "a,b", "clamp": {"min": 0}}])
     assert "  - guardrails.0.name: use letters, digits" in _error(doc)
+
+
+# --- hardening (issue 14) ----------------------------------------------------------------------
+
+
+def test_nan_and_inf_clamp_bounds_are_refused(tmp_path: Path) -> None:
+    # clamp: {min: .nan} was accepted and turned every output into NaN
+    import yaml
+
+    for key, text in (("min", ".nan"), ("max", ".inf"), ("min", "-.inf")):
+        spec = tmp_path / "s.yaml"
+        doc = _regression(guardrails=[{"name": "c", "clamp": {key: "BOUND"}}])
+        spec.write_text(yaml.safe_dump(doc).replace("BOUND", text))
+        with pytest.raises(SpecError) as e:
+            load_spec(spec)
+        assert f"  - guardrails.0.clamp.{key}: Input should be a finite number" in str(e.value)
+    ok = spec_from_dict(_regression(guardrails=[{"name": "c", "clamp": {"min": 0, "max": 9}}]))
+    assert ok.guardrails[0].clamp is not None and ok.guardrails[0].clamp.max == 9
+
+
+def test_deep_rule_conditions_are_spec_errors_with_the_position() -> None:
+    # ~120 nested parentheses or ~500 terms raised RecursionError (a traceback)
+    deep = "(" * 120 + "num_0 > 1" + ")" * 120
+    long = " + ".join(["num_0"] * 300) + " > 1"
+    for when, where in ((deep, "at character 33: nested more than 32"), (long, "more than 200")):
+        rules_model = {
+            "kind": "rules",
+            "rules": [{"when": when, "value": 1}],
+            "default": {"value": 0},
+        }
+        msg = _error(_regression(models=[rules_model]))
+        assert "  - models.0.rules.0.when: " in msg and where in msg
+        msg = _error(_regression(guardrails=[{"name": "g", "when": when, "clamp": {"max": 1}}]))
+        assert "  - guardrails.0.when: " in msg and where in msg
+
+
+def test_libsvm_max_features() -> None:
+    doc = _base()
+    doc["data"]["source"] = {"uri": "data/*.svm", "libsvm": {"max_features": 2000}}
+    src = spec_from_dict(doc).data.source
+    assert src is not None and src.libsvm.max_features == 2000
+    assert translate.source_config(src).read_options["max_features"] == 2000
+    doc["data"]["source"] = {"uri": "data/*.svm"}
+    src = spec_from_dict(doc).data.source
+    assert src is not None and src.libsvm.max_features == 1_000_000
+    doc["data"]["source"] = {"uri": "x.svm", "libsvm": {"num_features": 10, "max_features": 5}}
+    assert "libsvm.num_features 10 is above libsvm.max_features 5" in _error(doc)
+    doc["data"]["source"] = {"uri": "x.svm", "libsvm": {"max_features": 0}}
+    assert "data.source.libsvm.max_features: Input should be greater than 0" in _error(doc)

@@ -44,6 +44,7 @@ FILE_SOURCE: dict[str, Any] = {
     },
     "libsvm": {
         "num_features": 12,
+        "max_features": 5000,
         "zero_based": False,
         "feature_prefix": "x",
         "query_file_suffix": ".qid",
@@ -269,6 +270,7 @@ def test_source_config_for_a_file_source() -> None:
                 "null_values": ("-", "n/a"),
                 "skip_initial_space": False,
                 "num_features": 12,
+                "max_features": 5000,
                 "zero_based": False,
                 "feature_prefix": "x",
                 "query_file_suffix": ".qid",
