@@ -29,7 +29,7 @@ lint: $(STAMP)
 # Ray; the serving tests that involve replicas coming and going again on a local Ray serving
 # through HAProxy (Serve reads RAY_SERVE_ENABLE_HA_PROXY when Ray starts); the cluster tier, which
 # starts its own multi-node Ray with `ray start`.
-HAPROXY_TESTS := ingress or switching or autoscaling or killing or api_key or fuzzed
+HAPROXY_TESTS := ingress or switching or autoscaling or killing or api_key
 test: lint
 	$(VENV)/bin/pytest -m "not gpu and not cluster" --durations=15
 	RAY_SERVE_ENABLE_HA_PROXY=1 $(VENV)/bin/pytest tests/e2e/test_serve.py -m e2e -k "$(HAPROXY_TESTS)" --durations=5

@@ -34,10 +34,12 @@ def _all_cpus_free(timeout_s: float = 30) -> bool:
     ("spec", "when", "sig", "resume"),
     [
         ("classification.yaml", "] ingest: reading", signal.SIGTERM, False),
-        ("classification.yaml", "models.0 gbdt: xgboost", signal.SIGINT, True),  # Train's fit
+        ("classification.yaml", "models.0 gbdt: xgboost", signal.SIGINT, False),  # Train's fit
         ("classification_tuned.yaml", "      trial 1 ", signal.SIGINT, False),  # a Tune search
+        # after a search: Ray Tune's handler, left installed, used to swallow this one
+        ("classification_tuned.yaml", "models.0 gbdt: 4 trials (", signal.SIGINT, True),
     ],
-    ids=["ingest-sigterm", "train-sigint", "tune-sigint"],
+    ids=["ingest-sigterm", "train-sigint", "tune-sigint", "after-tune-sigint"],
 )
 def test_a_signal_stops_the_run_promptly_and_it_resumes(
     tmp_path: Path, spec: str, when: str, sig: signal.Signals, resume: bool
