@@ -30,6 +30,9 @@ def _all_cpus_free(timeout_s: float = 30) -> bool:
     return False
 
 
+SMALL_SEARCH = "tune.num_samples=2"  # two trials, run together: enough to be inside a search
+
+
 @pytest.mark.parametrize(
     ("spec", "when", "sig", "resume"),
     [
@@ -37,7 +40,7 @@ def _all_cpus_free(timeout_s: float = 30) -> bool:
         ("classification.yaml", "models.0 gbdt: xgboost", signal.SIGINT, False),  # Train's fit
         ("classification_tuned.yaml", "      trial 1 ", signal.SIGINT, False),  # a Tune search
         # after a search: Ray Tune's handler, left installed, used to swallow this one
-        ("classification_tuned.yaml", "models.0 gbdt: 4 trials (", signal.SIGINT, True),
+        ("classification_tuned.yaml", "models.0 gbdt: 2 trials (", signal.SIGINT, True),
     ],
     ids=["ingest-sigterm", "train-sigint", "tune-sigint", "after-tune-sigint"],
 )
@@ -48,10 +51,11 @@ def test_a_signal_stops_the_run_promptly_and_it_resumes(
 
     storage = tmp_path / "storage"
     path = str(CONFIGS / "tiny" / spec)
+    overrides = [SMALL_SEARCH] if "tuned" in spec else []
     address = ray.get_runtime_context().gcs_address
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipelines", "run", path, "--storage", str(storage),
-         "--address", address, "serve.enabled=false"],
+         "--address", address, "serve.enabled=false", *overrides],
         cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
@@ -77,6 +81,6 @@ def test_a_signal_stops_the_run_promptly_and_it_resumes(
     assert report["status"] == "interrupted"
     if not resume:  # an interrupted run is unfinished: --resume reopens it (tested once)
         return
-    assert main(["run", path, "--storage", str(storage), "--resume"]) == 0
+    assert main(["run", path, "--storage", str(storage), "--resume", *overrides]) == 0
     resumed = json.loads((run_dir / "report.json").read_text())
     assert resumed["status"] == "succeeded" and resumed["run_dir"] == str(run_dir)
