@@ -26,7 +26,6 @@ their condition holds).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,13 +43,6 @@ ACTIONS = ("override", "clamp", "boost", "filter")
 
 class RulesConfigError(ValueError):
     """A rule or guardrail that cannot be used; the message starts with its place in the spec."""
-
-
-def _finite(value: float) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int beyond float range
-        return False
 
 
 def _output_node(
@@ -317,7 +309,7 @@ def compile_guardrails(
             for k, v in (("min", low), ("max", high)):
                 if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
                     raise RulesConfigError(f"{at}.clamp.{k}: a number, got {v!r}")
-                if v is not None and not _finite(v):  # NaN would make every output NaN
+                if v is not None and not rules.finite(v):  # NaN would make every output NaN
                     raise RulesConfigError(f"{at}.clamp.{k}: a finite number, got {v!r}")
             if low is not None and high is not None and low > high:
                 raise RulesConfigError(f"{at}.clamp: min {low} is above max {high}")

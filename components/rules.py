@@ -449,7 +449,8 @@ def columns(node: Node) -> set[str]:
     return set().union(*(columns(i) for i in node.items))
 
 
-def _finite(value: float) -> bool:
+def finite(value: float) -> bool:
+    """``value`` is a finite number (an int beyond the float range is not)."""
     try:
         return math.isfinite(value)
     except OverflowError:  # an int beyond float range
@@ -461,7 +462,7 @@ def compile_expression(text: str | float, features: FeatureKinds, want: Kind) ->
     if isinstance(text, bool):
         raise RuleError(0, f"expected {_what(want)}, got {text}")
     if isinstance(text, int | float):
-        if not _finite(text):
+        if not finite(text):
             raise RuleError(0, f"expected a finite number, got {text}")
         node: Node = Literal_(0, float(text))
     else:

@@ -229,7 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import ray
 
     from pipelines.cluster import check_cluster, connect
-    from pipelines.runner import PipelineError, Runner
+    from pipelines.runner import Runner
 
     target = args.address or os.environ.get("RAY_ADDRESS") or spec.ray.address
     if args.no_wait and spec.serve.enabled and not target and not ray.is_initialized():

@@ -98,13 +98,17 @@ class Resume:
         """The stored document ``r`` would be loaded from, or None (not resuming, or stale)."""
         return matches(r.folder, r.key) if self.enabled else None
 
+    def reuse(self, r: Reusable[T], doc: dict[str, Any]) -> T:
+        """``r``'s result loaded from its stored document (from ``stored``)."""
+        result = r.load(doc)
+        self.reused.extend(r.names)
+        return result
+
     def run(self, r: Reusable[T], compute: Callable[[], T]) -> T:
         """``r``'s stored result when it can be reused, else ``compute()`` (then stored)."""
         doc = self.stored(r)
         if doc is not None:
-            result = r.load(doc)
-            self.reused.extend(r.names)
-            return result
+            return self.reuse(r, doc)
         result = compute()
         mark_done(r.folder, r.key, **r.save(result))
         return result

@@ -7,7 +7,9 @@ import os
 import uuid
 from dataclasses import dataclass
 
-SPLIT_NAMES = ("train", "valid", "test")
+from components.splits import SPLIT_NAMES
+
+__all__ = ["SPLIT_NAMES", "RunDir", "new_run_id", "runs_of"]
 
 
 def new_run_id() -> str:

@@ -29,8 +29,6 @@ from pipelines.stages import evaluate, features, prepare, register, select, serv
 from pipelines.stages.common import Printer, RunContext, ray_scorer
 from pipelines.timer import StepTimer
 
-__all__ = ["PipelineError", "Runner", "new_run_id"]
-
 
 @dataclass
 class Results:
@@ -103,7 +101,7 @@ class Runner:
                 doc.to_dict(),
                 reg.version.path,
                 reg.version.version,
-                "production" in reg.version.aliases,
+                reg.promoted,
                 self.out,
             )
             paths = report.write(self.run_dir, doc.to_dict())
@@ -116,9 +114,10 @@ class Runner:
         ctx, res, spec = self.ctx, self.results, self.spec
         score = ray_scorer(spec)
         prep = prepare.reusable(ctx, prepare.input_key(ctx))
-        if self.resume.stored(prep) is not None:
+        stored = self.resume.stored(prep)
+        if stored is not None:
             with timer.step("ingest", "reusing the ingested, split data of this run"):
-                res.prepared = self.resume.run(prep, _never)
+                res.prepared = self.resume.reuse(prep, stored)
             timer.skip("split", "reused with the ingested data")
         else:
             with timer.step("ingest", "reading and validating with Ray Data"):
@@ -128,15 +127,15 @@ class Runner:
         prepared = res.prepared
 
         feat = features.reusable(ctx, features.input_key(ctx, prep.key))
-        with timer.step(
-            "features",
-            "reusing the fitted feature transform"
-            if self.resume.stored(feat) is not None
-            else "fitting the feature transform on the training split",
-        ):
-            res.features = fitted = self.resume.run(
-                feat, lambda: features.fit(ctx, prepared, feat.key)
-            )
+        stored = self.resume.stored(feat)
+        if stored is not None:
+            with timer.step("features", "reusing the fitted feature transform"):
+                res.features = fitted = self.resume.reuse(feat, stored)
+        else:
+            with timer.step("features", "fitting the feature transform on the training split"):
+                res.features = fitted = self.resume.run(
+                    feat, lambda: features.fit(ctx, prepared, feat.key)
+                )
 
         with timer.step("train", f"{len(spec.models)} model(s) on Ray Train"):
             tctx = train.context(ctx, prepared, fitted)
@@ -236,10 +235,6 @@ def _model_entry(name: str, reg: register.Registration | None) -> dict[str, Any]
         return None
     v: ModelVersion = reg.version
     return {"name": name, "version": v.version, "path": v.path, "aliases": list(v.aliases)}
-
-
-def _never() -> Any:
-    raise AssertionError("a stored result was expected")  # only called when none is stored
 
 
 def _ray_job_id() -> str | None:

@@ -101,7 +101,7 @@ def _xgboost_progress(ctx: TrainContext, m: Any) -> Progress:
 
 
 def _torch_progress(ctx: TrainContext, m: Any) -> Progress:
-    mode = "min" if ctx.metric in LOWER_IS_BETTER else "max"
+    mode = task_info(ctx.task).mode(ctx.metric)
     return Progress(f"valid-{ctx.metric}", mode, "epoch", m.epochs, 1)
 
 

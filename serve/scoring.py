@@ -313,11 +313,12 @@ class ModelScorer:
         path = self.predictor.path
         # Predictor.load checked every file against MANIFEST.json (and its signature, with a
         # bundle key set); the manifest lists each file's sha256, so its own sha256 names the
-        # whole bundle. metrics.json and lineage.json are checked against it as they are read.
+        # whole bundle. Right after that check, files are read as Predictor.load reads its own
+        # (not hashed again).
         manifest = bundle.Storage(path).read_bytes(bundle.MANIFEST)
         listed = json.loads(manifest)["files"]
         docs = {
-            name: json.loads(bundle.read_bundle_file(path, name))
+            name: json.loads(bundle.read_bundle_file(path, name, verify=False))
             for name in ("metrics.json", "lineage.json")
             if name in listed
         }

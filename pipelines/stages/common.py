@@ -8,6 +8,7 @@ import os
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 import pandas as pd
@@ -16,9 +17,9 @@ from components.features import FeatureTransform
 from components.model_bundle import BundleContents, write_model_bundle
 from components.steps.train_common import TrainOutcome
 from components.validation import DataSchema
-from pipelines import translate
+from pipelines import trainers, translate
 from pipelines.run_dir import RunDir
-from pipelines.spec import ModelSpecType, PipelineSpec, RulesModelSpec, TorchModelSpec
+from pipelines.spec import ModelSpecType, PipelineSpec, RulesModelSpec
 
 Printer = Callable[[str], None]
 
@@ -43,11 +44,11 @@ class RunContext:
     def metric(self) -> str:
         return self.spec.selection_metric()
 
-    @property
+    @cached_property
     def schema(self) -> DataSchema:
         return translate.data_schema(self.spec)
 
-    @property
+    @cached_property
     def eval_kwargs(self) -> dict[str, Any]:
         return translate.eval_kwargs(self.spec)
 
@@ -79,7 +80,7 @@ def ray_scorer(spec: PipelineSpec) -> Scorer:
 
 def unit(m: ModelSpecType) -> str:
     """What a model's training counts: epochs (torch) or rounds (XGBoost)."""
-    return "epochs" if isinstance(m, TorchModelSpec) else "rounds"
+    return "rounds" if isinstance(m, RulesModelSpec) else trainers.family(m).unit
 
 
 def write_bundle(
