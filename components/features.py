@@ -9,8 +9,11 @@ Numeric columns: median imputation (optional) and standardisation (optional). Th
 exact while the training split has at most ``SAMPLE_PER_BATCH`` values per batch and
 ``MAX_SAMPLE`` in all; beyond that it is the median of a deterministic, evenly spaced sample.
 Categorical columns: a vocabulary (values seen at least ``min_frequency`` times, the most frequent
-``max_vocab_size``) with code 0 for out-of-vocabulary and missing values; or hashing into
-``hash_buckets`` buckets (codes 1..N, 0 for missing) for high-cardinality columns.
+``max_vocab_size``, ties by value) whose codes 1..N follow the values' sorted order (as strings,
+the order pandas gives a categorical's categories), with code 0 for out-of-vocabulary and missing
+values; or hashing into ``hash_buckets`` buckets (codes 1..N, 0 for missing) for high-cardinality
+columns. Code 0 is an embedding row of its own for torch; XGBoost sees it as missing (NaN, see
+``components.xgboost_model.mark_missing_categories``), so an unseen value is not a category.
 """
 
 from __future__ import annotations
@@ -334,9 +337,10 @@ def fit_transform(parts: list[dict[str, Any]], config: FeatureConfig) -> Feature
         for p in parts:
             total.update(p["categorical"][c.name])
         kept = [(v, n) for v, n in total.items() if n >= c.min_frequency]
-        # Most frequent first; ties by value so the vocabulary is reproducible.
+        # The cut keeps the most frequent values (ties by value); the codes then follow the sorted
+        # values, so they do not depend on the training rows' order or on small count changes.
         kept.sort(key=lambda vn: (-vn[1], vn[0]))
-        vocab = tuple(v for v, _ in kept[: c.max_vocab_size])
+        vocab = tuple(sorted(v for v, _ in kept[: c.max_vocab_size]))
         categorical.append(CategoricalParams(name=c.name, encoding="vocab", vocabulary=vocab))
     return FeatureTransform(
         numeric=tuple(numeric),

@@ -20,6 +20,17 @@ from components.tasks import metric_family, task_info
 # xgb_eval_metrics, xgb_tracking).
 _MAXIMIZE = {"auc", "ndcg", "map", "pre"}
 
+# What rayline sets on XGBoost unless the spec's params say otherwise (listed in the README):
+# nothing but XGBoost's own defaults, written out so a run's params say them. eta stays at
+# XGBoost's 0.3: 0.1 was better on adult but worse on the LightGBM ranking example with rayline's
+# 200 rounds and early stopping (benchmarks/xgboost_defaults.py), so there is no measured reason
+# to differ. max_cat_to_onehot stays at XGBoost's 4 (1 made no difference on adult).
+DEFAULT_PARAMS: dict[str, Any] = {"tree_method": "hist", "max_depth": 6}
+
+# A booster attribute saying that its categorical code 0 (a missing or unseen value) reaches it as
+# NaN. Boosters trained before it existed saw code 0 as a category, and are still fed that way.
+MISSING_CATEGORY_ATTR = "rayline_missing_category"
+
 
 def eval_metric(task: str, metric: str) -> str:
     """The XGBoost eval_metric that tracks the spec's selection metric (the task's
@@ -54,12 +65,8 @@ def build_params(
         raise ValueError(
             f"objective {objective!r} does not fit task {task}; use one of {info.xgb_objectives}"
         )
-    params: dict[str, Any] = {
-        "tree_method": "hist",
-        "eta": 0.1,
-        "max_depth": 6,
-        "max_cat_to_onehot": 1,
-    }
+    # DEFAULT_PARAMS, then the spec's params: everything else is XGBoost's own default.
+    params: dict[str, Any] = dict(DEFAULT_PARAMS)
     params.update(user_params)
     params["objective"] = objective
     tracked = eval_metric(task, metric)
@@ -87,7 +94,7 @@ def dmatrix(
     grouped = task_info(task).grouped
     if grouped:
         frame = sort_by_group(frame)
-    x = transform.transform(frame)
+    x = mark_missing_categories(transform.transform(frame), transform)
     kwargs: dict[str, Any] = {}
     if label is not None:
         kwargs["label"] = frame[label].to_numpy(dtype=np.float32)
@@ -103,6 +110,21 @@ def dmatrix(
         missing=np.nan,
         **kwargs,
     )
+
+
+def mark_missing_categories(x: np.ndarray, transform: FeatureTransform) -> np.ndarray:
+    """Categorical code 0 (missing, or a value outside the vocabulary) -> NaN, in place.
+
+    XGBoost would otherwise learn code 0 as one more category: the rows with a missing value and
+    the rows with values never seen in training would share the splits of one real category, and
+    at test time an unseen value would follow them. As NaN, they take each split's learned
+    default direction, as in XGBoost's own categorical support.
+    """
+    first = len(transform.numeric)
+    if x.shape[1] > first:
+        codes = x[:, first:]  # a view: the assignment below writes into x
+        codes[codes == 0] = np.nan
+    return x
 
 
 def train(
@@ -130,7 +152,7 @@ def train(
             ),
         )
     done = init_model.num_boosted_rounds() if init_model is not None else 0
-    return xgboost.train(
+    booster = xgboost.train(
         params,
         dtrain,
         num_boost_round=max(rounds - done, 0),
@@ -139,6 +161,8 @@ def train(
         callbacks=cbs,
         xgb_model=init_model,
     )
+    booster.set_attr(**{MISSING_CATEGORY_ATTR: "nan"})  # dmatrix() marked them
+    return booster
 
 
 def to_bytes(booster: xgboost.Booster) -> bytes:
@@ -156,10 +180,13 @@ def predict(booster: xgboost.Booster, x: np.ndarray, transform: FeatureTransform
     predicted value (reg:tweedie predicts the mean, not the log of it).
 
     ``inplace_predict`` skips building a DMatrix (half the cost of a 1-row request); the
-    booster carries the feature types, so categorical codes split exactly as in training.
+    booster carries the feature types, so categorical codes split exactly as in training. ``x``
+    (``transform.transform``'s output) is modified: missing categories become NaN.
     """
     if list(booster.feature_names or []) != transform.feature_names:
         raise ValueError("model and feature transform disagree on the feature columns")
+    if booster.attr(MISSING_CATEGORY_ATTR) == "nan":
+        x = mark_missing_categories(x, transform)
     return np.asarray(booster.inplace_predict(x, missing=np.nan), dtype=np.float64)
 
 
