@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             winner = tuned["winner"]
             best = (tuned["tuning"].get(winner) or {}).get("best") or {}
             for k, v in default["test"].items():
-                if k == "queries":
+                if k in ("queries", "queries_no_relevant"):  # counts, not metrics
                     continue
                 rows.append(
                     {

@@ -46,6 +46,19 @@ def model_outputs(scored: pd.DataFrame, task: str) -> np.ndarray:
     return scores
 
 
+def weights_of(scored: pd.DataFrame, weight: str | None) -> np.ndarray | None:
+    """The row weights in column ``weight`` of a scored frame (None when ``weight`` is None); a
+    ValueError names the column when it is missing or not numeric."""
+    if weight is None:
+        return None
+    if weight not in scored:
+        raise ValueError(f"weight column {weight!r} is not in the scored frame")
+    try:
+        return scored[weight].to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"weight column {weight!r} is not numeric: {e}") from e
+
+
 def evaluate(
     task: str,
     scored: pd.DataFrame,
@@ -53,27 +66,52 @@ def evaluate(
     ks: Sequence[int] = (1, 3, 5, 10),
     relevance_threshold: float = 1.0,
     threshold: float = 0.5,
+    no_relevant: metrics.NoRelevant = "one",
+    weight: str | None = None,
 ) -> dict[str, float]:
     """Metrics for a frame holding the label, the model output columns and (ranking) ``_group``.
 
     The output is read by ``model_outputs``: ranking rows that a guardrail filter dropped rank
-    below every kept row of their query. Each task has its own metric function.
+    below every kept row of their query. Each task has its own metric function. ``weight``
+    names a column of row weights (ranking: constant within a query) that every metric then
+    uses; ``no_relevant`` says how ranking metrics count a query without a relevant row.
     """
     y = scored[label].to_numpy(dtype=np.float64)
     out = model_outputs(scored, task)
+    w = weights_of(scored, weight)
     if task == "binary":
-        return metrics.binary_metrics(y.astype(np.int64), out, threshold=threshold)
+        return metrics.binary_metrics(y.astype(np.int64), out, threshold=threshold, weights=w)
     if task == "multiclass":
-        return metrics.multiclass_metrics(y.astype(np.int64), out)
+        return metrics.multiclass_metrics(y.astype(np.int64), out, weights=w)
     if task == "regression":
-        return metrics.regression_metrics(y, out)
+        return metrics.regression_metrics(y, out, weights=w)
     return metrics.ranking_metrics(
         y,
         out,
         scored["_group"].to_numpy(),
         ks=tuple(ks),
         threshold=relevance_threshold,
+        no_relevant=no_relevant,
+        weights=w,
     )
+
+
+def conventions(
+    task: str, no_relevant: str = "one", weight: str | None = None, **_: Any
+) -> dict[str, str]:
+    """How ``evaluate`` with these keyword arguments computed its metrics, for a report: for a
+    grouped task what a query without a relevant row counts in NDCG and in MAP/MRR (``one``,
+    ``zero`` or ``skip``, components.metrics), and the weight column when there is one. Other
+    keyword arguments of ``evaluate`` are accepted and ignored, so ``eval_kwargs`` pass as is."""
+    out: dict[str, str] = {}
+    if task_info(task).grouped:
+        nr = metrics.check_no_relevant(no_relevant)
+        out["ndcg_no_relevant"] = nr
+        out["map_no_relevant"] = "skip" if nr == "skip" else "zero"
+        out["mrr_no_relevant"] = "skip" if nr == "skip" else "zero"
+    if weight is not None:
+        out["weight"] = weight
+    return out
 
 
 def baseline(
@@ -93,7 +131,9 @@ def baseline(
     reference for NDCG).
     """
     n = len(scored)
-    frame = scored[[label] + (["_group"] if "_group" in scored else [])].copy()
+    weight = eval_kwargs.get("weight")
+    keep = [label] + (["_group"] if "_group" in scored else []) + ([weight] if weight else [])
+    frame = scored[keep].copy()
     kind = task_info(task).baseline
     if kind == "label_mean":
         frame["score"] = np.full(n, train_label_mean)

@@ -27,7 +27,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from components import sparse
 from components.hashing import hash_strings
+from components.sparse import SparseConfig, SparseParams
 
 SAMPLE_PER_BATCH = 100_000
 SMALL_BATCH = 256  # below this many rows, categorical lookups use a dict (serving path)
@@ -75,6 +77,7 @@ class FeatureConfig:
     impute: Literal["median", "none"] = "median"
     standardize: bool = False
     log1p: tuple[str, ...] = ()  # numeric columns mapped through signed_log1p first
+    sparse: tuple[SparseConfig, ...] = ()  # sparse columns (components.sparse)
 
 
 def signed_log1p(x: np.ndarray) -> np.ndarray:
@@ -91,20 +94,27 @@ class FeatureTransform:
     impute: Literal["median", "none"] = "median"
     standardize: bool = False
     rows_fitted: int = 0
+    # Sparse columns: not part of ``transform``'s dense matrix; components.sparse.model_matrix
+    # appends their ``dim`` columns each after it (names ``<name>:<index>``).
+    sparse: tuple[SparseParams, ...] = ()
     _indexes: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def feature_names(self) -> list[str]:
-        return [p.name for p in self.numeric] + [p.name for p in self.categorical]
+        dense = [p.name for p in self.numeric] + [p.name for p in self.categorical]
+        return dense + [n for p in self.sparse for n in p.feature_names()]
 
     @property
     def feature_types(self) -> list[str]:
         """XGBoost feature types: 'q' numeric, 'c' categorical codes."""
-        return ["q"] * len(self.numeric) + ["c"] * len(self.categorical)
+        width = sum(p.dim for p in self.sparse)
+        return ["q"] * len(self.numeric) + ["c"] * len(self.categorical) + ["q"] * width
 
     @property
     def input_columns(self) -> list[str]:
-        return self.feature_names
+        """The raw columns a frame must hold (one per sparse feature, not one per index)."""
+        dense = [p.name for p in self.numeric] + [p.name for p in self.categorical]
+        return dense + [p.name for p in self.sparse]
 
     def _index(self, p: CategoricalParams) -> pd.Index:
         idx = self._indexes.get(p.name)
@@ -219,6 +229,7 @@ class FeatureTransform:
             impute=d["impute"],
             standardize=d["standardize"],
             rows_fitted=d["rows_fitted"],
+            sparse=tuple(SparseParams(**p) for p in d.get("sparse", ())),
         )
 
 
@@ -299,6 +310,8 @@ def partial_stats(frame: pd.DataFrame, config: FeatureConfig) -> dict[str, Any]:
         if c.encoding == "vocab":
             counts = pd.Series(categorical_strings(frame[c.name])).dropna().value_counts()
             stats["categorical"][c.name] = {str(k): int(v) for k, v in counts.items()}
+    if config.sparse:
+        stats["sparse"] = {c.name: sparse.max_index(frame[c.name], c.name) for c in config.sparse}
     return stats
 
 
@@ -348,4 +361,15 @@ def fit_transform(parts: list[dict[str, Any]], config: FeatureConfig) -> Feature
         impute=config.impute,
         standardize=config.standardize,
         rows_fitted=rows,
+        sparse=tuple(_fit_sparse(parts, c) for c in config.sparse),
     )
+
+
+def _fit_sparse(parts: list[dict[str, Any]], c: SparseConfig) -> SparseParams:
+    """The spec's ``dim``, or the training split's largest index + 1."""
+    if c.dim is not None:
+        return SparseParams(c.name, c.dim)
+    top = max(int(p["sparse"][c.name]) for p in parts)
+    if top < 0:
+        raise ValueError(f"sparse feature {c.name!r}: no entry in the training split")
+    return SparseParams(c.name, top + 1)

@@ -6,6 +6,11 @@ means over units (NDCG@k, MAP@k, MRR per query; logloss and accuracy per row) ar
 from the per-unit differences, which is exact and fast; the others (AUC, F1, macro-F1) are
 recomputed on every resample. The challenger is promoted only when the lower end of the
 confidence interval of its improvement exceeds ``min_improvement``.
+
+With row ``weights`` (ranking: one per query), every value is the weighted metric: a mean over
+units becomes a weighted mean, and each resample draws units (rows or queries) with their
+weights and computes the weighted metric on them. With ``no_relevant="skip"`` the queries
+without a relevant row are not units at all (components.metrics).
 """
 
 from __future__ import annotations
@@ -53,12 +58,16 @@ def _per_unit(
     groups: np.ndarray | None,
     relevance_threshold: float,
     threshold: float,
+    no_relevant: str = "one",
 ) -> np.ndarray | None:
-    """Per-unit values whose mean is the metric, or None when the metric does not decompose."""
+    """Per-unit values whose (weighted) mean is the metric, or None when the metric does not
+    decompose."""
     if task_info(task).grouped:
         if groups is None:
             raise ValueError("ranking needs query ids")
-        return metrics.per_query(y, out, groups, metric, relevance_threshold)
+        return metrics.per_query(
+            y, out, groups, metric, relevance_threshold, metrics.check_no_relevant(no_relevant)
+        )
     eps = 1e-15
     if task == "binary":
         p = np.clip(out, eps, 1 - eps)
@@ -83,30 +92,74 @@ def _per_unit(
     return None
 
 
+def _unit_weights(
+    task: str,
+    metric: str,
+    y: np.ndarray,
+    groups: np.ndarray | None,
+    weights: np.ndarray | None,
+    relevance_threshold: float,
+    no_relevant: str,
+) -> np.ndarray | None:
+    """The weight of each unit ``_per_unit`` returns a value for (None: unweighted)."""
+    if weights is None:
+        return None
+    if task_info(task).grouped:
+        if groups is None:
+            raise ValueError("ranking needs query ids")
+        return metrics.query_weights(
+            y, groups, weights, metric, relevance_threshold, metrics.check_no_relevant(no_relevant)
+        )
+    if task == "regression" and metric == "mape":
+        return weights[y > 0]
+    return weights
+
+
 def _whole_metric(
     task: str, metric: str, threshold: float
-) -> Callable[[np.ndarray, np.ndarray], float]:
-    """The metric on a (resampled) set of rows, for metrics that are not means over units."""
+) -> Callable[[np.ndarray, np.ndarray, np.ndarray | None], float]:
+    """The (weighted) metric on a resampled set of rows, for metrics that are not means over
+    units."""
 
-    def binary(y: np.ndarray, out: np.ndarray) -> float:
-        return metrics.binary_metrics(y.astype(np.int64), out, threshold=threshold)[metric]
+    def binary(y: np.ndarray, out: np.ndarray, w: np.ndarray | None) -> float:
+        return metrics.binary_metrics(y.astype(np.int64), out, threshold, w)[metric]
 
-    def multiclass(y: np.ndarray, out: np.ndarray) -> float:
-        return metrics.multiclass_metrics(y.astype(np.int64), out)[metric]
+    def multiclass(y: np.ndarray, out: np.ndarray, w: np.ndarray | None) -> float:
+        return metrics.multiclass_metrics(y.astype(np.int64), out, w)[metric]
 
-    def rmse(y: np.ndarray, out: np.ndarray) -> float:
-        return float(np.sqrt(np.mean((out - y) ** 2)))
-
-    def r2(y: np.ndarray, out: np.ndarray) -> float:
-        return metrics.regression_metrics(y, out)["r2"]
+    def regression(y: np.ndarray, out: np.ndarray, w: np.ndarray | None) -> float:
+        return metrics.regression_metrics(y, out, w)[metric]
 
     if task == "regression" and metric in ("rmse", "r2"):
-        return rmse if metric == "rmse" else r2
+        return regression
     if task == "binary" and metric in ("auc", "f1"):
         return binary
     if task == "multiclass" and metric == "macro_f1":
         return multiclass
     raise ValueError(f"no bootstrap for metric {metric!r} on task {task!r}")
+
+
+def _weighted_means(values: np.ndarray, w: np.ndarray | None, idx: np.ndarray) -> np.ndarray:
+    """The (weighted) mean of ``values`` over each row of resample indices ``idx``; NaN for a
+    resample whose units all have weight 0."""
+    if w is None:
+        return np.asarray(values[idx].mean(axis=1))
+    ws = w[idx]
+    total = ws.sum(axis=1)
+    sums = (ws * values[idx]).sum(axis=1)
+    return np.divide(sums, total, out=np.full(len(total), np.nan), where=total > 0)
+
+
+def _defined(task: str, y: np.ndarray, w: np.ndarray | None) -> bool:
+    """Whether a whole metric is defined on resampled labels ``y`` (weights ``w``)."""
+    if w is not None and not w.any():
+        return False
+    if task == "binary":  # AUC needs both classes (with some weight)
+        pos = y == 1
+        if w is None:
+            return bool(pos.any() and (~pos).any())
+        return bool(w[pos].sum() > 0 and w[~pos].sum() > 0)
+    return True
 
 
 def paired_bootstrap(
@@ -121,9 +174,13 @@ def paired_bootstrap(
     seed: int = 0,
     relevance_threshold: float = 1.0,
     threshold: float = 0.5,
+    no_relevant: metrics.NoRelevant = "one",
+    weights: np.ndarray | None = None,
 ) -> tuple[float, float, float, str, int]:
     """(improvement, low, high, unit, units): the challenger's improvement over the champion on
-    the same rows (positive = better, in the metric's direction) and its percentile interval."""
+    the same rows (positive = better, in the metric's direction) and its percentile interval.
+    ``weights`` are row weights (ranking: constant within a query); ``no_relevant`` is the
+    ranking convention for queries without a relevant row (components.metrics)."""
     if not 0.5 <= confidence < 1.0:
         raise ValueError(f"confidence must be in [0.5, 1), got {confidence}")
     if resamples < 100:
@@ -131,35 +188,43 @@ def paired_bootstrap(
     y = np.asarray(y, dtype=np.float64)
     if len(challenger) != len(y) or len(champion) != len(y):
         raise ValueError("challenger, champion and labels must hold the same rows")
+    w = metrics.check_weights(weights, len(y))
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
     rng = np.random.default_rng(seed)
-    a = _per_unit(task, metric, y, challenger, groups, relevance_threshold, threshold)
+    opts = (relevance_threshold, threshold, no_relevant)
+    a = _per_unit(task, metric, y, challenger, groups, *opts)
     if a is not None:
-        b = _per_unit(task, metric, y, champion, groups, relevance_threshold, threshold)
+        b = _per_unit(task, metric, y, champion, groups, *opts)
         assert b is not None
+        uw = _unit_weights(task, metric, y, groups, w, relevance_threshold, no_relevant)
+        if uw is not None and uw.sum() <= 0:
+            raise ValueError(f"{metric}: every unit it counts has weight 0")
         diff = sign * (a - b)
         n = len(diff)
-        point = float(diff.mean())
+        point = float(np.average(diff, weights=uw))
         boots = np.concatenate(
             [
-                diff[rng.integers(0, n, size=(min(_CHUNK, resamples - i), n))].mean(axis=1)
+                _weighted_means(diff, uw, rng.integers(0, n, size=(min(_CHUNK, resamples - i), n)))
                 for i in range(0, resamples, _CHUNK)
             ]
         )
+        boots = boots[~np.isnan(boots)]  # resamples of weightless units only: no metric
         unit = task_info(task).unit
     else:
         fn = _whole_metric(task, metric, threshold)
         n = len(y)
-        point = sign * (fn(y, challenger) - fn(y, champion))
+        point = sign * (fn(y, challenger, w) - fn(y, champion, w))
         values = []
         for _ in range(resamples):
             idx = rng.integers(0, n, size=n)
-            yy = y[idx]
-            if task == "binary" and (yy.min() == yy.max()):
-                continue  # one class only: AUC undefined on this resample
-            values.append(sign * (fn(yy, challenger[idx]) - fn(yy, champion[idx])))
+            yy, ww = y[idx], (None if w is None else w[idx])
+            if not _defined(task, yy, ww):
+                continue  # e.g. one class only: AUC undefined on this resample
+            values.append(sign * (fn(yy, challenger[idx], ww) - fn(yy, champion[idx], ww)))
         boots = np.asarray(values)
         unit = "rows"
+    if len(boots) == 0:
+        raise ValueError(f"{metric}: the metric is undefined on every resample of the {n} {unit}")
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(boots, [alpha, 1.0 - alpha])
     return point, float(low), float(high), unit, n
@@ -179,11 +244,19 @@ def decide(
     relevance_threshold: float = 1.0,
     threshold: float = 0.5,
     champion_name: str = "production",
+    no_relevant: metrics.NoRelevant = "one",
+    weights: np.ndarray | None = None,
 ) -> GateDecision:
     """Promote the challenger if there is no champion, or if the lower bound of the interval of
     its improvement exceeds ``min_improvement``; otherwise keep the champion (called
-    ``champion_name`` in the reason) and say why."""
-    kwargs = {"relevance_threshold": relevance_threshold, "threshold": threshold}
+    ``champion_name`` in the reason) and say why. ``weights`` (row weights; ranking: one per
+    query) and ``no_relevant`` are as in ``paired_bootstrap``."""
+    kwargs: dict[str, Any] = {
+        "relevance_threshold": relevance_threshold,
+        "threshold": threshold,
+        "no_relevant": no_relevant,
+        "weights": weights,
+    }
     value = _value(task, metric, y, challenger, groups, **kwargs)
     if champion is None:
         return GateDecision(
@@ -249,9 +322,16 @@ def _value(
     groups: np.ndarray | None,
     relevance_threshold: float,
     threshold: float,
+    no_relevant: str = "one",
+    weights: np.ndarray | None = None,
 ) -> float:
+    """The (weighted) metric of one model's outputs, as the bootstrap computes it."""
     yy = np.asarray(y, np.float64)
-    per = _per_unit(task, metric, yy, out, groups, relevance_threshold, threshold)
+    w = metrics.check_weights(weights, len(yy))
+    per = _per_unit(task, metric, yy, out, groups, relevance_threshold, threshold, no_relevant)
     if per is not None:
-        return float(per.mean())
-    return _whole_metric(task, metric, threshold)(yy, out)
+        uw = _unit_weights(task, metric, yy, groups, w, relevance_threshold, no_relevant)
+        if uw is not None and uw.sum() <= 0:
+            raise ValueError(f"{metric}: every unit it counts has weight 0")
+        return float(np.average(per, weights=uw))
+    return _whole_metric(task, metric, threshold)(yy, out, w)

@@ -11,19 +11,29 @@ General
   probabilities must be finite; probabilities must lie in ``[0, 1]``.
 * Binary labels are 0/1 (or bool); the positive class is 1. Multiclass labels are integer
   class ids ``0..K-1``.
+* ``weights`` (optional, every metric): one value per row, finite, >= 0 and not all zero.
+  Each mean becomes a weighted mean and each count a sum of weights, as scikit-learn's
+  ``sample_weight`` (tested against it). Ranking takes one weight per query: every row of a
+  query must carry the same weight (a ValueError names the first query, in ascending id order,
+  with two), and each ranking metric is the weighted mean over queries (LightGBM's query
+  weights).
 
 Classification
 
 * ``roc_auc``: the Mann-Whitney statistic with average ranks for tied scores, i.e. ties count
-  one half (equal to ``sklearn.metrics.roc_auc_score``). Undefined, so a ``ValueError``, when
-  ``y_true`` holds only one class.
+  one half (equal to ``sklearn.metrics.roc_auc_score``); weighted, every (positive, negative)
+  pair counts the product of their weights, which is the trapezoid area under the weighted ROC
+  curve (``roc_auc_score(..., sample_weight=w)``, ties included). Undefined, so a
+  ``ValueError``, when ``y_true`` holds only one class (or one class has total weight 0).
 * ``log_loss``: natural log, ``p`` = P(class 1) clipped to ``[1e-15, 1 - 1e-15]``.
 * ``multiclass_log_loss``: ``proba`` clipped to ``[1e-15, 1 - 1e-15]`` and each row then
   renormalised to sum to 1 (the classic scikit-learn rule; scikit-learn >= 1.5 clips at the
   dtype's machine epsilon and does not renormalise, which agrees whenever rows sum to 1).
 * ``f1_binary``: F1 of class 1; 0.0 when there are neither predicted nor true positives.
 * ``macro_f1``: unweighted mean of per-class F1 over the classes ``0..K-1`` that occur in
-  ``y_true`` or ``y_pred`` (scikit-learn ``f1_score(average="macro")`` with ``labels=None``).
+  ``y_true`` or ``y_pred`` (scikit-learn ``f1_score(average="macro")`` with ``labels=None``);
+  with weights a class occurs by its rows whatever their weight, and one of total weight 0 has
+  F1 0 (scikit-learn's ``zero_division``).
 * ``binary_metrics`` predicts class 1 when ``p >= threshold``; ``multiclass_metrics`` predicts
   ``argmax(proba)`` (the lowest class id among equal maxima).
 
@@ -31,18 +41,36 @@ Ranking
 
 * ``groups`` is an integer (or string) array of query ids. The rows of a query need not be
   contiguous or sorted: rows are ordered by a stable sort on (query, -score, relevance).
-* Each metric is the unweighted mean over queries (every query weighs the same, whatever its
-  size). ``k=None`` means all rows of the query.
+* Each metric is the mean over queries (every query weighs the same, whatever its size, or
+  its query weight). ``k=None`` means all rows of the query.
 * NDCG@k: gain ``2**rel - 1``, discount ``1 / log2(rank + 1)`` (rank 1-based), ideal DCG from the
   query's true relevances sorted descending, both cut at k. Tied scores: the gains of each tie
   block are averaged and the mean is given to every position of the block; this is the expected
   DCG over random orderings of the tied rows, equal to ``sklearn.metrics.ndcg_score`` with
-  ``ignore_ties=False``. A query whose ideal DCG is 0 (no row with relevance > 0) counts
-  ``empty_query_value`` (default 1.0, the XGBoost convention). Relevances must be >= 0.
+  ``ignore_ties=False``. Relevances must be >= 0.
 * MAP@k: a row is relevant when ``relevance >= threshold``.
   ``AP@k = sum_{i <= k} precision@i * rel_i / min(k, R)`` with R the number of relevant rows of
-  the query; a query with ``R = 0`` counts 0 and is included in the mean.
-* MRR: ``1 / rank`` of the first relevant row (``relevance >= threshold``), 0 when there is none.
+  the query. ``map`` (``k=None``) is full MAP: ``AP = sum_i precision@i * rel_i / R`` over all
+  rows of the query.
+* MRR: ``1 / rank`` of the first relevant row (``relevance >= threshold``).
+* A query with no relevant row (``no_relevant``; for NDCG: ideal DCG 0, no row with relevance
+  > 0; for MAP and MRR: no row with ``relevance >= threshold``, R = 0):
+
+  ==========  ==========================  ====================================
+  option      NDCG of such a query        MAP@k, MAP, MRR of such a query
+  ==========  ==========================  ====================================
+  ``one``     1 (XGBoost, LightGBM)       0
+  ``zero``    0 (the LETOR scripts)       0
+  ``skip``    left out of the mean        left out of the mean
+  ==========  ==========================  ====================================
+
+  ``one`` is the default. MAP and MRR count such a query 0 under ``one`` too (there is no
+  precision to average; XGBoost's and LightGBM's own ``map`` say 1 there). Which queries are
+  left out depends on the relevances only, never on the scores, so two models scored on the
+  same rows skip the same queries. When ``skip`` leaves out every query the metric is undefined
+  and a ``ValueError`` says so (never NaN, which would silently lose every comparison).
+  ``ranking_metrics`` reports ``queries`` and ``queries_no_relevant`` (NDCG's definition) so a
+  report can say how many queries the convention touched.
 * For MAP and MRR, ties in scores are broken pessimistically: among equal scores the less
   relevant rows come first, so a model gets no credit from ties (a constant score gives the
   worst possible MAP and MRR).
@@ -54,6 +82,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cached_property
+from typing import Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -66,6 +95,10 @@ EPS = 1e-15
 LOWER_IS_BETTER: frozenset[str] = tasks.LOWER_IS_BETTER
 """Metrics where smaller is better (selection, early stopping and the gate read this): the
 union of the tasks' ``lower_is_better`` in components.tasks."""
+
+NoRelevant = Literal["one", "zero", "skip"]
+NO_RELEVANT: tuple[str, ...] = ("one", "zero", "skip")
+"""How a ranking metric counts a query without a relevant row (see the module docstring)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,6 +215,35 @@ def _check_threshold(threshold: float) -> float:
     return t
 
 
+def check_weights(weights: npt.ArrayLike | None, n: int) -> np.ndarray | None:
+    """Row weights as float64 (1-D, finite, >= 0, not all zero, one per row), or None."""
+    if weights is None:
+        return None
+    w = _floats("weights", weights)
+    if len(w) != n:
+        raise ValueError(f"weights must hold one value per row: got {len(w)} for {n} rows")
+    if w.min() < 0:
+        row = int(np.argmin(w))
+        raise ValueError(f"weights must be >= 0, found {w[row]:g} at row {row}")
+    if not w.any():
+        raise ValueError("weights are all zero: no row counts")
+    return w
+
+
+def _total(mask: np.ndarray, w: np.ndarray | None) -> float:
+    """How many rows ``mask`` selects, or their total weight."""
+    return float(np.count_nonzero(mask)) if w is None else float(w[mask].sum())
+
+
+def check_no_relevant(no_relevant: str) -> NoRelevant:
+    """``no_relevant`` itself when it is one of ``NO_RELEVANT``, else a ValueError."""
+    if no_relevant not in NO_RELEVANT:
+        raise ValueError(
+            f"no_relevant must be one of {', '.join(NO_RELEVANT)}, got {no_relevant!r}"
+        )
+    return cast(NoRelevant, no_relevant)
+
+
 # --------------------------------------------------------------------------------------------
 # classification
 
@@ -201,99 +263,147 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def roc_auc(y_true: npt.ArrayLike, y_score: npt.ArrayLike) -> float:
-    """Area under the ROC curve (binary, ties count one half); ValueError if one class only."""
+def _weighted_auc(pos: np.ndarray, score: np.ndarray, w: np.ndarray) -> float:
+    """Weighted Mann-Whitney: each (positive, negative) pair counts ``w_pos * w_neg``, a tied
+    pair half; over tie blocks of the sorted scores, so it is the ROC curve's trapezoid area."""
+    order = np.argsort(score, kind="stable")
+    s = score[order]
+    new = np.empty(len(s), dtype=bool)
+    new[0] = True
+    np.not_equal(s[1:], s[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    wp = np.add.reduceat(np.where(pos[order], w[order], 0.0), starts)
+    wn = np.add.reduceat(np.where(pos[order], 0.0, w[order]), starts)
+    below = np.cumsum(wn) - wn  # negative weight strictly below each block
+    return float(np.sum(wp * (below + 0.5 * wn)) / (wp.sum() * wn.sum()))
+
+
+def roc_auc(
+    y_true: npt.ArrayLike, y_score: npt.ArrayLike, weights: npt.ArrayLike | None = None
+) -> float:
+    """Area under the ROC curve (binary, ties count one half, optional row weights);
+    ValueError if one class only (or one class has total weight 0)."""
     pos = _binary("y_true", y_true)
     score = _floats("y_score", y_score)
-    _same_length(y_true=pos, y_score=score)
-    n_pos = int(pos.sum())
-    n_neg = len(pos) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        only = 1 if n_pos else 0
+    n = _same_length(y_true=pos, y_score=score)
+    w = check_weights(weights, n)
+    w_pos, w_neg = _total(pos, w), _total(~pos, w)
+    if w_pos == 0 or w_neg == 0:
+        only = 1 if w_pos else 0
+        what = "contains only one class" if w is None else "has positive weight in one class only"
         raise ValueError(
-            f"roc_auc: y_true contains only one class ({only}); AUC is undefined without "
+            f"roc_auc: y_true {what} ({only}); AUC is undefined without "
             "both positive and negative rows"
         )
+    if w is not None:
+        return _weighted_auc(pos, score, w)
     rank_sum = float(_average_ranks(score)[pos].sum())
-    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (float(n_pos) * float(n_neg))
+    return (rank_sum - w_pos * (w_pos + 1) / 2.0) / (w_pos * w_neg)
 
 
-def log_loss(y_true: npt.ArrayLike, p: npt.ArrayLike) -> float:
-    """Mean binary cross-entropy (natural log); ``p`` = P(class 1), clipped to [EPS, 1-EPS]."""
+def log_loss(
+    y_true: npt.ArrayLike, p: npt.ArrayLike, weights: npt.ArrayLike | None = None
+) -> float:
+    """Mean binary cross-entropy (natural log, weighted mean with ``weights``); ``p`` = P(class
+    1), clipped to [EPS, 1-EPS]."""
     pos = _binary("y_true", y_true)
     prob = _probabilities("p", p)
-    _same_length(y_true=pos, p=prob)
+    w = check_weights(weights, _same_length(y_true=pos, p=prob))
     pc = np.clip(prob, EPS, 1.0 - EPS)
-    return float(-np.mean(np.where(pos, np.log(pc), np.log1p(-pc))))
+    return float(-np.average(np.where(pos, np.log(pc), np.log1p(-pc)), weights=w))
 
 
-def accuracy(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> float:
-    """Fraction of rows where ``y_pred == y_true``."""
+def accuracy(
+    y_true: npt.ArrayLike, y_pred: npt.ArrayLike, weights: npt.ArrayLike | None = None
+) -> float:
+    """Fraction (or weight share) of rows where ``y_pred == y_true``."""
     t = _vector("y_true", y_true)
     p = _vector("y_pred", y_pred)
-    _same_length(y_true=t, y_pred=p)
-    return float(np.mean(t == p))
+    w = check_weights(weights, _same_length(y_true=t, y_pred=p))
+    return float(np.average(t == p, weights=w))
 
 
-def f1_binary(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> float:
-    """F1 of class 1 from 0/1 labels; 0.0 when there are no predicted and no true positives."""
+def f1_binary(
+    y_true: npt.ArrayLike, y_pred: npt.ArrayLike, weights: npt.ArrayLike | None = None
+) -> float:
+    """F1 of class 1 from 0/1 labels (counts or weights); 0.0 when there are no predicted and
+    no true positives."""
     t = _binary("y_true", y_true)
     p = _binary("y_pred", y_pred)
-    _same_length(y_true=t, y_pred=p)
-    tp = int(np.count_nonzero(t & p))
-    denom = int(np.count_nonzero(t)) + int(np.count_nonzero(p))
+    w = check_weights(weights, _same_length(y_true=t, y_pred=p))
+    tp = _total(t & p, w)
+    denom = _total(t, w) + _total(p, w)
     return 0.0 if denom == 0 else 2.0 * tp / denom
 
 
-def multiclass_log_loss(y_true: npt.ArrayLike, proba: npt.ArrayLike) -> float:
-    """Mean cross-entropy of class ids ``0..K-1`` under ``proba`` (n, K), clipped and renormalised."""
+def multiclass_log_loss(
+    y_true: npt.ArrayLike, proba: npt.ArrayLike, weights: npt.ArrayLike | None = None
+) -> float:
+    """Mean (or weighted mean) cross-entropy of class ids ``0..K-1`` under ``proba`` (n, K),
+    clipped and renormalised."""
     prob = _proba_matrix(proba)
     y = _class_ids("y_true", y_true, prob.shape[1])
-    _same_length(y_true=y, proba=prob)
+    w = check_weights(weights, _same_length(y_true=y, proba=prob))
     pc = np.clip(prob, EPS, 1.0 - EPS)
     pc /= pc.sum(axis=1, keepdims=True)
-    return float(-np.mean(np.log(pc[np.arange(len(y)), y])))
+    return float(-np.average(np.log(pc[np.arange(len(y)), y]), weights=w))
 
 
-def macro_f1(y_true: npt.ArrayLike, y_pred: npt.ArrayLike, num_classes: int) -> float:
-    """Mean per-class F1 over the classes of ``0..K-1`` present in ``y_true`` or ``y_pred``."""
+def macro_f1(
+    y_true: npt.ArrayLike,
+    y_pred: npt.ArrayLike,
+    num_classes: int,
+    weights: npt.ArrayLike | None = None,
+) -> float:
+    """Mean per-class F1 over the classes of ``0..K-1`` present in ``y_true`` or ``y_pred``
+    (present by rows, whatever their weight; a present class with total weight 0 has F1 0)."""
     k = _num_classes(num_classes)
     t = _class_ids("y_true", y_true, k)
     p = _class_ids("y_pred", y_pred, k)
-    _same_length(y_true=t, y_pred=p)
-    tp = np.bincount(t[t == p], minlength=k)
-    support = np.bincount(t, minlength=k) + np.bincount(p, minlength=k)
-    present = support > 0
-    return float(np.mean(2.0 * tp[present] / support[present]))
+    w = check_weights(weights, _same_length(y_true=t, y_pred=p))
+    hit = t == p
+    tp = np.bincount(t[hit], weights=None if w is None else w[hit], minlength=k)
+    support = np.bincount(t, weights=w, minlength=k) + np.bincount(p, weights=w, minlength=k)
+    present = (np.bincount(t, minlength=k) + np.bincount(p, minlength=k)) > 0
+    sup = support[present]
+    f1 = np.divide(2.0 * tp[present], sup, out=np.zeros(len(sup)), where=sup > 0)
+    return float(np.mean(f1))
 
 
 def binary_metrics(
-    y_true: npt.ArrayLike, p: npt.ArrayLike, threshold: float = 0.5
+    y_true: npt.ArrayLike,
+    p: npt.ArrayLike,
+    threshold: float = 0.5,
+    weights: npt.ArrayLike | None = None,
 ) -> dict[str, float]:
-    """``auc``, ``logloss``, ``accuracy`` and ``f1`` (class 1 predicted when ``p >= threshold``)."""
+    """``auc``, ``logloss``, ``accuracy`` and ``f1`` (class 1 predicted when ``p >= threshold``),
+    each weighted by ``weights`` when given."""
     t = _binary("y_true", y_true)
     prob = _probabilities("p", p)
-    _same_length(y_true=t, p=prob)
+    w = check_weights(weights, _same_length(y_true=t, p=prob))
     pred = prob >= _check_threshold(threshold)
     return {
-        "auc": roc_auc(t, prob),
-        "logloss": log_loss(t, prob),
-        "accuracy": accuracy(t, pred),
-        "f1": f1_binary(t, pred),
+        "auc": roc_auc(t, prob, w),
+        "logloss": log_loss(t, prob, w),
+        "accuracy": accuracy(t, pred, w),
+        "f1": f1_binary(t, pred, w),
     }
 
 
-def multiclass_metrics(y_true: npt.ArrayLike, proba: npt.ArrayLike) -> dict[str, float]:
-    """``accuracy``, ``macro_f1`` and ``logloss``; the prediction is ``argmax(proba)``."""
+def multiclass_metrics(
+    y_true: npt.ArrayLike, proba: npt.ArrayLike, weights: npt.ArrayLike | None = None
+) -> dict[str, float]:
+    """``accuracy``, ``macro_f1`` and ``logloss`` (weighted by ``weights`` when given); the
+    prediction is ``argmax(proba)``."""
     prob = _proba_matrix(proba)
     k = prob.shape[1]
     y = _class_ids("y_true", y_true, k)
-    _same_length(y_true=y, proba=prob)
+    w = check_weights(weights, _same_length(y_true=y, proba=prob))
     pred = prob.argmax(axis=1)
     return {
-        "accuracy": accuracy(y, pred),
-        "macro_f1": macro_f1(y, pred, k),
-        "logloss": multiclass_log_loss(y, prob),
+        "accuracy": accuracy(y, pred, w),
+        "macro_f1": macro_f1(y, pred, k, w),
+        "logloss": multiclass_log_loss(y, prob, w),
     }
 
 
@@ -301,28 +411,36 @@ def multiclass_metrics(y_true: npt.ArrayLike, proba: npt.ArrayLike) -> dict[str,
 # regression
 
 
-def regression_metrics(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> dict[str, float]:
-    """``rmse``, ``mae``, ``r2`` and, when some label is positive, ``mape`` over those rows.
+def regression_metrics(
+    y_true: npt.ArrayLike, y_pred: npt.ArrayLike, weights: npt.ArrayLike | None = None
+) -> dict[str, float]:
+    """``rmse``, ``mae``, ``r2`` and, when some label is positive, ``mape`` over those rows;
+    with ``weights``, every mean is a weighted mean (as scikit-learn's ``sample_weight``).
 
-    ``r2`` is ``1 - SSE / SST`` (``sklearn.metrics.r2_score``); for a constant label it is 1.0
-    when every prediction is exact and 0.0 otherwise (scikit-learn's ``force_finite``). ``mape`` is the mean of ``|y - p| / y`` over rows with
-    ``y > 0`` (equal to ``sklearn.metrics.mean_absolute_percentage_error`` on those rows), as a
-    fraction, not a percentage; rows with a zero label have no percentage error.
+    ``r2`` is ``1 - SSE / SST`` (``sklearn.metrics.r2_score``; weighted: ``sum w e^2`` over
+    ``sum w (y - ybar_w)^2``); for a constant label it is 1.0 when every prediction is exact and
+    0.0 otherwise (scikit-learn's ``force_finite``). ``mape`` is the mean of ``|y - p| / y`` over
+    rows with ``y > 0`` (equal to ``sklearn.metrics.mean_absolute_percentage_error`` on those
+    rows), as a fraction, not a percentage; rows with a zero label have no percentage error, and
+    ``mape`` is left out when the positive rows have total weight 0.
     """
     y = _floats("y_true", y_true)
     p = _floats("y_pred", y_pred)
-    _same_length(y_true=y, y_pred=p)
+    w = check_weights(weights, _same_length(y_true=y, y_pred=p))
     err = p - y
-    sse = float(np.sum(err * err))
-    sst = float(np.sum((y - y.mean()) ** 2))
+    sq = err * err
+    dev = y - np.average(y, weights=w)
+    sse = float(np.sum(sq if w is None else w * sq))
+    sst = float(np.sum(dev * dev if w is None else w * dev * dev))
     out = {
-        "rmse": float(np.sqrt(sse / len(y))),
-        "mae": float(np.mean(np.abs(err))),
+        "rmse": float(np.sqrt(np.average(sq, weights=w))),
+        "mae": float(np.average(np.abs(err), weights=w)),
         "r2": (1.0 - sse / sst) if sst > 0 else (1.0 if sse == 0 else 0.0),
     }
     positive = y > 0
-    if positive.any():
-        out["mape"] = float(np.mean(np.abs(err[positive]) / y[positive]))
+    if _total(positive, w) > 0:
+        wp = None if w is None else w[positive]
+        out["mape"] = float(np.average(np.abs(err[positive]) / y[positive], weights=wp))
     return out
 
 
@@ -357,12 +475,17 @@ class _Ranking:
     """
 
     def __init__(
-        self, relevance: npt.ArrayLike, scores: npt.ArrayLike, groups: npt.ArrayLike
+        self,
+        relevance: npt.ArrayLike,
+        scores: npt.ArrayLike,
+        groups: npt.ArrayLike,
+        weights: npt.ArrayLike | None = None,
     ) -> None:
         rel = _floats("relevance", relevance)
         score = _floats("scores", scores)
         grp = _vector("groups", groups)
         n = _same_length(relevance=rel, scores=score, groups=grp)
+        w = check_weights(weights, n)
         codes = _group_codes(grp)
         order = np.lexsort((rel, -score, codes))
         codes = codes[order]
@@ -379,6 +502,45 @@ class _Ranking:
         new_tie = new_query.copy()
         new_tie[1:] |= score[1:] != score[:-1]
         self.tie_starts: np.ndarray = np.flatnonzero(new_tie)
+        # one weight per query: every row of a query must carry it
+        self.query_weight: np.ndarray | None = None
+        if w is not None:
+            w = w[order]
+            low = np.minimum.reduceat(w, self.starts)
+            high = np.maximum.reduceat(w, self.starts)
+            mixed = np.flatnonzero(low != high)
+            if len(mixed):
+                q = int(mixed[0])
+                qid = grp[order[self.starts[q]]]
+                qid = qid.item() if isinstance(qid, np.generic) else qid  # 30, not np.int64(30)
+                raise ValueError(
+                    f"weights must be constant within a query (one weight per query): query "
+                    f"{qid!r} has rows with weights {low[q]:g} and {high[q]:g}"
+                )
+            self.query_weight = low
+
+    def check_counted(self, counted: np.ndarray | None, metric: str) -> None:
+        """A ValueError when ``skip`` leaves no query to average over."""
+        if counted is not None and not counted.any():
+            raise ValueError(
+                f"{metric} is undefined with no_relevant='skip': none of the "
+                f"{self.num_queries} queries has a relevant row, so every query is skipped "
+                "(count them with 'one' or 'zero' instead)"
+            )
+
+    def mean(self, values: np.ndarray, counted: np.ndarray | None, metric: str) -> float:
+        """The (query-weighted) mean of per-query ``values`` over the ``counted`` queries."""
+        w = self.query_weight
+        self.check_counted(counted, metric)
+        if counted is not None:
+            values = values[counted]
+            w = None if w is None else w[counted]
+        if w is None:
+            return float(values.mean())
+        total = float(w.sum())
+        if total <= 0:
+            raise ValueError(f"{metric}: every query it counts has weight 0")
+        return float(np.dot(w, values) / total)
 
     def per_query_sum(self, weights: np.ndarray) -> np.ndarray:
         return np.bincount(self.qid, weights=weights, minlength=self.num_queries)
@@ -420,20 +582,21 @@ class _Ranking:
         return hit, upto, per_query
 
 
-def _ndcg(r: _Ranking, k: int | None, empty_query_value: float) -> np.ndarray:
-    """Per-query NDCG@k, queries in ascending group-id order."""
+def _ndcg(r: _Ranking, k: int | None, no_relevant: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-query NDCG@k (queries in ascending group-id order) and which queries count (None:
+    all); a query with ideal DCG 0 counts 1 (``one``), 0 (``zero``) or not at all (``skip``)."""
     disc = r.discount(k)
     dcg = r.per_query_sum(r.tie_averaged_gain * disc)
     idcg = r.per_query_sum(r.ideal_gain * disc)
     has_gain = idcg > 0
-    ndcg = np.full(r.num_queries, float(empty_query_value))
+    ndcg = np.full(r.num_queries, 1.0 if no_relevant == "one" else 0.0)
     # tie averaging can round a hair above the ideal; the exact value never exceeds 1
     ndcg[has_gain] = np.minimum(dcg[has_gain] / idcg[has_gain], 1.0)
-    return ndcg
+    return ndcg, (has_gain if no_relevant == "skip" else None)
 
 
 def _map(r: _Ranking, k: int | None, hits: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-    """Per-query AP@k."""
+    """Per-query AP@k (0 for a query without a relevant row)."""
     hit, upto, n_rel = hits
     contrib = hit * upto / (r.pos + 1.0)
     if k is not None:
@@ -444,10 +607,34 @@ def _map(r: _Ranking, k: int | None, hits: tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def _mrr(r: _Ranking, hits: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-    """Per-query reciprocal rank of the first relevant row."""
+    """Per-query reciprocal rank of the first relevant row (0 when there is none)."""
     hit, upto, _ = hits
     first = (hit == 1) & (upto == 1)
     return r.per_query_sum(first / (r.pos + 1.0))
+
+
+def _relevant(
+    hits: tuple[np.ndarray, np.ndarray, np.ndarray], no_relevant: str
+) -> np.ndarray | None:
+    """The queries MAP and MRR count: those with a relevant row under ``skip``, else all."""
+    return hits[2] > 0 if no_relevant == "skip" else None
+
+
+def _query_values(
+    r: _Ranking, metric: str, threshold: float, no_relevant: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-query values of ``metric`` and which queries count (None: all)."""
+    name, _, cut = metric.partition("@")
+    k = _check_k("metric cut-off", int(cut)) if cut else None
+    nr = check_no_relevant(no_relevant)
+    if name == "ndcg":
+        return _ndcg(r, k, nr)
+    hits = r.hits(_check_threshold(threshold))
+    if name == "map":
+        return _map(r, k, hits), _relevant(hits, nr)
+    if name == "mrr" and not cut:
+        return _mrr(r, hits), _relevant(hits, nr)
+    raise ValueError(f"not a per-query ranking metric: {metric!r} (ndcg@k, map@k, map, mrr)")
 
 
 def per_query(
@@ -456,23 +643,39 @@ def per_query(
     groups: npt.ArrayLike,
     metric: str,
     threshold: float = 1.0,
+    no_relevant: NoRelevant = "one",
 ) -> np.ndarray:
-    """One value per query of ``ndcg@k``, ``map@k`` or ``mrr``, queries in ascending id order.
+    """One value per counted query of ``ndcg@k``, ``map@k``, ``map`` or ``mrr``, queries in
+    ascending id order (with ``no_relevant="skip"``, the queries without a relevant row are left
+    out).
 
-    Their mean is the metric (as ``ranking_metrics`` gives it); two models scored on the same
-    rows give aligned arrays, which is what a paired comparison over queries needs.
+    Their mean (weighted by ``query_weights``) is the metric as ``ranking_metrics`` gives it; two
+    models scored on the same rows give aligned arrays (which queries count depends on the
+    relevances only), which is what a paired comparison over queries needs.
     """
     r = _Ranking(relevance, scores, groups)
-    name, _, cut = metric.partition("@")
-    k = _check_k("metric cut-off", int(cut)) if cut else None
-    if name == "ndcg":
-        return _ndcg(r, k, 1.0)
-    t = _check_threshold(threshold)
-    if name == "map":
-        return _map(r, k, r.hits(t))
-    if name == "mrr" and not cut:
-        return _mrr(r, r.hits(t))
-    raise ValueError(f"not a per-query ranking metric: {metric!r} (ndcg@k, map@k, mrr)")
+    values, counted = _query_values(r, metric, threshold, no_relevant)
+    r.check_counted(counted, metric)
+    return values if counted is None else values[counted]
+
+
+def query_weights(
+    relevance: npt.ArrayLike,
+    groups: npt.ArrayLike,
+    weights: npt.ArrayLike,
+    metric: str,
+    threshold: float = 1.0,
+    no_relevant: NoRelevant = "one",
+) -> np.ndarray:
+    """The weight of each query ``per_query`` returns a value for, in the same order, from row
+    ``weights`` that are constant within each query (ValueError naming the first query that has
+    two)."""
+    rel = _floats("relevance", relevance)
+    r = _Ranking(rel, np.zeros(len(rel)), groups, weights)
+    assert r.query_weight is not None
+    _, counted = _query_values(r, metric, threshold, no_relevant)
+    r.check_counted(counted, metric)
+    return r.query_weight if counted is None else r.query_weight[counted]
 
 
 def ndcg_at_k(
@@ -480,11 +683,15 @@ def ndcg_at_k(
     scores: npt.ArrayLike,
     groups: npt.ArrayLike,
     k: int | None,
-    empty_query_value: float = 1.0,
+    no_relevant: NoRelevant = "one",
+    weights: npt.ArrayLike | None = None,
 ) -> float:
-    """Mean NDCG@k over queries (gain 2**rel - 1, tie-averaged; see the module docstring)."""
+    """Mean NDCG@k over queries (gain 2**rel - 1, tie-averaged; queries without a relevant row
+    per ``no_relevant``; weighted by per-query ``weights``; see the module docstring)."""
     kk = _check_k("k", k)
-    return float(_ndcg(_Ranking(relevance, scores, groups), kk, empty_query_value).mean())
+    r = _Ranking(relevance, scores, groups, weights)
+    values, counted = _ndcg(r, kk, check_no_relevant(no_relevant))
+    return r.mean(values, counted, "ndcg" if kk is None else f"ndcg@{kk}")
 
 
 def map_at_k(
@@ -493,12 +700,21 @@ def map_at_k(
     groups: npt.ArrayLike,
     k: int | None,
     threshold: float = 1.0,
+    no_relevant: NoRelevant = "one",
+    weights: npt.ArrayLike | None = None,
 ) -> float:
-    """Mean AP@k over queries (relevant: relevance >= threshold; pessimistic ties)."""
+    """Mean AP@k over queries (relevant: relevance >= threshold; pessimistic ties; ``k=None``
+    is full MAP); a query without a relevant row counts 0, or is skipped with
+    ``no_relevant="skip"``."""
     kk = _check_k("k", k)
     t = _check_threshold(threshold)
-    r = _Ranking(relevance, scores, groups)
-    return float(_map(r, kk, r.hits(t)).mean())
+    r = _Ranking(relevance, scores, groups, weights)
+    hits = r.hits(t)
+    return r.mean(
+        _map(r, kk, hits),
+        _relevant(hits, check_no_relevant(no_relevant)),
+        "map" if kk is None else f"map@{kk}",
+    )
 
 
 def mrr(
@@ -506,11 +722,15 @@ def mrr(
     scores: npt.ArrayLike,
     groups: npt.ArrayLike,
     threshold: float = 1.0,
+    no_relevant: NoRelevant = "one",
+    weights: npt.ArrayLike | None = None,
 ) -> float:
-    """Mean reciprocal rank of the first relevant row (0 when none; pessimistic ties)."""
+    """Mean reciprocal rank of the first relevant row (0 when none, or skipped with
+    ``no_relevant="skip"``; pessimistic ties)."""
     t = _check_threshold(threshold)
-    r = _Ranking(relevance, scores, groups)
-    return float(_mrr(r, r.hits(t)).mean())
+    r = _Ranking(relevance, scores, groups, weights)
+    hits = r.hits(t)
+    return r.mean(_mrr(r, hits), _relevant(hits, check_no_relevant(no_relevant)), "mrr")
 
 
 def ranking_metrics(
@@ -519,8 +739,11 @@ def ranking_metrics(
     groups: npt.ArrayLike,
     ks: Sequence[int] = (1, 3, 5, 10),
     threshold: float = 1.0,
+    no_relevant: NoRelevant = "one",
+    weights: npt.ArrayLike | None = None,
 ) -> dict[str, float]:
-    """``ndcg@k`` for each k, ``map@max(ks)``, ``mrr`` and ``queries`` (count), from one sort."""
+    """``ndcg@k`` for each k, ``map@max(ks)``, ``map`` (all rows), ``mrr``, from one sort; plus
+    the counts ``queries`` and ``queries_no_relevant`` (queries with no row of relevance > 0)."""
     if len(ks) == 0:
         raise ValueError("ks must name at least one cut-off")
     cuts: list[int] = []
@@ -530,11 +753,18 @@ def ranking_metrics(
             raise ValueError("ks must hold positive ints, got None")
         cuts.append(kk)
     t = _check_threshold(threshold)
-    r = _Ranking(relevance, scores, groups)
-    out = {f"ndcg@{k}": float(_ndcg(r, k, 1.0).mean()) for k in cuts}
+    nr = check_no_relevant(no_relevant)
+    r = _Ranking(relevance, scores, groups, weights)
+    out: dict[str, float] = {}
+    for k in cuts:
+        values, counted = _ndcg(r, k, nr)
+        out[f"ndcg@{k}"] = r.mean(values, counted, f"ndcg@{k}")
     hits = r.hits(t)
+    relevant = _relevant(hits, nr)
     k_max = max(cuts)
-    out[f"map@{k_max}"] = float(_map(r, k_max, hits).mean())
-    out["mrr"] = float(_mrr(r, hits).mean())
+    out[f"map@{k_max}"] = r.mean(_map(r, k_max, hits), relevant, f"map@{k_max}")
+    out["map"] = r.mean(_map(r, None, hits), relevant, "map")
+    out["mrr"] = r.mean(_mrr(r, hits), relevant, "mrr")
     out["queries"] = float(r.num_queries)
+    out["queries_no_relevant"] = float(r.num_queries - np.count_nonzero(r.per_query_sum(r.gain)))
     return out

@@ -121,6 +121,12 @@ class Predictor:
             arch = ArchitectureSpec.from_json(
                 bundle.read_bundle_file(path, "architecture.json", verify=False).decode()
             )
+            fitted = tuple((p.name, p.dim) for p in transform.sparse)
+            if arch.sparse != fitted:  # each EmbeddingBag is as wide as its column's dim
+                raise bundle.BundleError(
+                    f"{path}: architecture.json has sparse columns {list(arch.sparse)}, "
+                    f"features.json {list(fitted)}"
+                )
             model = load_state(arch, raw)
         return cls(
             path=path,
@@ -145,10 +151,12 @@ class Predictor:
             return values, self.model.rule_names(which)
         x = self.transform.transform(frame)
         if self.meta["kind"] == "xgboost":
-            return xgboost_model.predict(self.model, x, self.transform), None
-        from components.torch_training import predict
+            return xgboost_model.predict(self.model, x, self.transform, frame), None
+        from components.torch_training import predict, sparse_matrices
 
-        return predict(self.model, x, self.task), None  # type: ignore[arg-type]
+        # sparse columns (DataFrame Arrow columns or request values) as CSR, one per column
+        bags = sparse_matrices(frame, self.model.spec) if self.transform.sparse else []
+        return predict(self.model, x, self.task, sparse=bags), None  # type: ignore[arg-type]
 
     def score(self, frame: pd.DataFrame | Columns) -> Scored:
         """The model's output for every row, then the guardrails (see ``Scored``). ``frame`` is

@@ -7,6 +7,10 @@ that validation errors can say "file X, row N, column C". Files are read whole t
 ``pyarrow.fs``, so local paths, ``file://``, ``s3://`` and ``gs://`` URIs all work. Text formats
 may be compressed (``.gz``, ``.bz2``, ``.zst``, ``.lz4``; detected from the name).
 
+libsvm with ``sparse`` set, and libfm (``label field:index:value ...``), are read chunk by chunk
+(``SVM_CHUNK`` bytes of lines at a time) straight into a sparse column (components.sparse) or
+one categorical column per libFM field: no dense matrix is ever built.
+
 Values keep their natural types, except csv: every csv column is read as strings (null markers
 become nulls) and the validator coerces them, reporting the row of each bad value.
 Any file that cannot be listed, opened or parsed raises ``SourceError`` naming the file (and the
@@ -20,7 +24,7 @@ import io
 import json
 import os
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
@@ -35,7 +39,9 @@ import pyarrow.fs as pafs
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-FORMATS = ("parquet", "csv", "jsonl", "libsvm")
+from components import sparse
+
+FORMATS = ("parquet", "csv", "jsonl", "libsvm", "libfm")
 SOURCE_FILE = "_source_file"
 SOURCE_ROW = "_source_row"
 EXTENSIONS = {
@@ -48,10 +54,14 @@ EXTENSIONS = {
     ".ndjson": "jsonl",
     ".svm": "libsvm",
     ".libsvm": "libsvm",
+    ".libfm": "libfm",
+    ".ffm": "libfm",
 }
 COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")  # text formats only
 MAX_JSON_DEPTH = 64  # nesting levels of one JSON line (deeper crashes Arrow's parser)
 MAX_FEATURES = 1_000_000  # default cap on the width of a libsvm file's dense matrix
+MAX_FIELDS = 10_000  # cap on the libFM fields inferred from a file (each becomes a column)
+SVM_CHUNK = 1 << 24  # bytes of lines parsed at a time by the sparse/libfm reader
 _WILDCARDS = "*?["
 _CSV_CHUNK = 65536
 
@@ -75,6 +85,15 @@ class ReadOptions:
     ``max_features`` caps n (inferred or given): a stray index such as ``500000000:1`` is an
     error naming its line instead of a dense matrix of that width. An index given twice on one
     line is an error too.
+    libsvm with ``sparse="x"``: columns ``label``, ``qid`` (as above) and ``x``, a sparse column
+    (``components.sparse.SPARSE_TYPE``) of each line's ``index:value`` pairs, in index order;
+    ``max_features`` does not apply (no dense matrix), ``num_features`` still bounds indices.
+    libfm: each token is ``field:index:value`` (fields from 0). With ``sparse`` every token goes
+    into that sparse column (the fields are checked, then dropped); without it each field
+    becomes a categorical column ``<feature_prefix><field>`` holding the token's index (as
+    written), null where a line has no token of that field: each line may hold at most one token
+    per field, with the value 1 (one-hot). ``num_fields`` fixes the fields (0..n-1; otherwise the
+    file's largest field + 1, at most ``MAX_FIELDS``).
     """
 
     format: str
@@ -88,6 +107,8 @@ class ReadOptions:
     zero_based: bool = True
     feature_prefix: str = "f"
     query_file_suffix: str | None = ".query"
+    sparse: str | None = None
+    num_fields: int | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -119,6 +140,15 @@ class ReadOptions:
                 f"num_features={self.num_features} is above max_features={self.max_features}; "
                 "raise max_features to read files that wide"
             )
+        if self.sparse is not None and (
+            not self.sparse or self.sparse in ("label", "qid", SOURCE_FILE, SOURCE_ROW)
+        ):
+            raise ValueError(
+                f"sparse must name a column other than label, qid and {SOURCE_FILE}/{SOURCE_ROW}, "
+                f"got {self.sparse!r}"
+            )
+        if self.num_fields is not None and self.num_fields < 1:
+            raise ValueError(f"num_fields must be >= 1, got {self.num_fields}")
         if self.query_file_suffix == "":
             raise ValueError(
                 "query_file_suffix must be None or a non-empty suffix such as '.query'"
@@ -338,6 +368,8 @@ def read_file(path: str, options: ReadOptions) -> pd.DataFrame:
         if fmt == "parquet":
             frame = _read_parquet(fs, inner)
             rows = np.arange(1, len(frame) + 1, dtype=np.int64)
+        elif fmt == "libfm" or (fmt == "libsvm" and options.sparse):
+            frame, rows = _read_svm_stream(path, options, fs, inner)  # chunk by chunk
         else:
             data = _read_bytes(fs, inner)
             if fmt == "csv":
@@ -660,23 +692,37 @@ def _blank_comments(data: bytes) -> np.ndarray:
     return buf
 
 
-def _read_libsvm(
-    path: str, data: bytes, o: ReadOptions, fs: pafs.FileSystem, inner: str
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """Vectorised: arrow splits lines and tokens, numpy checks the colons, one cast parses all numbers."""
+@dataclass
+class _Svm:
+    """One parsed chunk of a libsvm/libfm file: per row, and per feature token in file order."""
+
+    line_no: np.ndarray  # int64, the 1-based line of each row
+    label: np.ndarray  # float64
+    qid: np.ndarray | None  # int64, when the lines have qid: tokens
+    row_of: np.ndarray  # int64, the row (in this chunk) of each feature token
+    index: np.ndarray  # int64, as written (before zero_based)
+    value: np.ndarray  # float64
+    field: np.ndarray | None  # int64, libfm only
+
+
+def _parse_svm(path: str, data: bytes, line0: int, libfm: bool) -> _Svm:
+    """Vectorised: arrow splits lines and tokens, numpy checks the colons, one cast parses all
+    numbers. ``data`` holds whole lines; ``line0`` lines of the file come before it."""
+    k = 3 if libfm else 2  # the pieces of a feature token: [field:]index:value
+    expected = "field:index:value expected" if libfm else "index:value expected"
     raw = _blank_comments(data) if b"#" in data else data
     whole = pa.LargeStringArray.from_buffers(
         1, pa.py_buffer(np.array([0, len(data)], dtype=np.int64)), pa.py_buffer(raw)
     )
     lines = pc.ascii_trim_whitespace(pc.split_pattern(whole, "\n").flatten())
     keep = pc.binary_length(lines).to_numpy() > 0
-    line_no = (np.flatnonzero(keep) + 1).astype(np.int64)
+    line_no = (np.flatnonzero(keep) + 1 + line0).astype(np.int64)
     if not keep.all():
         lines = lines.filter(pa.array(keep))
     n = len(lines)
     if n == 0:
-        empty = np.zeros((0, o.num_features or 0))
-        return _libsvm_frame(path, o, fs, inner, np.zeros(0), None, empty), line_no
+        none = np.zeros(0, dtype=np.int64)
+        return _Svm(line_no, np.zeros(0), None, none, none, np.zeros(0), none if libfm else None)
     toks = pc.ascii_split_whitespace(lines)
     row_off = toks.offsets.to_numpy().astype(np.int64)
     flat = toks.flatten()
@@ -687,74 +733,93 @@ def _read_libsvm(
     first = row_off[:-1] - row_off[0]  # the label token of each row
     is_feat = np.ones(ntok, dtype=bool)
     is_feat[first] = False
-    feat = np.flatnonzero(is_feat)
     lo, hi = int(tok_off[0]), int(tok_off[-1])
     colons = np.flatnonzero(tdata[lo:hi] == ord(":")) + lo
+    before = np.searchsorted(colons, s)  # colons before each token
+    count = np.searchsorted(colons, e) - before
 
-    def bad(k: int, what: str) -> SourceError:
-        row = int(np.searchsorted(first, k, side="right")) - 1
-        token = bytes(tdata[s[k] : e[k]]).decode("utf-8", "replace")
+    def bad(t: int, what: str) -> SourceError:
+        row = int(np.searchsorted(first, t, side="right")) - 1
+        token = bytes(tdata[s[t] : e[t]]).decode("utf-8", "replace")
         return SourceError(f"{path}, line {line_no[row]}: cannot parse {token!r} ({what})")
 
-    # each feature token holds exactly one colon with text on both sides; labels hold none
-    if len(colons) != len(feat) or not (np.all(colons > s[feat]) and np.all(colons < e[feat] - 1)):
-        i0 = np.searchsorted(colons, s)
-        count = np.searchsorted(colons, e) - i0
-        at = colons[np.minimum(i0, len(colons) - 1)] if len(colons) else s
-        wrong = np.where(is_feat, (count != 1) | (at <= s) | (at >= e - 1), count > 0)
-        k = int(np.argmax(wrong))
-        raise bad(k, "index:value expected" if is_feat[k] else "the label must be a number")
+    is_qid = np.zeros(ntok, dtype=bool)
+    maybe = np.flatnonzero(is_feat & (e - s >= 4))
+    at = s[maybe]
+    is_qid[
+        maybe[
+            (tdata[at] == ord("q"))
+            & (tdata[at + 1] == ord("i"))
+            & (tdata[at + 2] == ord("d"))
+            & (tdata[at + 3] == ord(":"))
+        ]
+    ] = True
+    # labels hold no colon, qid:Q one, features k-1, each with text on both sides
+    wrong = count != np.where(is_qid, 1, np.where(is_feat, k - 1, 0))
+    if len(colons):
+        tok = np.searchsorted(s, colons, side="right") - 1
+        edge = (colons == s[tok]) | (colons == e[tok] - 1)
+        edge[1:] |= colons[1:] == colons[:-1] + 1
+        wrong[tok[edge]] = True
+    if wrong.any():
+        t = int(np.argmax(wrong))
+        raise bad(t, expected if is_feat[t] else "the label must be a number")
 
-    # Two string slots per token over the token bytes without colons, cast in one go:
-    # label -> (label, null), feature -> (index, value), qid:Q -> (null, Q).
+    # k string slots per token over the token bytes without colons, cast in one go:
+    # label -> (label, null..), feature -> ([field,] index, value), qid:Q -> (null.., Q).
     body = tdata[lo:hi]
     compact = body[body != ord(":")]
-    removed = np.cumsum(is_feat) - is_feat  # colons removed before each token
-    mid = e - lo - removed
-    mid[feat] = colons - lo - removed[feat]
-    offsets = np.empty(2 * ntok + 1, dtype=np.int64)
-    offsets[0:-1:2], offsets[1::2], offsets[-1] = s - lo - removed, mid, len(compact)
-    is_qid = np.zeros(len(feat), dtype=bool)
-    maybe = np.flatnonzero(colons - s[feat] == 3)
-    maybe = maybe[tdata[s[feat[maybe]]] == ord("q")]
-    at = s[feat[maybe]]
-    is_qid[maybe[(tdata[at + 1] == ord("i")) & (tdata[at + 2] == ord("d"))]] = True
-    valid = np.ones(2 * ntok, dtype=bool)
-    valid[2 * first + 1] = False
-    valid[2 * feat[is_qid]] = False
+    start = s - lo - before
+    bounds = np.empty((ntok, k), dtype=np.int64)  # where each slot starts
+    bounds[:, 0] = start
+    bounds[:, 1:] = (e - lo - before - count)[:, None]  # labels: all in slot 0
+    feat_all = np.flatnonzero(is_feat & ~is_qid)
+    for j in range(1, k):
+        c = before[feat_all] + j - 1  # the j-th colon of each feature token
+        bounds[feat_all, j] = colons[c] - lo - c
+    qk = np.flatnonzero(is_qid)
+    bounds[qk, 1:] = (colons[before[qk]] - lo - before[qk])[:, None]
+    offsets = np.append(bounds.ravel(), len(compact))
+    valid = np.zeros((ntok, k), dtype=bool)
+    valid[first, 0] = True
+    valid[feat_all] = True
+    valid[qk, k - 1] = True
     slots = pa.LargeStringArray.from_buffers(
-        2 * ntok,
+        k * ntok,
         pa.py_buffer(offsets),
         pa.py_buffer(compact),
-        pa.py_buffer(np.packbits(valid, bitorder="little")),
+        pa.py_buffer(np.packbits(valid.ravel(), bitorder="little")),
     )
     try:
-        values = pc.cast(slots, pa.float64()).to_numpy(zero_copy_only=False)
+        values = pc.cast(slots, pa.float64()).to_numpy(zero_copy_only=False).reshape(ntok, k)
     except pa.ArrowInvalid:
         i = _first_bad_cast(slots, pa.float64())
-        k = i // 2
-        if not is_feat[k]:
-            raise bad(k, "the label must be a number") from None
-        if np.any(feat[is_qid] == k):
-            raise bad(k, "qid:<integer> expected") from None
-        raise bad(
-            k, "the value must be a number" if i % 2 else "the index must be an integer"
-        ) from None
-    pairs = values.reshape(-1, 2)
-    label = pairs[first, 0]
-    idx = pairs[feat, 0]
-    wrong = ~(np.isfinite(idx) & (idx == np.round(idx)) & (np.abs(idx) < 2**53)) & ~is_qid
-    if wrong.any():
-        raise bad(int(feat[np.argmax(wrong)]), "the index must be an integer")
-    per_row = np.zeros(n, dtype=np.int64)
+        t, j = divmod(i, k)
+        if not is_feat[t]:
+            raise bad(t, "the label must be a number") from None
+        if is_qid[t]:
+            raise bad(t, "qid:<integer> expected") from None
+        names = {k - 1: "the value must be a number", k - 2: "the index must be an integer"}
+        raise bad(t, names.get(j, "the field must be an integer")) from None
+    label = values[first, 0]
 
-    qid: np.ndarray | None = None
-    if is_qid.any():
-        qk = feat[is_qid]
-        qv = pairs[qk, 1]
-        wrong = ~(np.isfinite(qv) & (qv == np.round(qv)))
+    def integers(col: int, what: str, tokens: np.ndarray) -> np.ndarray:
+        v = values[tokens, col]
+        wrong = ~(np.isfinite(v) & (v == np.round(v)) & (np.abs(v) < 2**53))
         if wrong.any():
-            raise bad(int(qk[np.argmax(wrong)]), "qid:<integer> expected")
+            raise bad(int(tokens[np.argmax(wrong)]), what)
+        return v.astype(np.int64)
+
+    index = integers(k - 2, "the index must be an integer", feat_all)
+    field = None
+    if libfm:
+        field = integers(0, "the field must be an integer", feat_all)
+        if len(field) and field.min() < 0:
+            raise bad(int(feat_all[np.argmax(field < 0)]), "the field must be 0 or more")
+    per_row = np.zeros(n, dtype=np.int64)
+    qid: np.ndarray | None = None
+    if len(qk):
+        qv = integers(k - 1, "qid:<integer> expected", qk)
         qrows = np.searchsorted(first, qk, side="right") - 1
         per_row = np.bincount(qrows, minlength=n)
         if (per_row != 1).any():
@@ -766,18 +831,41 @@ def _read_libsvm(
             )
             raise SourceError(f"{path}, line {line_no[r]}: {what}")
         qid = np.empty(n, dtype=np.int64)
-        qid[qrows] = qv.astype(np.int64)
-        keep_feat = ~is_qid
-        feat, idx = feat[keep_feat], idx[keep_feat]
+        qid[qrows] = qv
     row_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(row_off) - 1 - per_row)
+    return _Svm(line_no, label, qid, row_of, index, values[feat_all, k - 1], field)
+
+
+def _feature_columns(path: str, p: _Svm, o: ReadOptions) -> np.ndarray:
+    """0-based column of each feature token, checked against zero_based and num_features."""
     base = 0 if o.zero_based else 1
-    col = idx.astype(np.int64) - base
+    col = p.index - base
     if len(col) and col.min() < 0:
         i = int(np.argmax(col < 0))
         raise SourceError(
-            f"{path}, line {line_no[row_of[i]]}: feature index {col[i] + base} is below {base} "
-            f"(zero_based={o.zero_based})"
+            f"{path}, line {p.line_no[p.row_of[i]]}: feature index {col[i] + base} is below "
+            f"{base} (zero_based={o.zero_based})"
         )
+    if o.num_features is not None and len(col) and col.max() >= o.num_features:
+        i = int(np.argmax(col >= o.num_features))
+        raise SourceError(
+            f"{path}, line {p.line_no[p.row_of[i]]}: feature index {col[i] + base} is out of "
+            f"range for num_features={o.num_features} (zero_based={o.zero_based})"
+        )
+    return col
+
+
+def _read_libsvm(
+    path: str, data: bytes, o: ReadOptions, fs: pafs.FileSystem, inner: str
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The dense form: one float64 column per feature index (absent entries are 0)."""
+    p = _parse_svm(path, data, 0, libfm=False)
+    n, line_no, row_of = len(p.line_no), p.line_no, p.row_of
+    if n == 0:
+        empty = np.zeros((0, o.num_features or 0))
+        return _libsvm_frame(path, o, fs, inner, np.zeros(0), None, empty), line_no
+    base = 0 if o.zero_based else 1
+    col = _feature_columns(path, p, o)
     if o.num_features is None and len(col) and col.max() >= o.max_features:
         i = int(np.argmax(col >= o.max_features))
         raise SourceError(
@@ -786,12 +874,6 @@ def _read_libsvm(
             f"libsvm.max_features (each row is read as {o.max_features:,} dense columns at most)"
         )
     nf = o.num_features if o.num_features is not None else (int(col.max()) + 1 if len(col) else 0)
-    if len(col) and col.max() >= nf:
-        i = int(np.argmax(col >= nf))
-        raise SourceError(
-            f"{path}, line {line_no[row_of[i]]}: feature index {col[i] + base} is out of range for "
-            f"num_features={nf} (zero_based={o.zero_based})"
-        )
     _check_repeated_index(path, row_of, col, nf, line_no, base)
     try:
         matrix = np.zeros((n, nf), dtype=np.float64)
@@ -800,9 +882,161 @@ def _read_libsvm(
             f"{path}: {n:,} rows x {nf:,} features as a dense float64 matrix need "
             f"{n * nf * 8 / 2**30:,.1f} GiB, more than this worker has"
         ) from None
-    matrix[row_of, col] = pairs[feat, 1]
+    matrix[row_of, col] = p.value
+    return _libsvm_frame(path, o, fs, inner, p.label, p.qid, matrix), line_no
 
-    return _libsvm_frame(path, o, fs, inner, label, qid, matrix), line_no
+
+def _line_chunks(fs: pafs.FileSystem, inner: str, size: int) -> Iterator[tuple[bytes, int]]:
+    """The file's bytes as ``(whole lines, lines before them)``, about ``size`` bytes at a time."""
+    line0, rest = 0, b""
+    with fs.open_input_stream(inner, compression="detect") as f:
+        while True:
+            block = bytes(f.read(size))
+            if not block:
+                if rest:
+                    yield rest, line0
+                return
+            data = rest + block
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # a line longer than the chunk: read on
+                rest = data
+                continue
+            yield data[:cut], line0
+            line0 += data.count(b"\n", 0, cut)
+            rest = data[cut:]
+
+
+@dataclass
+class _SvmPart:
+    """What a parsed chunk keeps: per row, plus its sparse column or its libfm fields."""
+
+    line_no: np.ndarray
+    label: np.ndarray
+    qid: np.ndarray | None
+    column: pa.Array | None = None  # the sparse column (with ``sparse``)
+    field_rows: np.ndarray | None = None  # libfm fields: row (in the chunk), field, index
+    fields: np.ndarray | None = None
+    field_index: np.ndarray | None = None
+
+
+def _sparse_part(path: str, p: _Svm, o: ReadOptions) -> _SvmPart:
+    """A chunk's feature tokens as a sparse column (entries sorted by index in each row)."""
+    col = _feature_columns(path, p, o)
+    base = 0 if o.zero_based else 1
+    if len(col) and col.max() > sparse.MAX_INDEX:
+        i = int(np.argmax(col > sparse.MAX_INDEX))
+        raise SourceError(
+            f"{path}, line {p.line_no[p.row_of[i]]}: feature index {col[i] + base} is above "
+            f"{sparse.MAX_INDEX}, the largest index of a sparse column"
+        )
+    row_of, value = p.row_of, p.value
+    unsorted = (row_of[1:] == row_of[:-1]) & (col[1:] <= col[:-1])
+    if unsorted.any():
+        _check_repeated_index(path, row_of, col, int(col.max()) + 1, p.line_no, base)
+        order = np.lexsort((col, row_of))
+        row_of, col, value = row_of[order], col[order], value[order]
+    n = len(p.line_no)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row_of, minlength=n), out=indptr[1:])
+    return _SvmPart(p.line_no, p.label, p.qid, sparse.from_csr_arrays(indptr, col, value))
+
+
+def _field_part(path: str, p: _Svm, o: ReadOptions) -> _SvmPart:
+    """A libfm chunk's tokens as (row, field, index): at most one per field and line, value 1."""
+    assert p.field is not None
+    line = p.line_no[p.row_of]
+    if o.num_fields is not None and len(p.field) and p.field.max() >= o.num_fields:
+        i = int(np.argmax(p.field >= o.num_fields))
+        raise SourceError(
+            f"{path}, line {line[i]}: field {p.field[i]} is out of range for "
+            f"num_fields={o.num_fields}"
+        )
+    if o.num_fields is None and len(p.field) and p.field.max() >= MAX_FIELDS:
+        i = int(np.argmax(p.field >= MAX_FIELDS))
+        raise SourceError(
+            f"{path}, line {line[i]}: field {p.field[i]} is above {MAX_FIELDS:,} fields (each "
+            "becomes a column): a typo, or set libsvm.num_fields"
+        )
+    not_one = p.value != 1
+    if not_one.any():
+        i = int(np.argmax(not_one))
+        raise SourceError(
+            f"{path}, line {line[i]}: field {p.field[i]}, index {p.index[i]} has the value "
+            f"{p.value[i]:g}; fields are read as categorical (one index per field with the "
+            "value 1): set libsvm.sparse to read the tokens into a sparse column instead"
+        )
+    if len(p.field) > 1:
+        key = p.row_of * (int(p.field.max()) + 1) + p.field
+        order = np.argsort(key, kind="stable")
+        repeat = order[1:][key[order][1:] == key[order][:-1]]
+        if len(repeat):
+            i = int(repeat.min())
+            raise SourceError(
+                f"{path}, line {line[i]}: field {p.field[i]} has more than one index; fields "
+                "are read as categorical (one index per field): set libsvm.sparse to read the "
+                "tokens into a sparse column instead"
+            )
+    return _SvmPart(p.line_no, p.label, p.qid, None, p.row_of, p.field, p.index)
+
+
+def _read_svm_stream(
+    path: str, o: ReadOptions, fs: pafs.FileSystem, inner: str
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """libsvm with ``sparse``, and libfm: parsed ``SVM_CHUNK`` bytes at a time, each chunk kept
+    only as its compact result (a sparse column, or (row, field, index) triples)."""
+    libfm = o.format == "libfm"
+    parts: list[_SvmPart] = []
+    for data, line0 in _line_chunks(fs, inner, SVM_CHUNK):
+        p = _parse_svm(path, data, line0, libfm)
+        if not len(p.line_no):
+            continue
+        parts.append(_sparse_part(path, p, o) if o.sparse else _field_part(path, p, o))
+    with_qid = [q.qid is not None for q in parts]
+    if any(with_qid) and not all(with_qid):  # each chunk checked its own lines already
+        r = parts[with_qid.index(False) if with_qid[0] else with_qid.index(True)]
+        raise SourceError(
+            f"{path}, line {r.line_no[0]}: "
+            + (
+                "no qid: token, while other lines have one"
+                if with_qid[0]
+                else "a qid: token, while earlier lines have none"
+            )
+        )
+    line_no = np.concatenate([q.line_no for q in parts]) if parts else np.zeros(0, np.int64)
+    label = np.concatenate([q.label for q in parts]) if parts else np.zeros(0)
+    qid = (
+        np.concatenate([q.qid for q in parts if q.qid is not None])
+        if all(with_qid) and parts
+        else None
+    )
+    n = len(line_no)
+    columns: dict[str, Any] = {}
+    if o.sparse:
+        chunks = [q.column for q in parts if q.column is not None]
+        columns[o.sparse] = sparse.series(pa.chunked_array(chunks, sparse.SPARSE_TYPE))
+    else:
+        top = max(
+            (int(q.fields.max()) for q in parts if q.fields is not None and len(q.fields)),
+            default=-1,
+        )
+        width = o.num_fields if o.num_fields is not None else top + 1
+        codes = np.zeros((n, width), dtype=np.int64)
+        present = np.zeros((n, width), dtype=bool)
+        start = 0
+        for q in parts:
+            assert q.field_rows is not None and q.fields is not None and q.field_index is not None
+            rows = q.field_rows + start
+            codes[rows, q.fields] = q.field_index
+            present[rows, q.fields] = True
+            start += len(q.line_no)
+        for f in range(width):
+            columns[f"{o.feature_prefix}{f}"] = pd.arrays.IntegerArray(codes[:, f], ~present[:, f])
+    qid = _sidecar_qid(path, o, fs, inner, n, qid)
+    frame = pd.DataFrame(columns, index=pd.RangeIndex(n))
+    if qid is not None:
+        frame.insert(0, "qid", qid)
+    frame.insert(0, "label", label)
+    return frame, line_no
 
 
 def _check_repeated_index(
@@ -826,6 +1060,22 @@ def _check_repeated_index(
         )
 
 
+def _sidecar_qid(
+    path: str, o: ReadOptions, fs: pafs.FileSystem, inner: str, n: int, qid: np.ndarray | None
+) -> np.ndarray | None:
+    """The query ids: from the tokens, or from the sidecar query file when there is one."""
+    if o.query_file_suffix:
+        sizes = _query_sizes(path, o.query_file_suffix, fs, inner, has_qid=qid is not None)
+        if sizes is not None:
+            if int(sizes.sum()) != n:
+                raise SourceError(
+                    f"{_sidecar_name(path, o.query_file_suffix)}: query sizes sum to "
+                    f"{int(sizes.sum())} but {path} has {n} rows"
+                )
+            qid = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+    return qid
+
+
 def _libsvm_frame(
     path: str,
     o: ReadOptions,
@@ -837,15 +1087,7 @@ def _libsvm_frame(
 ) -> pd.DataFrame:
     """label, qid (from the tokens or the sidecar query file) and the feature columns."""
     n, nf = matrix.shape
-    if o.query_file_suffix:
-        sizes = _query_sizes(path, o.query_file_suffix, fs, inner, has_qid=qid is not None)
-        if sizes is not None:
-            if int(sizes.sum()) != n:
-                raise SourceError(
-                    f"{_sidecar_name(path, o.query_file_suffix)}: query sizes sum to "
-                    f"{int(sizes.sum())} but {path} has {n} rows"
-                )
-            qid = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+    qid = _sidecar_qid(path, o, fs, inner, n, qid)
     frame = pd.DataFrame(matrix, columns=[f"{o.feature_prefix}{j}" for j in range(nf)], copy=False)
     if qid is not None:
         frame.insert(0, "qid", qid)

@@ -6,6 +6,8 @@
   one row per class).
 - group: the same on the query id, so all rows of a query land in one split.
 - time: the timestamp against ``valid_from`` and ``test_from``.
+- carve (``carve_plan``): explicit train and test sources without a valid one; the random or
+  group assignment with ``train + valid = 1`` holds ``valid`` of the train source out.
 Each row's split depends only on its own key, the seed and (for stratified splits) the class
 cut points, so the assignment runs on any block, in any order, on any worker.
 """
@@ -21,6 +23,9 @@ from components.hashing import unit_interval
 
 TRAIN, VALID, TEST = 0, 1, 2
 SPLIT_NAMES = ("train", "valid", "test")
+# train + valid within this of 1 leaves no test split: the sum of two rounded fractions need
+# not be exactly 1, and the row with the largest u must still go to valid, not to test.
+_WHOLE = 1 - 1e-9
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,21 @@ class SplitPlan:
     test_from: float | None = None
 
 
+def carve_plan(method: str, seed: int, valid: float, label: str = "label") -> SplitPlan:
+    """Hold ``valid`` of one source out (train/valid only): ``method`` random, or group for
+    whole queries; with stratified cuts every class keeps the proportions."""
+    if method not in ("random", "group"):
+        raise ValueError(f"a valid split is carved at random or by group, not by {method!r}")
+    if not 0 < valid < 1:
+        raise ValueError(f"the fraction held out for validation must be in (0, 1), got {valid}")
+    return SplitPlan(method=method, seed=seed, train=1.0 - valid, valid=valid, label=label)
+
+
+def _upper(train: float, valid: float) -> float:
+    """The valid split's upper cut: above every u (in [0, 1)) when there is no test split."""
+    return np.inf if train + valid >= _WHOLE else train + valid
+
+
 def stratified_cuts(
     u: np.ndarray, labels: np.ndarray, train: float, valid: float
 ) -> dict[float, tuple[float, float]]:
@@ -44,7 +64,8 @@ def stratified_cuts(
     for cls in np.unique(labels):
         vals = np.sort(u[labels == cls])
         n = len(vals)
-        k1, k2 = int(n * train), int(n * (train + valid))
+        k1 = int(n * train)
+        k2 = n if train + valid >= _WHOLE else int(n * (train + valid))
 
         def cut(k: int, vals: np.ndarray = vals, n: int = n) -> float:
             return float(vals[k]) if k < n else 1.0
@@ -72,7 +93,7 @@ def assign_splits(frame: pd.DataFrame, plan: SplitPlan) -> np.ndarray:
         raise ValueError(f"split method {plan.method!r} is not assigned row by row")
     u = split_unit(frame, plan)
     cut1 = np.full(n, plan.train)
-    cut2 = np.full(n, plan.train + plan.valid)
+    cut2 = np.full(n, _upper(plan.train, plan.valid))
     if plan.class_cuts:
         labels = frame[plan.label].to_numpy(dtype=np.float64)
         for cls, (c1, c2) in plan.class_cuts.items():

@@ -201,15 +201,19 @@ TASKS: dict[str, TaskInfo] = {
         response_field="score",
         rule_outputs=("score",),
         grouped=True,
-        metrics=("ndcg@k", "map@k", "mrr"),
+        metrics=("ndcg@k", "map@k", "map", "mrr"),
         default_metric="ndcg@10",
         lower_is_better=frozenset(),
-        eval_options=("ks", "relevance_threshold"),
+        eval_options=("ks", "relevance_threshold", "no_relevant"),
         baseline="random",
         xgb_objectives=("rank:ndcg", "rank:pairwise", "rank:map"),
         xgb_eval_metrics=("ndcg@10",),
-        # MAP in XGBoost only accepts binary labels; NDCG at the same cut-off tracks it.
-        xgb_tracking=MappingProxyType({"ndcg@k": "ndcg@k", "map@k": "ndcg@k", "mrr": "ndcg"}),
+        # MAP in XGBoost only accepts binary labels; NDCG at the same cut-off tracks it. How a
+        # query without a relevant row counts (evaluation.no_relevant) shifts or scales a metric
+        # the same way every round, so XGBoost's own convention (1) picks the same best round.
+        xgb_tracking=MappingProxyType(
+            {"ndcg@k": "ndcg@k", "map@k": "ndcg@k", "map": "ndcg", "mrr": "ndcg"}
+        ),
         # Pointwise bce needs 0/1 relevance (data.max_relevance 1; the spec checks it).
         torch_losses=("pairwise", "lambdarank", "listwise", "bce", "mse", "huber"),
     ),

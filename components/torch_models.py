@@ -5,11 +5,18 @@ Both take one float32 matrix ``(n, num_numeric + num_categorical)`` as produced 
 return ``(n, num_outputs)``. Codes outside ``[0, cardinality)`` (e.g. NaN) are mapped to the
 out-of-vocabulary code 0. The architecture is described by ``ArchitectureSpec``, stored as plain
 JSON next to a ``state_dict`` (loaded with ``torch.load(weights_only=True)``); no pickle.
+
+Sparse features (components.sparse) come as a second argument, one ``SparseInput`` per sparse
+column in ``ArchitectureSpec.sparse`` order: the rows' entries in CSR form, never a dense
+``(n, dim)`` matrix. Each column is an ``nn.EmbeddingBag(dim, embedding_dim, mode="sum")``
+weighted by the entries' values, so a row gets ``sum_k value_k * E[index_k]`` (a zero vector
+without entries) and ``dim`` costs one embedding row per index, not one input per index.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -18,6 +25,11 @@ from torch import Tensor, nn
 
 SPEC_FORMAT = 1
 KINDS = ("torch.mlp", "torch.dlrm")
+
+SparseInput = tuple[Tensor, Tensor, Tensor]
+"""One sparse column of a batch as ``nn.EmbeddingBag`` takes it: ``indices`` (nnz,) int64,
+``offsets`` (n,) int64 (row i's entries start at ``offsets[i]``) and ``weights`` (nnz,) float32
+(the entries' values)."""
 
 
 @dataclass(frozen=True)
@@ -40,14 +52,20 @@ class ArchitectureSpec:
     # output * target_scale + target_mean (identity for other tasks and older bundles)
     target_mean: float = 0.0
     target_scale: float = 1.0
+    # sparse feature columns as (name, dim): one EmbeddingBag of dim rows each, in this order
+    # (empty in bundles written before sparse inputs)
+    sparse: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown model kind {self.kind!r}; expected one of {KINDS}")
         if self.num_numeric < 0 or any(c < 1 for c in self.cardinalities):
             raise ValueError("num_numeric must be >= 0 and every cardinality >= 1")
-        if self.num_numeric + len(self.cardinalities) == 0:
+        if self.num_features == 0:
             raise ValueError("a model needs at least one input feature")
+        names = [name for name, _ in self.sparse]
+        if any(dim < 1 for _, dim in self.sparse) or len(set(names)) != len(names):
+            raise ValueError(f"sparse columns {names}: each needs a distinct name and a dim >= 1")
         if self.embedding_dim < 1 or self.num_outputs < 1 or not 0.0 <= self.dropout < 1.0:
             raise ValueError("embedding_dim and num_outputs must be >= 1, dropout in [0, 1)")
         if not self.target_scale > 0:
@@ -55,7 +73,13 @@ class ArchitectureSpec:
 
     @property
     def num_features(self) -> int:
-        return self.num_numeric + len(self.cardinalities)
+        """Input features: numeric columns, categorical columns and sparse columns."""
+        return self.num_numeric + len(self.cardinalities) + len(self.sparse)
+
+    @property
+    def num_embedded(self) -> int:
+        """Embedded vectors per row: one per categorical and one per sparse column."""
+        return len(self.cardinalities) + len(self.sparse)
 
     def to_json(self) -> str:
         d: dict[str, object] = {"format": SPEC_FORMAT, **asdict(self)}
@@ -68,6 +92,7 @@ class ArchitectureSpec:
             raise ValueError("architecture.json: unsupported format version")
         for key in ("cardinalities", "bottom_mlp", "top_mlp", "hidden"):
             d[key] = tuple(int(v) for v in d[key])
+        d["sparse"] = tuple((str(name), int(dim)) for name, dim in d.get("sparse", ()))
         return cls(**d)
 
 
@@ -83,7 +108,8 @@ def mlp_layers(sizes: tuple[int, ...], in_dim: int, dropout: float) -> tuple[nn.
 
 
 class _Embedded(nn.Module):
-    """Shared input handling: split numeric/codes and look up one embedding per categorical."""
+    """Shared input handling: split numeric/codes, look up one embedding per categorical and
+    one weighted bag of embeddings per sparse column."""
 
     cardinality: Tensor
 
@@ -94,8 +120,28 @@ class _Embedded(nn.Module):
         self.embeddings = nn.ModuleList(
             nn.Embedding(c, spec.embedding_dim) for c in spec.cardinalities
         )
+        self.bags = nn.ModuleList(
+            nn.EmbeddingBag(dim, spec.embedding_dim, mode="sum") for _, dim in spec.sparse
+        )
         card = torch.tensor(spec.cardinalities, dtype=torch.long)
         self.register_buffer("cardinality", card, persistent=False)
+
+    def bagged(self, sparse: Sequence[SparseInput], n: int) -> list[Tensor]:
+        """One ``(n, embedding_dim)`` vector per sparse column: ``sum_k value_k * E[index_k]``
+        over the row's entries (zeros for a row without entries)."""
+        if len(sparse) != len(self.bags):
+            names = [name for name, _ in self.spec.sparse]
+            raise ValueError(
+                f"the model takes {len(self.bags)} sparse column(s) {names}, got {len(sparse)}"
+            )
+        out = []
+        for (name, _), (indices, offsets, weights), bag in zip(
+            self.spec.sparse, sparse, self.bags, strict=True
+        ):
+            if len(offsets) != n:
+                raise ValueError(f"sparse column {name!r}: {len(offsets)} rows, expected {n}")
+            out.append(bag(indices, offsets, per_sample_weights=weights))
+        return out
 
     def split(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Numeric block ``(n, num_numeric)`` and one ``(n, dim)`` embedding per categorical."""
@@ -113,19 +159,21 @@ class MLP(_Embedded):
 
     def __init__(self, spec: ArchitectureSpec) -> None:
         super().__init__(spec)
-        in_dim = spec.num_numeric + len(spec.cardinalities) * spec.embedding_dim
+        in_dim = spec.num_numeric + spec.num_embedded * spec.embedding_dim
         self.hidden, width = mlp_layers(spec.hidden, in_dim, spec.dropout)
         self.out = nn.Linear(width, spec.num_outputs)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, sparse: Sequence[SparseInput] = ()) -> Tensor:
         dense, embedded = self.split(x)
-        return self.out(self.hidden(torch.cat([dense, *embedded], dim=1)))
+        bags = self.bagged(sparse, len(x))
+        return self.out(self.hidden(torch.cat([dense, *embedded, *bags], dim=1)))
 
 
 class DLRM(_Embedded):
     """DLRM: bottom MLP over numeric features to ``embedding_dim``, pairwise dot-product
     interactions between it and every embedding (upper triangle, no self-interactions),
-    top MLP over [bottom output, interactions] -> ``num_outputs``.
+    top MLP over [bottom output, interactions] -> ``num_outputs``. A sparse column's bag of
+    embeddings is one more embedded field among the interactions.
 
     With ``first_order``, a learned constant vector ``c`` is one more interaction partner:
     ``<e_i, c>`` is a per-value effect of feature i, which plain dot products between
@@ -146,10 +194,10 @@ class DLRM(_Embedded):
             stack, width = mlp_layers(spec.bottom_mlp, spec.num_numeric, spec.dropout)
             self.bottom = nn.Sequential(*stack, nn.Linear(width, dim), nn.ReLU())
         self.constant: nn.Parameter | None = None
-        if spec.first_order and spec.cardinalities:
+        if spec.first_order and spec.num_embedded:
             self.constant = nn.Parameter(torch.randn(dim) * 0.1)
         num_vectors = (
-            int(self.bottom is not None) + len(spec.cardinalities) + int(self.constant is not None)
+            int(self.bottom is not None) + spec.num_embedded + int(self.constant is not None)
         )
         i, j = torch.triu_indices(num_vectors, num_vectors, offset=1)
         self.register_buffer("tri_i", i, persistent=False)
@@ -158,9 +206,9 @@ class DLRM(_Embedded):
         self.top, width = mlp_layers(spec.top_mlp, top_in, spec.dropout)
         self.out = nn.Linear(width, spec.num_outputs)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, sparse: Sequence[SparseInput] = ()) -> Tensor:
         dense, embedded = self.split(x)
-        vectors = list(embedded)
+        vectors = [*embedded, *self.bagged(sparse, len(x))]
         parts: list[Tensor] = []
         if self.bottom is not None:
             bottom = self.bottom(dense)

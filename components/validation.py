@@ -19,18 +19,29 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from components import sparse
 from components.features import categorical_strings
 from components.hashing import hash_strings, mix64, to_int63
 from components.tasks import task_info
 
-ROW_RULES = ("wrong_type", "null_label", "label_out_of_range", "missing_group", "missing_timestamp")
+ROW_RULES = (
+    "wrong_type",
+    "null_label",
+    "label_out_of_range",
+    "missing_group",
+    "missing_timestamp",
+    "bad_weight",
+)
+WEIGHT = "_weight"  # the sample weight of each row (float64), when the schema names a column
 SOURCE_FILE = "_source_file"
 SOURCE_ROW = "_source_row"
 INTERNAL = (
     "_group",
     "_row_key",
     "_ts",
+    WEIGHT,
     "_rule",
     "_reason",
     "_split",
@@ -55,22 +66,32 @@ class DataSchema:
     group: str | None = None
     timestamp: str | None = None
     keys: tuple[str, ...] = ()
+    weight: str | None = None
     label_mapping: dict[str, int] | None = None
+    # A label derived from the column ``label_source`` (data.label_from): 1 where the value is
+    # >= ``label_threshold`` (else 0), or the value plus ``label_offset``.
+    label_source: str | None = None
+    label_threshold: float | None = None
+    label_offset: int | None = None
     num_classes: int | None = None
     max_relevance: int = 4
     unexpected_columns: str = "ignore"
     require_label: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    # sparse feature columns (components.sparse) -> the spec's dim, or None (fitted)
+    sparse: dict[str, int | None] = field(default_factory=dict)
 
     @property
     def features(self) -> tuple[str, ...]:
-        return self.numeric + self.categorical
+        return self.numeric + self.categorical + tuple(self.sparse)
 
     def required_columns(self) -> list[str]:
         cols = list(self.features)
         if self.require_label:
-            cols.append(self.label)
-        cols += [c for c in (self.group, self.timestamp) if c]
+            cols.append(self.label_source or self.label)
+        cols += [c for c in (self.group, self.timestamp) if c and c not in cols]
+        if self.weight and self.require_label:  # scoring needs no weights
+            cols.append(self.weight)
         cols += [k for k in self.keys if k not in cols]
         return cols
 
@@ -87,6 +108,7 @@ class DataSchema:
             max_relevance=self.max_relevance,
             unexpected_columns="ignore",
             require_label=False,
+            sparse=dict(self.sparse),
         )
 
     def to_json(self) -> str:
@@ -162,7 +184,7 @@ def _as_numeric(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _label_values(raw: pd.Series, schema: DataSchema, marks: _Marks) -> np.ndarray:
-    col = schema.label
+    col = schema.label_source or schema.label
     if schema.label_mapping:
         text = (
             raw.astype(object)
@@ -186,11 +208,23 @@ def _label_values(raw: pd.Series, schema: DataSchema, marks: _Marks) -> np.ndarr
     marks.mark(
         bad, "wrong_type", lambda v: f"column {col!r}: {_short(v)} is not a number", raw.to_numpy()
     )
+    if schema.label_threshold is not None:  # NaN (missing) stays missing: a null_label
+        values = np.where(np.isnan(values), np.nan, (values >= schema.label_threshold) * 1.0)
+    elif schema.label_offset is not None:
+        values = values + schema.label_offset
     return values
 
 
 def _check_label_range(values: np.ndarray, schema: DataSchema, marks: _Marks) -> None:
-    col = schema.label
+    col = schema.label_source or schema.label
+    # an offset label names the value it came from: "label 5 (value 6 - 1) is not ..."
+    offset = schema.label_offset if schema.label_source else None
+
+    def label(v: float) -> str:
+        if offset is None:
+            return f"label {v:g}"
+        return f"label {v:g} (value {v - offset:g} {'+' if offset >= 0 else '-'} {abs(offset)})"
+
     marks.mark(np.isnan(values), "null_label", f"column {col!r}: label is missing")
     finite = ~np.isnan(values)
     labels = task_info(schema.task).labels
@@ -198,7 +232,7 @@ def _check_label_range(values: np.ndarray, schema: DataSchema, marks: _Marks) ->
         marks.mark(
             finite & ~np.isfinite(values),
             "label_out_of_range",
-            lambda v: f"column {col!r}: label {v:g} is not a finite number",
+            lambda v: f"column {col!r}: {label(v)} is not a finite number",
             values,
         )
         return
@@ -214,7 +248,7 @@ def _check_label_range(values: np.ndarray, schema: DataSchema, marks: _Marks) ->
         hi, what = schema.max_relevance, f"an integer relevance 0..{schema.max_relevance}"
     bad = finite & (~integral | (values < 0) | (values > hi))
     marks.mark(
-        bad, "label_out_of_range", lambda v: f"column {col!r}: label {v:g} is not {what}", values
+        bad, "label_out_of_range", lambda v: f"column {col!r}: {label(v)} is not {what}", values
     )
 
 
@@ -227,6 +261,46 @@ def _group_keys(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     if numeric.notna().sum() == (~missing).sum() and (numeric.dropna() % 1 == 0).all():
         return numeric.fillna(0).astype("int64").to_numpy(), missing
     return to_int63(hash_strings(raw.to_numpy())), missing
+
+
+def _weights(raw: pd.Series, col: str, marks: _Marks) -> np.ndarray:
+    """Sample weights as float64; a missing, non-finite or negative weight breaks ``bad_weight``
+    (its value becomes 0, so a quarantined row could not weigh anything anyway)."""
+    values, not_number = _as_numeric(raw)
+    values = np.where(not_number, np.nan, values)
+    with np.errstate(invalid="ignore"):
+        negative = values < 0
+    missing = np.isnan(values) & ~not_number
+    marks.mark(not_number, "bad_weight", _not_a_number(col), raw.to_numpy())
+    marks.mark(missing, "bad_weight", f"column {col!r}: weight is missing")
+    marks.mark(
+        negative,
+        "bad_weight",
+        lambda v: f"column {col!r}: weight {v:g} is negative",
+        values,
+    )
+    return np.where(not_number | missing | negative, 0.0, values)
+
+
+def _check_query_weights(
+    keys: np.ndarray, weights: np.ndarray, ids: pd.Series, schema: DataSchema, marks: _Marks
+) -> None:
+    """Ranking weights are per query: every row of a query whose rows (in this block) carry
+    different weights breaks ``bad_weight``, with the query id and two of its weights."""
+    frame = pd.DataFrame({"k": keys, "w": weights})
+    spread = frame.groupby("k", sort=False)["w"].agg(["min", "max"])
+    mixed = spread.index[spread["min"] != spread["max"]]
+    if len(mixed) == 0:
+        return
+    rows = np.isin(keys, mixed.to_numpy())
+    lo, hi = spread["min"].to_dict(), spread["max"].to_dict()
+    reasons = np.full(len(keys), None, dtype=object)
+    reasons[rows] = [
+        f"column {schema.weight!r}: query {_short(q)} ({schema.group}) has rows weighted "
+        f"{lo[k]:g} and {hi[k]:g}; ranking weights are per query"
+        for q, k in zip(ids.to_numpy()[rows], keys[rows], strict=True)
+    ]
+    marks.mark(rows, "bad_weight", str, reasons)
 
 
 def _timestamps(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -272,14 +346,17 @@ def coerce_frame(frame: pd.DataFrame, schema: DataSchema, source: str) -> pd.Dat
         out[col] = np.where(bad, np.nan, values)
     for col in schema.categorical:
         out[col] = categorical_strings(frame[col])
+    for col, dim in schema.sparse.items():
+        out[col] = _sparse_column(frame[col], col, dim, marks, source)
     if schema.require_label:
-        label = _label_values(frame[schema.label], schema, marks)
+        label = _label_values(frame[schema.label_source or schema.label], schema, marks)
         _check_label_range(label, schema, marks)
         out[schema.label] = label
     if schema.group:
         keys, missing = _group_keys(frame[schema.group])
         marks.mark(missing, "missing_group", f"column {schema.group!r}: query id is missing")
-        out[schema.group] = frame[schema.group].to_numpy()
+        if schema.group not in out:  # a group listed as a feature keeps its feature values
+            out[schema.group] = frame[schema.group].to_numpy()
         out["_group"] = keys
     if schema.timestamp:
         ts, bad = _timestamps(frame[schema.timestamp])
@@ -290,6 +367,10 @@ def coerce_frame(frame: pd.DataFrame, schema: DataSchema, source: str) -> pd.Dat
             f"column {schema.timestamp!r}: timestamp is missing",
         )
         out["_ts"] = ts
+    if schema.weight and schema.require_label:
+        out[WEIGHT] = _weights(frame[schema.weight], schema.weight, marks)
+        if schema.group and task_info(schema.task).grouped:
+            _check_query_weights(out["_group"], out[WEIGHT], frame[schema.group], schema, marks)
     for key in schema.keys:
         if key not in out:
             out[key] = frame[key].to_numpy()
@@ -306,6 +387,29 @@ def coerce_frame(frame: pd.DataFrame, schema: DataSchema, source: str) -> pd.Dat
     for col in [*schema.categorical, "_rule", "_reason", SOURCE_FILE]:
         result[col] = result[col].astype("string[pyarrow]")
     return result
+
+
+def _sparse_column(
+    raw: pd.Series, col: str, dim: int | None, marks: _Marks, source: str
+) -> pd.Series:
+    """A sparse column in the canonical Arrow type (components.sparse); a row with a negative
+    index, one at or above ``dim``, an infinite value or a repeated index breaks wrong_type."""
+    try:
+        arr = sparse.to_arrow(raw, col)
+        bad, reasons = sparse.bad_rows(arr, col, dim)
+    except (ValueError, pa.ArrowInvalid) as e:  # the whole column has the wrong type
+        raise DataValidationError(f"{source}: column {col!r} is not a sparse column: {e}") from None
+    if bad.any():
+        marks.mark(bad, "wrong_type", lambda r: r, np.array(_spread(bad, reasons), dtype=object))
+    return sparse.series(arr)
+
+
+def _spread(mask: np.ndarray, values: list[str]) -> list[str | None]:
+    """``values`` (one per True of ``mask``) at their rows, None elsewhere."""
+    out: list[str | None] = [None] * len(mask)
+    for i, v in zip(np.flatnonzero(mask), values, strict=True):
+        out[int(i)] = v
+    return out
 
 
 def describe_bad_rows(bad: pd.DataFrame, limit: int = 5) -> str:

@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 import xgboost
 
-from components.features import FeatureTransform
+from components import sparse
+from components.features import Columns, FeatureTransform
 from components.tasks import metric_family, task_info
+from components.validation import WEIGHT
 
 # The objectives and eval metrics of each task are in components.tasks (xgb_objectives,
 # xgb_eval_metrics, xgb_tracking).
@@ -95,6 +97,8 @@ def dmatrix(
     if grouped:
         frame = sort_by_group(frame)
     x = mark_missing_categories(transform.transform(frame), transform)
+    # sparse features: one CSR matrix, the dense columns then each sparse column (NaN = absent)
+    data = sparse.model_matrix(x, frame, transform.sparse) if transform.sparse else x
     kwargs: dict[str, Any] = {}
     if label is not None:
         kwargs["label"] = frame[label].to_numpy(dtype=np.float32)
@@ -102,14 +106,33 @@ def dmatrix(
         # Dense 0..G-1 ids in row order: XGBoost stores qids as 32-bit, and group keys
         # (hashes of string ids, generator ids) can exceed that and wrap out of order.
         kwargs["qid"] = pd.factorize(frame["_group"].to_numpy())[0].astype(np.uint32)
+    if WEIGHT in frame:
+        w = frame[WEIGHT].to_numpy(dtype=np.float32)
+        kwargs["weight"] = query_weights(w, kwargs["qid"]) if "qid" in kwargs else w
     return xgboost.DMatrix(
-        x,
+        data,
         feature_names=transform.feature_names,
         feature_types=transform.feature_types,
         enable_categorical=True,
         missing=np.nan,
         **kwargs,
     )
+
+
+def query_weights(weights: np.ndarray, qid: np.ndarray) -> np.ndarray:
+    """One weight per query, as XGBoost's ranking objectives take them (rows of a query are
+    contiguous, ``qid`` dense 0..G-1 in row order); a ValueError names the first query whose
+    rows carry different weights."""
+    starts = np.flatnonzero(np.r_[True, qid[1:] != qid[:-1]])
+    first = np.repeat(weights[starts], np.diff(np.r_[starts, len(qid)]))
+    differs = np.flatnonzero(first != weights)
+    if differs.size:
+        row = int(differs[0])
+        raise ValueError(
+            f"ranking weights are per query: query #{int(qid[row])} (in row order) has rows "
+            f"weighted {float(first[row]):g} and {float(weights[row]):g}"
+        )
+    return weights[starts]
 
 
 def mark_missing_categories(x: np.ndarray, transform: FeatureTransform) -> np.ndarray:
@@ -175,9 +198,15 @@ def load_booster(data: bytes) -> xgboost.Booster:
     return booster
 
 
-def predict(booster: xgboost.Booster, x: np.ndarray, transform: FeatureTransform) -> np.ndarray:
+def predict(
+    booster: xgboost.Booster,
+    x: np.ndarray,
+    transform: FeatureTransform,
+    frame: pd.DataFrame | Columns | None = None,
+) -> np.ndarray:
     """Model output for a transformed matrix: P(1), class probabilities, a ranking score, or the
-    predicted value (reg:tweedie predicts the mean, not the log of it).
+    predicted value (reg:tweedie predicts the mean, not the log of it). With sparse features,
+    ``frame`` (the rows ``x`` came from) gives their columns: XGBoost reads one CSR matrix.
 
     ``inplace_predict`` skips building a DMatrix (half the cost of a 1-row request); the
     booster carries the feature types, so categorical codes split exactly as in training. ``x``
@@ -187,6 +216,11 @@ def predict(booster: xgboost.Booster, x: np.ndarray, transform: FeatureTransform
         raise ValueError("model and feature transform disagree on the feature columns")
     if booster.attr(MISSING_CATEGORY_ATTR) == "nan":
         x = mark_missing_categories(x, transform)
+    if transform.sparse:
+        if frame is None:
+            raise ValueError("a model with sparse features needs the rows' sparse columns")
+        data = sparse.model_matrix(x, frame, transform.sparse)
+        return np.asarray(booster.inplace_predict(data, missing=np.nan), dtype=np.float64)
     return np.asarray(booster.inplace_predict(x, missing=np.nan), dtype=np.float64)
 
 

@@ -7,15 +7,23 @@ import json
 import os
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from components.bundle import BundleError
 from components.registry import Registry, RegistryError
 from pipelines.errors import PipelineError
-from pipelines.spec import STORAGE_ENV, SpecError, load_spec
+from pipelines.ray_logs import Console, capture
+from pipelines.spec import STORAGE_ENV, PipelineSpec, SpecError, load_spec
 from serve.config import ServeArgs
+
+if TYPE_CHECKING:
+    from pipelines.cluster import RayConnection
+    from pipelines.runner import Runner
+
+Printer = Callable[[str], None]
 
 EPILOG = textwrap.dedent(
     """\
@@ -34,7 +42,10 @@ EPILOG = textwrap.dedent(
 
     Storage: the spec's `storage` (default ./storage), or the RAYLINE_STORAGE environment variable,
     which wins for every command so `rayline models` finds what `rayline run` wrote.
-    Cluster: --address, else RAY_ADDRESS, else the spec's ray.address, else a local Ray is started.
+    Ray: --address, else RAY_ADDRESS, else the spec's ray.address, else a cluster that `ray start`
+    started on this machine (while its head answers), else a new local Ray for the command. The
+    first lines of a run say which (local new, local existing, remote). Ray's own output (worker
+    logs, Ray Data, Tune, Serve) goes to a log file named there; --verbose shows it instead.
     """
 )
 
@@ -52,7 +63,15 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="run a pipeline spec end to end",
         description="Validate the spec, connect to Ray (or start it locally), then ingest, split, fit "
-        "features, train, evaluate on the whole test split and register the model.",
+        "features, train, evaluate on the whole test split and register the model. Which Ray: "
+        "--address, else RAY_ADDRESS, else the spec's ray.address, else a cluster that `ray start` "
+        "started on this machine (found in Ray's ray_current_cluster file, while its head "
+        "answers): each of these is joined, and the run leaves it running (an endpoint stays up "
+        "after the command). Only without any of them does the run start a local Ray of its own "
+        "(spec ray.num_cpus/num_gpus), which stops when the command ends. The first lines say "
+        "which: local new, local existing (the head is on this machine) or remote. The console "
+        "shows rayline's own lines; Ray's output (worker and actor logs, Ray Data, Tune, Serve, "
+        "Ray's core) goes to ray.log in the run directory, named at the start.",
     )
     run.add_argument("spec", help="path to a pipeline YAML (see pipelines/configs/)")
     run.add_argument(
@@ -62,7 +81,15 @@ def _parser() -> argparse.ArgumentParser:
         help="dotted overrides applied before validation, e.g. models.0.num_boost_round=50",
     )
     run.add_argument(
-        "--address", help="Ray cluster address (default: RAY_ADDRESS, spec ray.address, or local)"
+        "--address",
+        help="Ray cluster address to join (default: RAY_ADDRESS, spec ray.address, a `ray start` "
+        "cluster on this machine, else a new local Ray)",
+    )
+    run.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Ray's own output (worker logs, Ray Data, Tune, Serve) on the console instead "
+        "of writing it to ray.log in the run directory",
     )
     run.add_argument("--storage", help=f"storage root (overrides the spec; same as {STORAGE_ENV})")
     run.add_argument(
@@ -75,8 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-wait",
         action="store_true",
-        help="return once the endpoint answers instead of serving until Ctrl-C "
-        "(needs a running cluster: --address or RAY_ADDRESS, so the endpoint outlives the command)",
+        help="return once the endpoint answers instead of serving until Ctrl-C (needs a running "
+        "cluster to join: --address, RAY_ADDRESS or a `ray start` one, so the endpoint outlives "
+        "the command)",
     )
 
     sbm = sub.add_parser(
@@ -117,7 +145,9 @@ def _parser() -> argparse.ArgumentParser:
     dep.add_argument("--storage", help=f"storage root (default: {STORAGE_ENV} or ./storage)")
     dep.add_argument(
         "--address",
-        help="Ray cluster address (default: RAY_ADDRESS); required to outlive the command",
+        help="Ray cluster address (default: RAY_ADDRESS, a `ray start` cluster on this machine, "
+        "else a new local Ray that serves until Ctrl-C); a running cluster keeps the endpoint "
+        "after the command",
     )
 
     prom = sub.add_parser(
@@ -170,7 +200,18 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--concurrency", type=int, default=2, help="scoring actors (default 2)")
     pred.add_argument("--batch-size", type=int, default=4096, help="rows per batch (default 4096)")
     pred.add_argument("--storage", help=f"storage root (default: {STORAGE_ENV} or ./storage)")
-    pred.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    pred.add_argument(
+        "--address",
+        help="Ray cluster address (default: RAY_ADDRESS, a `ray start` cluster on this machine, "
+        "else a new local Ray)",
+    )
+    for sp_ in (dep, pred):
+        sp_.add_argument(
+            "--verbose",
+            action="store_true",
+            help="show Ray's own output on the console instead of writing it to "
+            "<storage>/logs/<command>-<time>-<pid>.ray.log",
+        )
     pred.add_argument(
         "--overwrite",
         action="store_true",
@@ -190,10 +231,18 @@ def _parser() -> argparse.ArgumentParser:
     val = sub.add_parser(
         "validate",
         help="validate a spec without starting Ray",
-        description="Load the spec with overrides and report every problem, without starting Ray.",
+        description="Load the spec with overrides and report every problem, without starting Ray. "
+        "With --data, also read the columns of the data (the first file of data.source or of "
+        "data.sources.train; parquet and csv without reading rows), resolve the feature selectors, "
+        "print the resolved feature lists and check that every column the spec names is there.",
     )
     val.add_argument("spec")
     val.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    val.add_argument(
+        "--data",
+        action="store_true",
+        help="resolve feature selectors against the data's columns and print the feature lists",
+    )
 
     models = sub.add_parser(
         "models",
@@ -216,11 +265,32 @@ def _storage(arg: str | None) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from pipelines import columns
+
     spec = load_spec(args.spec, args.overrides)
+    where: str = ""
+    cols: list[str] = []
+    if args.data:  # selectors resolved (and the whole spec checked again) before "valid"
+        where, cols = columns.discover(spec)
+        spec = columns.resolve(spec, cols, where)
+        absent = columns.missing(spec, cols)
+        if absent:
+            raise PipelineError(f"{where} has no column {absent}, which the spec names")
     print(
         f"{args.spec}: valid {spec.task} spec {spec.name!r}; {len(spec.models)} model(s); "
         f"storage {spec.storage_root()}"
     )
+    for warning in spec.warnings():
+        print(f"  warning: {warning}")
+    if args.data:
+        print(f"  {len(cols)} columns in {where}")
+        for line in columns.describe(spec):
+            print(line)
+    for name, sel in spec.features.selectors().items():
+        print(
+            f"  features.{name} {sel.describe()}: resolved against the data's columns when the "
+            "run starts (--data resolves it now)"
+        )
     return 0
 
 
@@ -228,67 +298,94 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, args.overrides)  # fails before Ray starts
     import ray
 
-    from pipelines.cluster import check_cluster, connect
+    from pipelines.cluster import target_address
+    from pipelines.ray_logs import LOG_NAME
     from pipelines.runner import Runner
 
-    target = args.address or os.environ.get("RAY_ADDRESS") or spec.ray.address
-    if args.no_wait and spec.serve.enabled and not target and not ray.is_initialized():
+    joined = ray.is_initialized() or target_address(args.address, spec.ray.address)[0]
+    if args.no_wait and spec.serve.enabled and not joined:
         print(
-            "rayline: --no-wait needs a running Ray cluster (--address or RAY_ADDRESS): a local Ray "
-            "started by this command stops with it. Start one with `ray start --head`, or drop --no-wait.",
+            "rayline: --no-wait needs a running Ray cluster to join (--address, RAY_ADDRESS or one "
+            "`ray start` started on this machine): a local Ray started by this command stops with "
+            "it. Start one with `ray start --head`, or drop --no-wait.",
             file=sys.stderr,
         )
         return 2
-    local = connect(spec, args.address)
+    con = Console()
+    runner = Runner(spec, out=con.say, storage=args.storage, resume=args.resume)
+    # Ray's own output goes to the run's log file, unless asked for (--verbose) or this process
+    # is already connected (a notebook or test session: its Ray output is its owner's business).
+    log = None if args.verbose or ray.is_initialized() else os.path.join(runner.run_dir, LOG_NAME)
+    with capture(log, f"rayline run {args.spec}", con):
+        return _run(args, spec, runner, con)
+
+
+def _run(args: argparse.Namespace, spec: PipelineSpec, runner: Runner, con: Console) -> int:
+    """``rayline run`` once rayline's lines go to ``con``: connect, check, run, serve."""
+    import ray
+
+    from pipelines.cluster import IN_PROCESS, check_cluster, connect_spec
+
+    try:
+        conn = connect_spec(spec, args.address)
+    except Exception as e:  # an unreachable address, a cluster that refuses the token, ...
+        con.error(f"rayline: could not start or join Ray: {type(e).__name__}: {e}")
+        if con.log_path:
+            con.error(f"  Ray's output: {con.log_path}")
+        return 1
     _own_signals()  # after connecting: Ray's core worker installs its own SIGTERM handler
     try:
         problems = check_cluster(spec)
         if problems:
-            print(
-                "rayline: the spec does not fit this cluster:\n  - " + "\n  - ".join(problems),
-                file=sys.stderr,
+            con.error(
+                "rayline: the spec does not fit this cluster:\n  - " + "\n  - ".join(problems)
             )
             return 2
+        notes = [conn.describe()]
+        if con.log_path:
+            notes.append(f"Ray's own output: {con.log_path} (--verbose shows it here)")
         try:
-            runner = Runner(spec, storage=args.storage, resume=args.resume)
-            report = runner.run()
+            report = runner.run(notes=["  " + n.replace("\n", "\n  ") for n in notes])
         except PipelineError as e:
-            print(f"rayline: run failed: {e}", file=sys.stderr)
+            con.error(f"rayline: run failed: {e}")
             return 1
         except KeyboardInterrupt:
-            print(
+            con.error(
                 f"\nrayline: interrupted; the run stopped and can continue with "
-                f"`rayline run {args.spec} --resume`",
-                file=sys.stderr,
+                f"`rayline run {args.spec} --resume`"
             )
             return 130
         if report.get("endpoint"):
             serve_args = spec.serve_args(runner.storage, report["endpoint"]["version"])
-            _print_endpoint(serve_args, report["model"]["path"], report["endpoint"].get("auth"))
-            if local and not args.no_wait:
-                _serve_until_interrupted()
+            _print_endpoint(
+                serve_args, report["model"]["path"], report["endpoint"].get("auth"), con.say
+            )
+            if conn.started and not args.no_wait:
+                _serve_until_interrupted(con.say)
     finally:
-        if local:
-            ray.shutdown()
+        if conn.kind != IN_PROCESS:
+            ray.shutdown()  # inside the capture: what Ray prints on the way out is logged too
     return 0
 
 
-def _print_endpoint(serve_args: ServeArgs, bundle_path: str, auth: str | None = None) -> None:
+def _print_endpoint(
+    serve_args: ServeArgs, bundle_path: str, auth: str | None = None, say: Printer = print
+) -> None:
     """The curl examples for the replica's real auth mode (``auth``, as its /healthz said)."""
     from pipelines.deploy import curl_examples
 
     auth = auth or serve_args.auth
     if auth == "none":
-        print(
+        say(
             f"\n  note: serve.auth is none: anyone who can reach {serve_args.host}:{serve_args.port} "
             "can call every endpoint (set serve.auth: api_key and export RAYLINE_API_KEY)"
         )
     elif not serve_args.api_key_file and not os.environ.get(serve_args.api_key_env or ""):
-        print(
+        say(
             f"\n  note: the replicas have their API key, but {serve_args.api_key_env} is not set "
             "in this shell: export it to run the examples"
         )
-    print("\n  try it:\n" + curl_examples(serve_args, bundle_path, auth), flush=True)
+    say("\n  try it:\n" + curl_examples(serve_args, bundle_path, auth))
 
 
 def _own_signals() -> None:
@@ -300,44 +397,58 @@ def _own_signals() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
-def _serve_until_interrupted() -> None:
+def _serve_until_interrupted(say: Printer = print) -> None:
     import time
 
     from ray import serve
 
     _own_signals()  # in case anything replaced them
-    print(
-        "\n  serving until Ctrl-C (with a running cluster, --no-wait returns instead)", flush=True
-    )
+    say("\n  serving until Ctrl-C (with a running cluster, --no-wait returns instead)")
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        print("\n  stopping the endpoint", flush=True)
+        say("\n  stopping the endpoint")
         serve.shutdown()
 
 
-def _ray_init(address: str | None, ingress: str | None = None) -> bool:
-    """Connect to ``address`` or start a local Ray (serving through ``ingress`` when given);
-    False when this process is already connected."""
+def _log_file(storage: str, command: str) -> str:
+    """Where a command other than ``run`` keeps Ray's output: <storage>/logs/ (local storage) or
+    the temp folder (object-store storage)."""
+    import datetime as dt
+    import tempfile
+
+    root = storage if "://" not in storage else os.path.join(tempfile.gettempdir(), "rayline")
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return os.path.join(root, "logs", f"{command}-{stamp}-{os.getpid()}.ray.log")
+
+
+def _quiet_log(args: argparse.Namespace, command: str) -> str | None:
+    """The log file for Ray's output, or None to leave it on the console (--verbose, or Ray
+    already connected in this process)."""
     import ray
 
-    from pipelines.cluster import ingress_env
+    if getattr(args, "verbose", False) or ray.is_initialized():
+        return None
+    return _log_file(_storage(args.storage), command)
 
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address)
-    else:
-        if ingress is not None:
-            os.environ.update(ingress_env(ingress))
-        ray.init()
-    return True
+
+def _ray_init(address: str | None, con: Console, ingress: str | None = None) -> RayConnection:
+    """Join ``address`` (else RAY_ADDRESS, else a `ray start` cluster on this machine) or start a
+    local Ray serving through ``ingress``; say which on ``con``."""
+    from pipelines.cluster import open_ray
+
+    conn = open_ray(address, ingress=ingress)
+    con.say(conn.describe())
+    if con.log_path:
+        con.say(f"Ray's own output: {con.log_path} (--verbose shows it here)")
+    return conn
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     import ray
 
+    from pipelines.cluster import IN_PROCESS
     from pipelines.deploy import DeployError, deploy
     from pipelines.spec import parse_override
 
@@ -351,24 +462,25 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     except ValidationError as e:
         print(f"rayline: invalid serve options: {e}", file=sys.stderr)
         return 2
-    target = args.address or os.environ.get("RAY_ADDRESS")
-    started = _ray_init(target, serve_args.ingress)
-    try:
+    with capture(_quiet_log(args, "deploy"), f"rayline deploy {args.model}") as con:
+        conn = _ray_init(args.address, con, serve_args.ingress)
         try:
-            info = deploy(serve_args)
-        except DeployError as e:  # e.g. the replicas refused to start without their API key
-            print(f"rayline: deploy failed: {e}", file=sys.stderr)
-            return 1
-        _print_endpoint(
-            serve_args.model_copy(update={"version": info["version"]}),
-            Registry(serve_args.storage).path(args.model, info["version"]),
-            info.get("auth"),
-        )
-        if started and not target:
-            _serve_until_interrupted()
-    finally:
-        if started:
-            ray.shutdown()
+            try:
+                info = deploy(serve_args, out=con.say)
+            except DeployError as e:  # e.g. the replicas refused to start without their API key
+                con.error(f"rayline: deploy failed: {e}")
+                return 1
+            _print_endpoint(
+                serve_args.model_copy(update={"version": info["version"]}),
+                Registry(serve_args.storage).path(args.model, info["version"]),
+                info.get("auth"),
+                con.say,
+            )
+            if conn.started:
+                _serve_until_interrupted(con.say)
+        finally:
+            if conn.kind != IN_PROCESS:
+                ray.shutdown()
     return 0
 
 
@@ -393,16 +505,17 @@ def cmd_release(args: argparse.Namespace) -> int:
             f"until `rayline deploy {args.model}`"
         )
         return 0
+    from pipelines.cluster import IN_PROCESS, open_ray
     from pipelines.deploy import switch_running
 
-    started = _ray_init(target)
+    conn = open_ray(target)
     try:
         if switch_running(storage, args.model, new, out=print):
             print(f"  the running deployment now serves v{new}")
         else:
             print(f"  {args.model} is not being served on this cluster: nothing else to update")
     finally:
-        if started:
+        if conn.kind != IN_PROCESS:
             ray.shutdown()
     return 0
 
@@ -474,6 +587,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import ray
 
     from pipelines.batch import PredictOutputError, check_output, predict
+    from pipelines.cluster import IN_PROCESS
 
     protect = [_storage(args.storage)]
     try:  # before Ray starts: a refused OUTPUT costs nothing
@@ -481,33 +595,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except PredictOutputError as e:
         print(f"rayline: {e}", file=sys.stderr)
         return 2
-    started = _ray_init(args.address or os.environ.get("RAY_ADDRESS"))
-    try:
-        mv = Registry(_storage(args.storage)).resolve(
-            args.model, version=args.version, alias=None if args.version else args.alias
+    with capture(_quiet_log(args, "predict"), f"rayline predict {args.model}") as con:
+        conn = _ray_init(args.address, con)
+        try:
+            mv = Registry(_storage(args.storage)).resolve(
+                args.model, version=args.version, alias=None if args.version else args.alias
+            )
+            keys = [k for k in args.keys.split(",") if k]
+            result = predict(
+                mv.path,
+                args.input,
+                args.output,
+                fmt=args.format,
+                keys=keys,
+                concurrency=args.concurrency,
+                batch_size=args.batch_size,
+                overwrite=args.overwrite,
+                protect=protect,
+            )
+        except PredictOutputError as e:
+            con.error(f"rayline: {e}")
+            return 2
+        finally:
+            if conn.kind != IN_PROCESS:
+                ray.shutdown()
+        con.say(
+            f"scored {result['rows_in']:,} rows with {mv.model} v{mv.version} -> "
+            f"{result['rows_out']:,} rows in {args.output} ({result['seconds']:.1f}s)"
         )
-        keys = [k for k in args.keys.split(",") if k]
-        result = predict(
-            mv.path,
-            args.input,
-            args.output,
-            fmt=args.format,
-            keys=keys,
-            concurrency=args.concurrency,
-            batch_size=args.batch_size,
-            overwrite=args.overwrite,
-            protect=protect,
-        )
-    except PredictOutputError as e:
-        print(f"rayline: {e}", file=sys.stderr)
-        return 2
-    finally:
-        if started:
-            ray.shutdown()
-    print(
-        f"scored {result['rows_in']:,} rows with {mv.model} v{mv.version} -> {result['rows_out']:,} rows in "
-        f"{args.output} ({result['seconds']:.1f}s)"
-    )
     return 0
 
 

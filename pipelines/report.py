@@ -11,6 +11,39 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+COUNTS = frozenset({"queries", "queries_no_relevant"})
+"""Keys of a metrics block that are counts, not metrics: printed in the convention notes."""
+
+_COUNTED = {"one": "1", "zero": "0", "skip": None}  # what a no-relevant query counts
+
+
+def convention_notes(report: dict[str, Any]) -> list[str]:
+    """How the test metrics were computed, one sentence each: for ranking, how a query without
+    a relevant row counts (``evaluation.no_relevant``) and how many such queries there are; the
+    weight column when the metrics are weighted. Empty without ``metric_conventions``."""
+    conv = report.get("metric_conventions") or {}
+    test = report.get("test") or {}
+    notes = []
+    if "ndcg_no_relevant" in conv:
+        ndcg, rest = _COUNTED[conv["ndcg_no_relevant"]], _COUNTED[conv["map_no_relevant"]]
+        if ndcg is None or rest is None:  # skip leaves them out of every ranking metric
+            counted = "ndcg, map and mrr leave them out of the mean"
+        else:
+            counted = f"ndcg counts each {ndcg}, map and mrr {rest}"
+        seen = ""
+        if "queries_no_relevant" in test and "queries" in test:
+            seen = (
+                f" ({int(test['queries_no_relevant']):,} of {int(test['queries']):,} test queries)"
+            )
+        notes.append(
+            f"no_relevant={conv['ndcg_no_relevant']}: queries without a relevant row{seen}: "
+            f"{counted}"
+        )
+    if conv.get("weight"):
+        notes.append(f"weighted by column {conv['weight']!r}")
+    return notes
+
+
 def _metric_table(report: dict[str, Any]) -> list[str]:
     test, base = report.get("test") or {}, report.get("baseline") or {}
     plain = report.get("test_without_guardrails")
@@ -23,7 +56,7 @@ def _metric_table(report: dict[str, Any]) -> list[str]:
             "| --- | --- | --- | --- |",
         ]
     for k, v in test.items():
-        if k == "queries":
+        if k in COUNTS:
             continue
         alone = "" if plain is None else f" {_fmt(plain.get(k, ''))} |"
         lines.append(f"| {k} | {_fmt(v)} |{alone} {_fmt(base.get(k, ''))} |")
@@ -129,6 +162,9 @@ def markdown(report: dict[str, Any]) -> str:
             )
     if report.get("test"):
         out += ["", "## Test metrics (whole test split)", "", *_metric_table(report)]
+        notes = convention_notes(report)
+        if notes:
+            out += ["", *(f"- {n}" for n in notes)]
     guards = report.get("guardrails")
     if guards:
         out += [
@@ -204,10 +240,11 @@ def summary(report: dict[str, Any]) -> str:
             + " vs. trivial baseline):"
         )
         for k, v in report["test"].items():
-            if k != "queries":
+            if k not in COUNTS:
                 lines.append(
                     f"    {k:<10} {_fmt(v)}   (baseline {_fmt(report['baseline'].get(k))})"
                 )
+        lines += [f"    {n}" for n in convention_notes(report)]
     model = report.get("model")
     if model:
         lines.append(

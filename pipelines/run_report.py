@@ -33,6 +33,8 @@ class RunReport:
     selection_metric: str | None = None
     test: dict[str, float] | None = None  # the winner's metrics on the test split
     baseline: dict[str, float] | None = None  # the trivial baseline's, on the same rows
+    # how the metrics were computed: ranking's no-relevant convention, the weight column
+    metric_conventions: dict[str, str] | None = None
     predictions: str | None = None  # the test split's scores (Parquet)
     gate: dict[str, Any] | None = None  # the winner vs production on the test split
     lineage: dict[str, Any] | None = None

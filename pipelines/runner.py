@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import yaml
 
 from components.registry import ModelVersion
-from pipelines import report, tracking
+from pipelines import columns, report, tracking
 from pipelines import resume as resume_mod
 from pipelines.errors import PipelineError
 from pipelines.run_dir import RunDir, new_run_id, runs_of
@@ -55,7 +56,9 @@ class Runner:
         storage: str | None = None,
         resume: bool = False,
     ) -> None:
-        self.spec = spec
+        # Feature selectors become the data's columns here: every stage, the run's spec.yaml
+        # and the bundle's schema use the full lists.
+        self.spec = spec = columns.resolved(spec)
         self.out = out
         self.storage = os.path.abspath(storage or spec.storage_root())
         self.resume = resume_mod.Resume(resume)
@@ -70,11 +73,12 @@ class Runner:
         self.ctx = RunContext(spec, self.paths, out)
         self.results = Results()
 
-    def run(self) -> dict[str, Any]:
-        """Every stage in order; the run's report (also written as report.json/md/html)."""
+    def run(self, notes: Sequence[str] = ()) -> dict[str, Any]:
+        """Every stage in order; the run's report (also written as report.json/md/html).
+        ``notes``: lines printed under the run's header (e.g. which Ray it uses)."""
         from components.steps import errors
 
-        self._start()
+        self._start(notes)
         timer = StepTimer(self.out, total=7 if self.spec.serve.enabled else 6)
         started = time.time()
         try:
@@ -171,7 +175,7 @@ class Runner:
                 ctx, self.storage, res.registration.version, timer
             )
 
-    def _start(self) -> None:
+    def _start(self, notes: Sequence[str] = ()) -> None:
         os.makedirs(self.run_dir, exist_ok=True)
         Path(self.paths.spec_file).write_text(
             yaml.safe_dump(self.spec.model_dump(mode="json"), sort_keys=False)
@@ -180,6 +184,8 @@ class Runner:
             f"rayline run {self.spec.name} ({self.spec.task}), run {self.run_id}\n"
             f"  run dir: {self.run_dir}"
         )
+        for line in notes:
+            self.out(line)
         if self.resume.enabled:
             resumed = Path(self.paths.prepared).exists()
             self.out(
@@ -218,6 +224,7 @@ class Runner:
             doc.winner = res.selection.winner.name if res.selection else None
             doc.selection_metric = spec.selection_metric()
             doc.test, doc.baseline, doc.predictions = ev.test, ev.baseline, ev.predictions
+            doc.metric_conventions = register.metric_conventions(self.ctx) or None
         if res.registration is not None:
             doc.gate, doc.lineage = res.registration.gate, res.registration.lineage
         doc.endpoint = res.endpoint

@@ -18,7 +18,9 @@ import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -66,6 +68,13 @@ class LibsvmOptions(_Strict):
     zero_based: bool = True
     feature_prefix: str = "f"
     query_file_suffix: str | None = ".query"
+    # Read the features into one sparse column of this name (list<struct<index, value>>, list it
+    # under features.sparse) instead of dense columns <feature_prefix>0..n-1; max_features does
+    # not apply then. libfm files: every field:index:value token goes into it.
+    sparse: str | None = None
+    # libfm without sparse: each field becomes a categorical column <feature_prefix><field>;
+    # num_fields fixes them to 0..num_fields-1 (default: the file's largest field + 1)
+    num_fields: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _width(self) -> LibsvmOptions:
@@ -81,7 +90,7 @@ class SourceSpec(_Strict):
     """Where rows come from: files/URIs or a built-in generator (``synthetic:<kind>``)."""
 
     uri: str
-    format: Literal["parquet", "csv", "jsonl", "libsvm"] | None = None
+    format: Literal["parquet", "csv", "jsonl", "libsvm", "libfm"] | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     csv: CsvOptions = CsvOptions()
     libsvm: LibsvmOptions = LibsvmOptions()
@@ -118,28 +127,81 @@ class ValidationRules(_Strict):
     label_out_of_range: Policy = "fail"
     missing_group: Policy = "fail"
     missing_timestamp: Policy = "fail"
+    bad_weight: Policy = "fail"  # data.weight missing, not a finite number, or negative
     unexpected_columns: Literal["ignore", "fail"] = "ignore"
+
+
+class LabelFrom(_Strict):
+    """A label derived from another column: ``threshold`` gives 1 where value >= threshold and
+    0 elsewhere (binary, or 0/1 relevance); ``offset`` gives value + offset (ranking relevance,
+    multiclass class ids), checked against the task's label range like any label."""
+
+    column: str
+    threshold: float | None = None
+    offset: int | None = None
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> LabelFrom:
+        if (self.threshold is None) == (self.offset is None):
+            raise ValueError(
+                "give exactly one of threshold (label 1 where value >= threshold) or offset "
+                "(label = value + offset)"
+            )
+        return self
+
+
+def _location(src: SourceSpec) -> str:
+    """Where a source's rows come from, normalised so that one file named two ways compares equal."""
+    if src.is_synthetic:
+        return json.dumps([src.uri, src.params], sort_keys=True, default=str)
+    if "://" in src.uri and not src.uri.startswith("file://"):
+        return src.uri.rstrip("/")
+    return os.path.realpath(os.path.expanduser(src.uri.removeprefix("file://")))
 
 
 class DataSpec(_Strict):
     source: SourceSpec | None = None
+    # train and test, and optionally valid: without it, split.valid of train is held out
     sources: dict[Literal["train", "valid", "test"], SourceSpec] | None = None
     label: str = "label"
     label_mapping: dict[str, int] | None = None
+    label_from: LabelFrom | None = None
     num_classes: int | None = Field(default=None, ge=2)
     max_relevance: int = Field(default=4, ge=1)
     group: str | None = None
     timestamp: str | None = None
     keys: list[str] = Field(default_factory=list)
+    # A column of sample weights (finite, >= 0) for training, every metric, the gate and the
+    # report; ranking: per-query weights (the same on every row of a query, checked).
+    weight: str | None = None
     validation: ValidationRules = ValidationRules()
 
     @model_validator(mode="after")
     def _one_kind_of_source(self) -> DataSpec:
         if (self.source is None) == (self.sources is None):
             raise ValueError("give exactly one of data.source or data.sources (train/valid/test)")
-        if self.sources is not None and set(self.sources) != {"train", "valid", "test"}:
-            raise ValueError("data.sources needs train, valid and test")
+        if self.sources is not None and not {"train", "test"} <= set(self.sources):
+            raise ValueError(
+                "data.sources needs train and test, and may have valid (without it, split.valid "
+                "of the train source is held out for validation)"
+            )
+        if self.label_mapping is not None and self.label_from is not None:
+            raise ValueError("give at most one of data.label_mapping and data.label_from")
         return self
+
+    def role_columns(self) -> list[str]:
+        """Columns with a role other than feature (the label and the column it is derived
+        from, group, timestamp, keys): a feature selector never picks them."""
+        cols = [self.label]
+        if self.label_from is not None:
+            cols.append(self.label_from.column)
+        cols += [c for c in (self.group, self.timestamp, self.weight) if c]
+        return list(dict.fromkeys(cols + self.keys))
+
+    def valid_is_test(self) -> bool:
+        """data.sources.valid reads the same data as data.sources.test."""
+        s = self.sources
+        return s is not None and "valid" in s and _location(s["valid"]) == _location(s["test"])
 
 
 class CategoricalFeature(_Strict):
@@ -150,41 +212,182 @@ class CategoricalFeature(_Strict):
     hash_buckets: int = Field(default=1 << 18, ge=2)
 
 
+_SELECTOR_KINDS = ("prefix", "pattern", "all_except")
+
+
+class ColumnSelector(_Strict):
+    """Feature columns picked from the data's own columns when a run starts, in the data's
+    order: by ``prefix``, by ``pattern`` (a regular expression the whole name matches), or
+    ``all_except`` (every column but these). Columns with a role (label, group, timestamp,
+    keys) and the other feature list's columns are never picked."""
+
+    prefix: str | None = Field(default=None, min_length=1)
+    pattern: str | None = None
+    all_except: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ColumnSelector:
+        given = [k for k in _SELECTOR_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"a column selector takes exactly one of prefix, pattern or all_except, "
+                f"got {given or 'none'}"
+            )
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as e:
+                raise ValueError(
+                    f"pattern {self.pattern!r} is not a regular expression: {e}"
+                ) from None
+        return self
+
+    def describe(self) -> str:
+        """The selector as written, e.g. ``{prefix: 'f'}``."""
+        kind = next(k for k in _SELECTOR_KINDS if getattr(self, k) is not None)
+        return f"{{{kind}: {getattr(self, kind)!r}}}"
+
+    def select(self, columns: list[str], excluded: set[str]) -> list[str]:
+        """The columns this selector picks from ``columns`` (in their order), never ``excluded``."""
+        candidates = [c for c in columns if c not in excluded]
+        if self.prefix is not None:
+            return [c for c in candidates if c.startswith(self.prefix)]
+        if self.pattern is not None:
+            rx = re.compile(self.pattern)
+            return [c for c in candidates if rx.fullmatch(c)]
+        skip = set(self.all_except or ())
+        return [c for c in candidates if c not in skip]
+
+
+class CategoricalSelector(ColumnSelector):
+    """A selector for categorical columns, with the encoding options every picked column gets."""
+
+    encoding: Literal["vocab", "hash"] = "vocab"
+    min_frequency: int = Field(default=1, ge=1)
+    max_vocab_size: int = Field(default=100_000, ge=1)
+    hash_buckets: int = Field(default=1 << 18, ge=2)
+
+    def feature(self, name: str) -> CategoricalFeature | str:
+        """One picked column, as a plain name when every option is the default."""
+        options = {k: getattr(self, k) for k in CategoricalFeature.model_fields if k != "name"}
+        feat = CategoricalFeature(name=name, **options)
+        return name if feat == CategoricalFeature(name=name) else feat
+
+
+def _list_or_selector(value: Any) -> str:
+    """The union member a feature list is validated as: a mapping is a selector."""
+    return "selector" if isinstance(value, (dict, ColumnSelector)) else "names"
+
+
+NumericColumns = Annotated[
+    Annotated[list[str], Tag("names")] | Annotated[ColumnSelector, Tag("selector")],
+    Discriminator(_list_or_selector),
+]
+CategoricalColumns = Annotated[
+    Annotated[list[CategoricalFeature | str], Tag("names")]
+    | Annotated[CategoricalSelector, Tag("selector")],
+    Discriminator(_list_or_selector),
+]
+_UNION_TAGS = ("names", "selector")
+
+
+class SparseFeature(_Strict):
+    """A sparse column (rows of {index, value} entries, e.g. from libsvm.sparse): ``dim`` model
+    columns ``<name>:0 .. <name>:dim-1``; without ``dim``, the training split's largest index + 1
+    (larger indices met later are ignored: no tree splits on them)."""
+
+    name: str
+    dim: int | None = Field(default=None, ge=1, le=2**31 - 1)
+
+
 class FeatureSpec(_Strict):
-    numeric: list[str] = Field(default_factory=list)
-    categorical: list[CategoricalFeature | str] = Field(default_factory=list)
+    # a list of names, or a selector ({prefix}, {pattern} or {all_except}) resolved against the
+    # data's columns when the run starts; the run's spec.yaml and bundle hold the full lists
+    numeric: NumericColumns = Field(default_factory=list)
+    categorical: CategoricalColumns = Field(default_factory=list)
+    sparse: list[SparseFeature | str] = Field(default_factory=list)
     impute: Literal["median", "none"] = "median"
     standardize: bool = False
     # Numeric columns to map through sign(x) * log(1 + |x|) before imputing and standardizing:
     # heavy-tailed counts (clicks, views, dwell) that neural models learn badly from raw.
     log1p: list[str] = Field(default_factory=list)
 
+    def selectors(self) -> dict[str, ColumnSelector]:
+        """The feature lists given as selectors, by field name (empty once resolved)."""
+        return {
+            name: value
+            for name in ("numeric", "categorical")
+            if isinstance(value := getattr(self, name), ColumnSelector)
+        }
+
+    @property
+    def resolved(self) -> bool:
+        """Every feature is named (no selector is left to resolve against the data)."""
+        return not self.selectors()
+
+    def _require_resolved(self) -> None:
+        for name, sel in self.selectors().items():
+            raise ValueError(
+                f"features.{name} is the selector {sel.describe()}: resolve it against the "
+                "data's columns first (pipelines.columns.resolve)"
+            )
+
+    def numeric_names(self) -> list[str]:
+        """The numeric feature columns (the spec must be resolved)."""
+        self._require_resolved()
+        assert isinstance(self.numeric, list)
+        return list(self.numeric)
+
     def categorical_features(self) -> list[CategoricalFeature]:
+        """The categorical features with their options (the spec must be resolved)."""
+        self._require_resolved()
+        assert isinstance(self.categorical, list)
         return [
             c if isinstance(c, CategoricalFeature) else CategoricalFeature(name=c)
             for c in self.categorical
         ]
 
+    def sparse_features(self) -> list[SparseFeature]:
+        """The sparse features with their options."""
+        return [c if isinstance(c, SparseFeature) else SparseFeature(name=c) for c in self.sparse]
+
     def names(self) -> list[str]:
-        return self.numeric + [c.name for c in self.categorical_features()]
+        """The features given by name: every feature once resolved."""
+        numeric = self.numeric if isinstance(self.numeric, list) else []
+        categorical = self.categorical if isinstance(self.categorical, list) else []
+        return (
+            list(numeric)
+            + [c if isinstance(c, str) else c.name for c in categorical]
+            + [c.name for c in self.sparse_features()]
+        )
 
     @model_validator(mode="after")
     def _distinct(self) -> FeatureSpec:
         names = self.names()
-        if not names:
-            raise ValueError("features: list at least one numeric or categorical column")
+        if not names and self.resolved:
+            raise ValueError("features: list at least one numeric, categorical or sparse column")
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"features listed more than once: {dupes}")
-        stray = [c for c in self.log1p if c not in self.numeric]
-        if stray:
-            raise ValueError(f"features.log1p names columns that are not numeric features: {stray}")
+        if isinstance(self.numeric, list):  # a selector: checked once resolved
+            stray = [c for c in self.log1p if c not in self.numeric]
+            if stray:
+                raise ValueError(
+                    f"features.log1p names columns that are not numeric features: {stray}"
+                )
+        sel = self.selectors()
+        if len(sel) == 2 and all(s.all_except is not None for s in sel.values()):
+            raise ValueError(
+                "features.numeric and features.categorical cannot both be all_except: "
+                "each would take every column the other leaves"
+            )
         return self
 
 
 class SplitSpec(_Strict):
     method: Literal["random", "group", "time", "explicit"] = "random"
     train: float = Field(default=0.8, gt=0, lt=1)
+    # explicit sources without a valid one: the fraction of the train source held out for it
     valid: float = Field(default=0.1, gt=0, lt=1)
     test: float = Field(default=0.1, gt=0, lt=1)
     seed: int = 0
@@ -370,6 +573,10 @@ class EvaluationSpec(_Strict):
     ks: list[int] = Field(default_factory=lambda: [1, 3, 5, 10])
     relevance_threshold: float = 1.0
     threshold: float = Field(default=0.5, gt=0, lt=1)
+    # Ranking: how a query without a relevant row counts. one: NDCG 1 (XGBoost, LightGBM);
+    # zero: NDCG 0 (the LETOR scripts); skip: left out of every ranking metric's mean. MAP and
+    # MRR count such a query 0 unless skip (components.metrics).
+    no_relevant: Literal["one", "zero", "skip"] = "one"
 
 
 class GateSpec(_Strict):
@@ -518,12 +725,18 @@ class PipelineSpec(_Strict):
                 f"task {self.task} with split.method random would cut queries across splits; "
                 "use split.method group (or time/explicit)"
             )
-        special = (
-            [d.label] + ([d.group] if d.group else []) + ([d.timestamp] if d.timestamp else [])
-        )
-        clash = sorted(set(special) & set(self.features.names()))
-        if clash:
-            raise ValueError(f"label/group/timestamp columns cannot also be features: {clash}")
+        self._check_label_from()
+        self._check_feature_roles()
+        if d.valid_is_test():
+            stopping = self._early_stopping()
+            if stopping:
+                raise ValueError(
+                    f"data.sources.valid and data.sources.test are the same data "
+                    f"({d.sources['test'].uri if d.sources else ''}) and {stopping[0]} stops "
+                    "training on it, so the test metrics would not be held out; leave "
+                    "data.sources.valid out (split.valid of the train source is then held out), "
+                    f"or set {stopping[0]}: null"
+                )
         for i, m in enumerate(self.models):
             if isinstance(m, TorchModelSpec):
                 loss = m.loss_for(self.task)
@@ -546,7 +759,8 @@ class PipelineSpec(_Strict):
                     f"models.{i}.params.objective {m.params['objective']!r} does not fit "
                     f"task {self.task}; use one of {list(info.xgb_objectives)}"
                 )
-        self._check_rules()
+        if self.features.resolved:  # with selectors: once resolved against the data's columns
+            self._check_rules()
         for i, m in enumerate(self.models):
             if not isinstance(m, RulesModelSpec) and m.search:
                 _check_search(i, m, self.tune)
@@ -559,14 +773,91 @@ class PipelineSpec(_Strict):
                 f"evaluation.metric {metric!r} is not a {self.task} metric; "
                 f"choose one of {', '.join(info.metrics)}"
             )
+        self._check_metric_cutoff(metric)
         return self
+
+    def _check_metric_cutoff(self, metric: str) -> None:
+        """A ranking metric's cut-off must be one the evaluation computes: NDCG at each of
+        evaluation.ks, MAP at the largest of them."""
+        family, _, cut = metric.partition("@")
+        if not cut.isdigit():
+            return
+        ks = self.evaluation.ks
+        if family == "ndcg" and int(cut) not in ks:
+            raise ValueError(f"evaluation.metric {metric} needs {cut} in evaluation.ks (now {ks})")
+        if family == "map" and int(cut) != max(ks):
+            raise ValueError(
+                f"evaluation.metric {metric}: MAP is computed at the largest of evaluation.ks "
+                f"({max(ks)}); use map@{max(ks)} or map, or make {cut} the largest of "
+                "evaluation.ks"
+            )
+
+    def _check_label_from(self) -> None:
+        """A derived label fits the task: a threshold gives 0/1, an offset shifts integers."""
+        lf, labels = self.data.label_from, task_info(self.task).labels
+        if lf is None:
+            return
+        if lf.threshold is not None and labels not in ("binary", "relevance"):
+            raise ValueError(
+                f"data.label_from.threshold gives 0/1 labels, for task binary or ranking, "
+                f"not {self.task}"
+            )
+        if lf.offset is not None and labels not in ("class", "relevance"):
+            raise ValueError(
+                f"data.label_from.offset shifts integer labels, for task multiclass or ranking, "
+                f"not {self.task}"
+            )
+
+    def _check_feature_roles(self) -> None:
+        """The label (and the column it is derived from) and the timestamp are never features;
+        the group (query id) column is one only when listed by name."""
+        d, names = self.data, set(self.features.names())
+        if d.label in names:
+            raise ValueError(f"the label column {d.label!r} (data.label) cannot also be a feature")
+        if d.label_from is not None and d.label_from.column in names:
+            raise ValueError(
+                f"data.label_from.column {d.label_from.column!r} cannot also be a feature: the "
+                "label is derived from it (leakage)"
+            )
+        if d.weight and (d.weight in names or d.weight == d.label):
+            raise ValueError(
+                f"the weight column {d.weight!r} (data.weight) cannot also be a feature or the label"
+            )
+        if d.timestamp and d.timestamp in names:
+            raise ValueError(
+                f"the timestamp column {d.timestamp!r} (data.timestamp) cannot also be a feature: "
+                "later splits only hold times the model never saw in training; derive features "
+                "such as the hour of day into their own columns instead"
+            )
+
+    def _early_stopping(self) -> list[str]:
+        """The fields of the models that stop training early on the validation split."""
+        out = []
+        for i, m in enumerate(self.models):
+            if isinstance(m, XGBoostModelSpec) and m.early_stopping_rounds is not None:
+                out.append(f"models.{i}.early_stopping_rounds")
+            elif isinstance(m, TorchModelSpec) and m.early_stopping_epochs is not None:
+                out.append(f"models.{i}.early_stopping_epochs")
+        return out
+
+    def warnings(self) -> list[str]:
+        """What the spec allows but probably does not mean (printed by validate and by a run)."""
+        out = []
+        if self.data.valid_is_test():
+            out.append(
+                "data.sources.valid is the same data as data.sources.test: models are selected "
+                "(and tuned) on the test rows, so the test metrics are not held out; leave "
+                "data.sources.valid out to hold out split.valid of the train source instead"
+            )
+        return out
 
     def feature_kinds(self) -> dict[str, Any]:
         """Feature name -> "number" | "string", for rule expressions."""
         from components import rules
 
         return rules.feature_kinds(
-            self.features.numeric, [c.name for c in self.features.categorical_features()]
+            self.features.numeric_names(),
+            [c.name for c in self.features.categorical_features()],
         )
 
     def _check_rules(self) -> None:
@@ -662,6 +953,8 @@ def _visible_loc(loc: tuple[Any, ...]) -> list[str]:
             and isinstance(loc[i - 1], int)
         ):
             continue
+        if text in _UNION_TAGS and i >= 2 and loc[i - 2] == "features":
+            continue  # a feature list's member: names or a selector
         out.append(text)
     return out
 

@@ -160,6 +160,8 @@ def make_job(ctx: TrainContext, m: TrainedModelSpec) -> Any:
 
 
 def architecture(ctx: TrainContext, m: TorchModelSpec) -> ArchitectureSpec:
+    """The torch model's architecture for the fitted features (embedding tables sized by the
+    vocabularies and sparse dims) and the model spec's layers."""
     t, info = ctx.transform, task_info(ctx.task)
     return ArchitectureSpec(
         kind=m.kind,
@@ -174,6 +176,8 @@ def architecture(ctx: TrainContext, m: TorchModelSpec) -> ArchitectureSpec:
         num_outputs=(ctx.num_classes or 2) if info.proba else 1,
         target_mean=ctx.label_mean if info.standardized_label else 0.0,
         target_scale=(ctx.label_std or 1.0) if info.standardized_label else 1.0,
+        # one EmbeddingBag per sparse column, as wide as the fitted transform's dim
+        sparse=tuple((p.name, p.dim) for p in t.sparse),
     )
 
 

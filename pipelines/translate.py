@@ -10,9 +10,10 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from components.features import CategoricalConfig, FeatureConfig
-from components.splits import SplitPlan
+from components.sparse import SparseConfig
+from components.splits import SplitPlan, carve_plan
 from components.tasks import task_info
-from components.validation import DataSchema
+from components.validation import WEIGHT, DataSchema
 from pipelines.spec import PipelineSpec, ScalingSpec, SourceSpec, TuneSpec
 
 if TYPE_CHECKING:  # the adapters import Ray; the translation itself does not need it
@@ -23,15 +24,21 @@ if TYPE_CHECKING:  # the adapters import Ray; the translation itself does not ne
 def data_schema(spec: PipelineSpec) -> DataSchema:
     """What ingest validates each row against (columns, label, group, policies)."""
     d = spec.data
+    lf = d.label_from
     return DataSchema(
         task=spec.task,
-        numeric=tuple(spec.features.numeric),
+        numeric=tuple(spec.features.numeric_names()),
         categorical=tuple(c.name for c in spec.features.categorical_features()),
+        sparse={c.name: c.dim for c in spec.features.sparse_features()},
         label=d.label,
         group=d.group,
         timestamp=d.timestamp,
         keys=tuple(d.keys),
+        weight=d.weight,
         label_mapping=d.label_mapping,
+        label_source=lf.column if lf else None,
+        label_threshold=lf.threshold if lf else None,
+        label_offset=lf.offset if lf else None,
         num_classes=d.num_classes,
         max_relevance=d.max_relevance,
         unexpected_columns=d.validation.unexpected_columns,
@@ -42,11 +49,12 @@ def feature_config(spec: PipelineSpec) -> FeatureConfig:
     """The feature transform to fit on the training split."""
     f = spec.features
     return FeatureConfig(
-        numeric=tuple(f.numeric),
+        numeric=tuple(f.numeric_names()),
         categorical=tuple(
             CategoricalConfig(c.name, c.encoding, c.min_frequency, c.max_vocab_size, c.hash_buckets)
             for c in f.categorical_features()
         ),
+        sparse=tuple(SparseConfig(c.name, c.dim) for c in f.sparse_features()),
         impute=f.impute,
         standardize=f.standardize,
         log1p=tuple(f.log1p),
@@ -77,10 +85,28 @@ def split_plan(spec: PipelineSpec) -> SplitPlan:
     )
 
 
+def valid_plan(spec: PipelineSpec) -> SplitPlan | None:
+    """How the valid split is held out of the train source, for explicit sources without a
+    valid one (None otherwise): whole queries for grouped tasks, else rows (stratified)."""
+    d = spec.data
+    if d.sources is None or "valid" in d.sources:
+        return None
+    method = "group" if task_info(spec.task).grouped else "random"
+    return carve_plan(method, spec.split.seed, spec.split.valid, d.label)
+
+
 def source_config(src: SourceSpec) -> SourceConfig:
     """One data source for ingest: its URI, format, generator params and reader options."""
     from components.steps.ingest import SourceConfig
 
+    return SourceConfig(
+        uri=src.uri, format=src.format, params=dict(src.params), read_options=read_options(src)
+    )
+
+
+def read_options(src: SourceSpec) -> dict[str, Any]:
+    """The reader's options of a file source (components.readers.ReadOptions fields; none for
+    a generator), without importing the Ray adapters."""
     opts: dict[str, Any] = {}
     if not src.is_synthetic:
         c, lib = src.csv, src.libsvm
@@ -95,8 +121,10 @@ def source_config(src: SourceSpec) -> SourceConfig:
             "zero_based": lib.zero_based,
             "feature_prefix": lib.feature_prefix,
             "query_file_suffix": lib.query_file_suffix,
+            "sparse": lib.sparse,
+            "num_fields": lib.num_fields,
         }
-    return SourceConfig(uri=src.uri, format=src.format, params=dict(src.params), read_options=opts)
+    return opts
 
 
 def sources(spec: PipelineSpec) -> dict[str, SourceSpec]:
@@ -138,7 +166,10 @@ def search_settings(t: TuneSpec, grace_period: int) -> SearchSettings:
 def eval_kwargs(spec: PipelineSpec) -> dict[str, Any]:
     """components.evaluation's per-task keyword arguments from the evaluation section."""
     e = spec.evaluation
-    return {name: getattr(e, name) for name in task_info(spec.task).eval_options}
+    out = {name: getattr(e, name) for name in task_info(spec.task).eval_options}
+    if spec.data.weight:  # ingest puts the weights of every row in this column
+        out["weight"] = WEIGHT
+    return out
 
 
 def gate_settings(spec: PipelineSpec) -> dict[str, Any]:
@@ -151,4 +182,5 @@ def gate_settings(spec: PipelineSpec) -> dict[str, Any]:
         "seed": g.seed,
         "relevance_threshold": e.relevance_threshold,
         "threshold": e.threshold,
+        "no_relevant": e.no_relevant,
     }

@@ -8,17 +8,37 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # NaN and infinity are rejected at parse time: JSON has no such numbers and a model must
 # never see them from a client (a missing value is null).
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-Value = FiniteFloat | int | str | bool | None
-Row = dict[str, Value]
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class SparseValue(_Body):
+    """The value of a sparse feature (a model's ``features.sparse``): its entries. Indices the
+    model never saw in training are ignored; absent indices are missing values."""
+
+    indices: list[Annotated[int, Field(ge=0, le=2**31 - 2)]] = Field(max_length=1_000_000)
+    values: list[FiniteFloat] | None = Field(
+        default=None, description="one per index; left out: every value is 1 (a bag of ids)"
+    )
+
+    @model_validator(mode="after")
+    def _aligned(self) -> SparseValue:
+        if self.values is not None and len(self.values) != len(self.indices):
+            raise ValueError(
+                f"{len(self.indices)} indices but {len(self.values)} values (one per index)"
+            )
+        return self
+
+
+Value = FiniteFloat | int | str | bool | None | SparseValue
+Row = dict[str, Value]
 
 
 class PredictRequest(_Body):

@@ -22,7 +22,7 @@ from components import bundle
 from components.features import Columns, num_rows
 from components.predictor import Predictor, Scored
 from components.tasks import task_info
-from serve.schemas import FeatureInfo, ModelInfo, Row
+from serve.schemas import FeatureInfo, ModelInfo, Row, SparseValue
 
 # A response body as plain lists and dicts with the shape of serve.schemas' PredictResponse or
 # RankResponse, absent fields left out. Building and serialising pydantic objects per row cost
@@ -127,7 +127,8 @@ class ModelScorer:
         t = predictor.transform
         self.numeric = [p.name for p in t.numeric]
         self.categorical = [p.name for p in t.categorical]
-        self.features = self.numeric + self.categorical
+        self.sparse = [p.name for p in t.sparse]
+        self.features = self.numeric + self.categorical + self.sparse
         self._feature_set = set(self.features)
         self._info = self._describe()  # once per load: the bundle hash, metrics, lineage
 
@@ -206,11 +207,31 @@ class ModelScorer:
                     )
             if not errors.entries:
                 frame[name] = np.asarray(values, dtype=np.float64)
-        errors.raise_any()
         for name in self.categorical:
             column = np.empty(len(rows), dtype=object)
             column[:] = [row[name] for row in rows]
+            for j in np.flatnonzero([type(v) is SparseValue for v in column]).tolist():
+                errors.add(
+                    ["body", where, j, name],
+                    f"feature {name!r} is categorical, got {{indices, values}}",
+                    "string_type",
+                )
             frame[name] = column
+        for name in self.sparse:  # {indices, values} or null (no entries)
+            entries = np.empty(len(rows), dtype=object)
+            for i, row in enumerate(rows):
+                v = row[name]
+                if type(v) is SparseValue:
+                    entries[i] = {"indices": v.indices, "values": v.values}
+                elif v is not None:
+                    errors.add(
+                        ["body", where, i, name],
+                        f'feature {name!r} is sparse: give {{"indices": [...], "values": '
+                        f"[...]}} or null, got {_value(v)}",
+                        "model_type",
+                    )
+            frame[name] = entries
+        errors.raise_any()
         return frame
 
     def merge_query(self, query: Row | None, candidates: list[Row]) -> list[Row]:
@@ -322,9 +343,11 @@ class ModelScorer:
             for name in ("metrics.json", "lineage.json")
             if name in listed
         }
-        feats = [FeatureInfo(name=n, type="numeric") for n in self.numeric] + [
-            FeatureInfo(name=n, type="categorical") for n in self.categorical
-        ]
+        feats = (
+            [FeatureInfo(name=n, type="numeric") for n in self.numeric]
+            + [FeatureInfo(name=n, type="categorical") for n in self.categorical]
+            + [FeatureInfo(name=n, type="sparse") for n in self.sparse]
+        )
         return ModelInfo(
             model=self.model,
             version=self.version,

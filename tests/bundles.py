@@ -24,6 +24,7 @@ from components.features import (
     partial_stats,
 )
 from components.model_bundle import BundleContents
+from components.sparse import SparseConfig
 from components.validation import DataSchema
 
 NUMERIC = ("age", "clicks")
@@ -57,10 +58,14 @@ def features(
     frame: pd.DataFrame,
     numeric: Sequence[str] = NUMERIC,
     categorical: Sequence[str] = CATEGORICAL,
+    sparse: Sequence[str] = (),
 ) -> FeatureTransform:
-    """A FeatureTransform fitted on ``frame`` (median imputation, vocab categoricals)."""
+    """A FeatureTransform fitted on ``frame`` (median imputation, vocab categoricals, sparse
+    columns with their fitted dim)."""
     config = FeatureConfig(
-        numeric=tuple(numeric), categorical=tuple(CategoricalConfig(c) for c in categorical)
+        numeric=tuple(numeric),
+        categorical=tuple(CategoricalConfig(c) for c in categorical),
+        sparse=tuple(SparseConfig(c) for c in sparse),
     )
     return fit_transform([partial_stats(frame, config)], config)
 
@@ -72,6 +77,8 @@ def schema(
     num_classes: int | None = None,
     **kwargs: Any,
 ) -> DataSchema:
+    if transform.sparse:  # fitted dims: the spec left them out
+        kwargs.setdefault("sparse", {p.name: None for p in transform.sparse})
     return DataSchema(
         task=task,
         numeric=tuple(p.name for p in transform.numeric),
@@ -172,7 +179,7 @@ def torch_contents(
     import torch
 
     from components.torch_models import ArchitectureSpec, build_model
-    from components.torch_training import row_batches, save_state, train_epoch
+    from components.torch_training import row_batches, save_state, sparse_matrices, train_epoch
     from pipelines.spec import TorchModelSpec
 
     transform = transform or features(frame)
@@ -187,13 +194,15 @@ def torch_contents(
         hidden=tuple(m.hidden),
         first_order=m.first_order,
         num_outputs=(num_classes or 2) if task == "multiclass" else 1,
+        sparse=tuple((p.name, p.dim) for p in transform.sparse),
     )
     torch.manual_seed(seed)
     net = build_model(arch)
     x = transform.transform(frame)
     y = frame[label].to_numpy(dtype=np.float32)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
-    train_epoch(net, row_batches(x, y, 64, seed), m.loss_for(task), optimizer, "cpu")
+    batches = row_batches(x, y, 64, seed, sparse=sparse_matrices(frame, arch))
+    train_epoch(net, batches, m.loss_for(task), optimizer, "cpu")
     return BundleContents(
         kind=m.kind,
         name=m.name,

@@ -24,6 +24,7 @@ import ray.data
 from ray.data.expressions import col
 
 from components import generators, readers
+from components.columns import reader_options
 from components.validation import DataSchema, DataValidationError, coerce_frame, describe_bad_rows
 
 DROP_AFTER_CHECK = ["_rule", "_reason", "_ok"]
@@ -112,12 +113,15 @@ def load_one(
         frame["_source_row"] = np.arange(1, len(frame) + 1, dtype=np.int64)
     else:
         name = task["path"]
-        opts = dict(read_options)
-        if opts.get("delimiter") is None:  # by extension: tab for .tsv, else comma
-            opts["delimiter"] = "\t" if name.lower().removesuffix(".gz").endswith(".tsv") else ","
-        frame = readers.read_file(name, readers.ReadOptions(format=task["format"], **opts))
-        suffix = opts.get("query_file_suffix", ".query")
-        if task["format"] == "libsvm" and suffix and "qid" in frame and _exists(name + suffix):
+        # a csv delimiter left unset: tab for .tsv, else comma
+        frame = readers.read_file(name, reader_options(name, task["format"], read_options))
+        suffix = read_options.get("query_file_suffix", ".query")
+        if (
+            task["format"] in ("libsvm", "libfm")
+            and suffix
+            and "qid" in frame
+            and _exists(name + suffix)
+        ):
             # Sidecar query files number queries from 0 in every file: keep them apart.
             frame["qid"] = frame["qid"] + task["index"] * QID_FILE_STRIDE
     out = coerce_frame(frame, schema, source=name)

@@ -87,6 +87,27 @@ def explicit_splits(parts: dict[str, ray.data.Dataset], has_group: bool) -> Spli
     return Splits(tagged["train"], tagged["valid"], tagged["test"], rows, groups)
 
 
+def carve_valid(
+    parts: dict[str, ray.data.Dataset], plan: splits.SplitPlan, has_group: bool, stratify: bool
+) -> Splits:
+    """Explicit train and test sources without a valid one: ``plan`` (components.splits
+    ``carve_plan``) holds the valid split out of train; test is taken as it is."""
+    carved = split_dataset(parts["train"], plan, has_group, stratify)
+    shard_key = "_group" if has_group else "_row_key"
+    test = (
+        parts["test"]
+        .map_batches(_add_bucket, batch_format="pandas", fn_kwargs={"shard_key": shard_key})
+        .materialize()
+    )
+    rows = {"train": carved.rows["train"], "valid": carved.rows["valid"], "test": test.count()}
+    groups = {
+        "train": carved.groups["train"],
+        "valid": carved.groups["valid"],
+        "test": _count_groups(test, has_group),
+    }
+    return Splits(carved.train, carved.valid, test, rows, groups)
+
+
 def _stats_batch(batch: pd.DataFrame, config: FeatureConfig) -> pd.DataFrame:
     return pd.DataFrame({"stats": [json.dumps(partial_stats(batch, config))]})
 

@@ -5,6 +5,8 @@ buckets, so whole queries, per rank; nothing dropped); every rank evaluates the 
 split after each epoch, so all ranks agree on early stopping. Ranks may hold different numbers of batches: DDP's ``Join`` lets the ranks that run out
 early shadow the others' all-reduces instead of hanging. A checkpoint every epoch (model,
 optimizer, epoch, best weights so far, RNG states) lets a restarted worker group resume.
+Sparse columns become one CSR matrix per column for the rank's shard (and the validation split);
+each batch cuts its rows' entries from it as EmbeddingBag inputs.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from components.steps.train_common import (
 )
 from components.tasks import task_info
 from components.torch_models import ArchitectureSpec, build_model
+from components.validation import WEIGHT
 
 STATE_FILE = "state.pt"
 
@@ -58,7 +61,8 @@ class TorchJob(WorkerJob):
 
 def _arrays(
     frame: pd.DataFrame, transform: FeatureTransform, job: TorchJob
-) -> tuple[np.ndarray, ...]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Features, labels, query ids (zeros without groups) and sample weights (or None)."""
     x = transform.transform(frame)
     y = frame[job.label].to_numpy(dtype=np.float32)
     g = (
@@ -66,7 +70,8 @@ def _arrays(
         if "_group" in frame
         else np.zeros(len(frame), np.int64)
     )
-    return x, y, g
+    w = frame[WEIGHT].to_numpy(dtype=np.float32) if WEIGHT in frame else None
+    return x, y, g, w
 
 
 def _load(directory: str) -> dict[str, Any]:
@@ -82,11 +87,14 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     job = TorchJob(**config["job"])
     setup = worker_start(job, _load)
     world, transform, va = setup.world_size, setup.transform, setup.valid
-    x, y, g = _arrays(setup.train, transform, job)
+    x, y, g, w = _arrays(setup.train, transform, job)
     arch = ArchitectureSpec.from_json(job.arch_json)
     if task_info(job.task).standardized_label:  # see ArchitectureSpec
         y = ((y - arch.target_mean) / arch.target_scale).astype(np.float32)
     xv = transform.transform(va)
+    # sparse columns: one CSR matrix per column for the shard (batches cut their rows from it)
+    xs = torch_training.sparse_matrices(setup.train, arch)
+    xvs = torch_training.sparse_matrices(va, arch)
     device = torch.device("cuda" if job.use_gpu and torch.cuda.is_available() else "cpu")
     if world > 1:
         device = ray.train.torch.get_device()
@@ -111,9 +119,13 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
     for epoch in range(start, job.epochs):
         if job.loss in RANKING_LOSSES:
-            batches = torch_training.group_batches(x, y, g, job.batch_size, seed=job.seed + epoch)
+            batches = torch_training.group_batches(
+                x, y, g, job.batch_size, seed=job.seed + epoch, weights=w, sparse=xs
+            )
         else:
-            batches = torch_training.row_batches(x, y, job.batch_size, seed=job.seed + epoch)
+            batches = torch_training.row_batches(
+                x, y, job.batch_size, seed=job.seed + epoch, weights=w, sparse=xs
+            )
         timings: dict[str, float] = {}
         epoch_started = time.perf_counter()
         if world > 1:
@@ -126,8 +138,8 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                 model, batches, job.loss, optimizer, device, autocast, timings
             )
         train_seconds = time.perf_counter() - epoch_started
-        scored = va[[job.label] + [c for c in ("_group", "_row_key") if c in va]].copy()
-        out = torch_training.predict(plain, xv, job.task, device=device)
+        scored = va[[job.label] + [c for c in ("_group", "_row_key", WEIGHT) if c in va]].copy()
+        out = torch_training.predict(plain, xv, job.task, device=device, sparse=xvs)
         if task_info(job.task).proba:
             for k in range(out.shape[1]):
                 scored[f"proba_{k}"] = out[:, k]

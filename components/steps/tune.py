@@ -21,6 +21,7 @@ from ray.tune import Checkpoint
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from components import console
 from components.search_space import Dist
 from components.steps.train_common import TrainOutcome, off_main_thread
 
@@ -170,7 +171,8 @@ def read_outcome(checkpoint: Checkpoint, valid_metrics: dict[str, float]) -> Tra
 class _Printer(tune.Callback):
     """One line per trial as it ends: progress for a search that may take a while.
 
-    Prints to stdout itself: Tune pickles its callbacks with the experiment state, and the
+    Prints through components.console itself (where the CLI's progress lines go, also while
+    stdout is Ray's log file): Tune pickles its callbacks with the experiment state, and the
     caller's output function need not be picklable.
     """
 
@@ -184,10 +186,9 @@ class _Printer(tune.Callback):
         value = m.get(self.watch.metric)
         shown = f"{self.watch.metric} {value:.4f}" if isinstance(value, float) else "no metric"
         config = ", ".join(f"{k}={_short(v)}" for k, v in (trial.config or {}).items())
-        print(
+        console.say(
             f"      trial {self.ended} {trial.trial_id}: {what} at {self.watch.time_attr} "
-            f"{m.get(self.watch.time_attr, '?')}, {shown} ({config})",
-            flush=True,
+            f"{m.get(self.watch.time_attr, '?')}, {shown} ({config})"
         )
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:

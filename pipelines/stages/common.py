@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 
+from components import evaluation
 from components.features import FeatureTransform
 from components.model_bundle import BundleContents, write_model_bundle
 from components.steps.train_common import TrainOutcome
-from components.validation import DataSchema
+from components.validation import WEIGHT, DataSchema
 from pipelines import trainers, translate
 from pipelines.run_dir import RunDir
 from pipelines.spec import ModelSpecType, PipelineSpec, RulesModelSpec
@@ -52,6 +54,10 @@ class RunContext:
     def eval_kwargs(self) -> dict[str, Any]:
         return translate.eval_kwargs(self.spec)
 
+    def weights(self, scored: pd.DataFrame) -> np.ndarray | None:
+        """The sample weights of a scored split's rows (None without data.weight)."""
+        return evaluation.weights_of(scored, WEIGHT if self.spec.data.weight else None)
+
 
 class Scorer(Protocol):
     """Scores every row of a split with a bundle: the kept columns plus the model outputs."""
@@ -60,8 +66,14 @@ class Scorer(Protocol):
 
 
 def kept_columns(spec: PipelineSpec) -> list[str]:
-    """The columns a scored split keeps beside the outputs (label, row key, keys, group)."""
-    return [spec.data.label, "_row_key", *spec.data.keys] + (["_group"] if spec.data.group else [])
+    """The columns a scored split keeps beside the outputs (label, row key, keys, group,
+    weight)."""
+    d = spec.data
+    return (
+        [d.label, "_row_key", *d.keys]
+        + (["_group"] if d.group else [])
+        + ([WEIGHT] if d.weight else [])
+    )
 
 
 def ray_scorer(spec: PipelineSpec) -> Scorer:

@@ -24,7 +24,7 @@ class Features:
             "numeric": len(t.numeric),
             "categorical": {c.name: c.cardinality for c in t.categorical},
             "rows_fitted": t.rows_fitted,
-        }
+        } | ({"sparse": {p.name: p.dim for p in t.sparse}} if t.sparse else {})
 
 
 def input_key(ctx: RunContext, prepared_key: str) -> str:
@@ -33,9 +33,11 @@ def input_key(ctx: RunContext, prepared_key: str) -> str:
 
 
 def note(ctx: RunContext, transform: FeatureTransform) -> None:
+    t = transform
+    sparse = ", ".join(f"{p.name}: {p.dim:,} columns" for p in t.sparse)
     ctx.out(
-        f"    {len(transform.feature_names)} features ({len(transform.numeric)} numeric, "
-        f"{len(transform.categorical)} categorical)"
+        f"    {len(t.feature_names):,} features ({len(t.numeric)} numeric, "
+        f"{len(t.categorical)} categorical" + (f", sparse {sparse})" if sparse else ")")
     )
 
 

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from components.splits import SplitPlan
 from components.steps.ingest import IngestResult
 from components.tasks import task_info
 from pipelines import resume, translate
@@ -113,6 +114,8 @@ def ingest(ctx: RunContext) -> Ingested:
     """Read and validate every source (Ray Data), printing each source's row counts."""
     from components.steps.ingest import ingest as ingest_source
 
+    for warning in ctx.spec.warnings():
+        ctx.out(f"    warning: {warning}")
     policies = ctx.spec.data.validation.model_dump()
     reads: dict[str, IngestResult] = {}
     for name, src in translate.sources(ctx.spec).items():
@@ -131,6 +134,18 @@ def ingest(ctx: RunContext) -> Ingested:
     return Ingested(parts, summarize(reads))
 
 
+def carve_line(plan: SplitPlan, stratify: bool) -> str:
+    """What the split step prints when it holds the valid split out of the train source."""
+    how = (
+        "whole queries"
+        if plan.method == "group"
+        else "rows, stratified by label"
+        if stratify
+        else "rows"
+    )
+    return f"valid: {plan.valid:g} of the train source held out ({how}; no valid source given)"
+
+
 def check_not_empty(rows: dict[str, int]) -> None:
     """Training on an empty split fails late and obscurely: stop here instead."""
     for name in SPLIT_NAMES:
@@ -141,14 +156,19 @@ def check_not_empty(rows: dict[str, int]) -> None:
 
 
 def split(ctx: RunContext, ingested: Ingested) -> Prepared:
-    """Assign rows to train/valid/test (seeded; whole queries), or take the explicit sources."""
-    from components.steps.prepare import explicit_splits, split_dataset
+    """Assign rows to train/valid/test (seeded; whole queries), or take the explicit sources
+    (holding split.valid of train out when there is no valid source)."""
+    from components.steps.prepare import carve_valid, explicit_splits, split_dataset
 
     spec = ctx.spec
     has_group = spec.data.group is not None
+    stratify = spec.split.stratify and task_info(spec.task).stratify
+    carve = translate.valid_plan(spec)
     if "all" in ingested.parts:
-        stratify = spec.split.stratify and task_info(spec.task).stratify
         sp = split_dataset(ingested.parts["all"], translate.split_plan(spec), has_group, stratify)
+    elif carve is not None:
+        ctx.out(f"    {carve_line(carve, stratify)}")
+        sp = carve_valid(ingested.parts, carve, has_group, stratify)
     else:
         sp = explicit_splits(ingested.parts, has_group)
     check_not_empty(sp.rows)

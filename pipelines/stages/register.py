@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from components import gate
-from components.evaluation import model_outputs
+from components.evaluation import conventions, model_outputs
 from components.registry import ModelVersion, Registry, RegistryError
 from pipelines import translate
 from pipelines.stages.common import RunContext, Scorer, json_bytes, write_bundle
@@ -84,9 +84,17 @@ def metrics_doc(
         **({"test_without_guardrails": plain} if plain is not None else {}),
         "valid": selection.winner.valid,
         "baseline": evaluation.baseline,
+        "metric_conventions": metric_conventions(ctx),
         "splits": prepared.summary,
         "data": data,
     }
+
+
+def metric_conventions(ctx: RunContext) -> dict[str, str]:
+    """How the metrics were computed (ranking's no-relevant convention, the weight column by
+    the spec's name), as report.json and the bundle's metrics.json say it."""
+    kwargs = {**ctx.eval_kwargs, "weight": ctx.spec.data.weight}
+    return conventions(ctx.task, **kwargs)
 
 
 def by_row_key(scored: pd.DataFrame) -> pd.DataFrame:
@@ -104,6 +112,7 @@ def decide(ctx: RunContext, scored: pd.DataFrame, champion: np.ndarray | None) -
         model_outputs(scored, ctx.task),
         champion,
         groups,
+        weights=ctx.weights(scored),
         **translate.gate_settings(ctx.spec),
     ).to_dict()
 

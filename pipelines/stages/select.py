@@ -62,6 +62,7 @@ def beat_baseline(
         model_outputs(theirs, ctx.task),
         groups,
         champion_name=f"the rule baseline {name!r}",
+        weights=ctx.weights(ours),
         **translate.gate_settings(ctx.spec),
     ).to_dict()
     decision.update(challenger_name=winner.name, baseline=name, split="valid")

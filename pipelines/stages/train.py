@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from components import bundle, evaluation
 from components.model_bundle import MODEL_FILES
 from components.steps.train_common import TrainOutcome
 from components.tasks import task_info
+from components.validation import WEIGHT
 from pipelines import resume, trainers
 from pipelines.errors import PipelineError
 from pipelines.spec import (
@@ -94,10 +96,27 @@ def check_regression_labels(ctx: RunContext, lowest: float) -> None:
             )
 
 
+def train_label_mean(train: Any, label: str, weighted: bool) -> float:
+    """The training split's label mean, weighted by the sample weights when there are any (the
+    constant a featureless baseline predicts)."""
+    if not weighted:
+        return float(train.mean(label))
+
+    def sums(batch: pd.DataFrame) -> pd.DataFrame:
+        w = batch[WEIGHT].to_numpy(dtype=np.float64)
+        wy = float((w * batch[label].to_numpy(dtype=np.float64)).sum())
+        return pd.DataFrame({"wy": [wy], "w": [float(w.sum())]})
+
+    total = train.map_batches(sums, batch_format="pandas").sum(["wy", "w"])
+    if not total["sum(w)"] > 0:
+        raise PipelineError("every sample weight in the training split is 0 (data.weight)")
+    return float(total["sum(wy)"] / total["sum(w)"])
+
+
 def context(ctx: RunContext, prepared: Prepared, features: Features) -> trainers.TrainContext:
     """What every training job of this run needs (label statistics from the training split)."""
     label = ctx.label
-    label_mean = float(prepared.train.mean(label))
+    label_mean = train_label_mean(prepared.train, label, weighted=bool(ctx.spec.data.weight))
     label_std = 1.0
     if task_info(ctx.task).standardized_label:
         label_std = float(prepared.train.std(label) or 1.0)

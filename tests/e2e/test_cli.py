@@ -56,6 +56,9 @@ def test_tiny_spec_runs_and_registers(
     assert report["test"][metric] > report["baseline"][metric] + 0.05
     if floor is not None:
         assert report["test"][metric] >= floor
+    if report["task"] == "ranking":  # the no-relevant convention, named in the report and console
+        assert report["metric_conventions"]["ndcg_no_relevant"] == "one"
+        assert "no_relevant=one: queries without a relevant row (" in out
     reg = Registry(storage)
     mv = reg.resolve(f"tiny-{name.replace('_', '-')}")
     assert "production" in mv.aliases and Path(mv.path, "MANIFEST.json").exists()
@@ -210,3 +213,73 @@ def test_gate_promotes_only_a_confidently_better_model(
     assert main(["rollback", "tiny-classification", "--storage", storage]) == 0
     assert "production v3 -> v2" in capsys.readouterr().out
     assert reg.aliases("tiny-classification")["production"] == 2
+
+
+def test_real_data_options_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Train and test files without a valid file, a derived label, a feature selector, per-query
+    weights, a categorical with values unseen in training and the zero no-relevant convention:
+    the report's test metrics are the weighted metrics of the predictions it wrote."""
+    from components import metrics
+
+    params = {"rows": 3000, "n_features": 6, "mean_query_size": 15, "seed": 5}
+    frame = generators.generate_block(generators.plan_blocks("ranking", params)[0])
+    rng = np.random.default_rng(0)
+    frame["stars"] = frame.pop("label") + 1  # relevance = stars - 1
+    frame["w"] = frame["qid"].map(dict(enumerate(rng.uniform(0.5, 3.0, frame["qid"].max() + 1))))
+    frame["site"] = rng.choice(["a", "b", "c"], len(frame))
+    cut = int(frame.loc[frame["qid"].ne(frame["qid"].shift()), :].index[60])  # a query boundary
+    train, test = frame.iloc[:cut].copy(), frame.iloc[cut:].copy()
+    test.loc[test.index[::3], "site"] = "never-seen"
+    train.to_parquet(tmp_path / "train.parquet")
+    test.to_parquet(tmp_path / "test.parquet")
+    spec = {
+        "name": "real-data",
+        "task": "ranking",
+        "data": {
+            "sources": {
+                "train": {"uri": str(tmp_path / "train.parquet")},
+                "test": {"uri": str(tmp_path / "test.parquet")},
+            },
+            "label_from": {"column": "stars", "offset": -1},
+            "group": "qid",
+            "keys": ["row_id"],
+            "weight": "w",
+        },
+        "features": {"numeric": {"prefix": "f"}, "categorical": ["site"]},
+        "split": {"method": "explicit", "valid": 0.2, "seed": 1},
+        "models": [{"name": "gbdt", "num_boost_round": 20, "scaling": {"num_workers": 0}}],
+        "evaluation": {"metric": "ndcg@10", "no_relevant": "zero"},
+        "serve": {"enabled": False, "auth": "none"},
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(json.dumps(spec))
+    assert main(["run", str(path), "--storage", str(tmp_path / "storage")]) == 0
+    out = capsys.readouterr().out
+    report = _last_report(str(tmp_path / "storage"), "real-data")
+    assert report["status"] == "succeeded"
+    rows = report["splits"]["rows"]
+    assert rows["test"] == len(test) and rows["train"] + rows["valid"] == len(train)
+    assert 0.1 < rows["valid"] / len(train) < 0.3  # whole queries, about split.valid of train
+    assert report["metric_conventions"] == {
+        "ndcg_no_relevant": "zero",
+        "map_no_relevant": "zero",
+        "mrr_no_relevant": "zero",
+        "weight": "w",
+    }
+    assert "weighted by column 'w'" in out
+    run = Path(report["run_dir"])
+    written = (run / "spec.yaml").read_text()
+    assert all(f"- f{i}" in written for i in range(6))  # the selector, resolved in full
+    scored = pd.read_parquet(run / "predictions_test.parquet")
+    expected = metrics.ranking_metrics(
+        scored["label"].to_numpy(),
+        scored["score"].to_numpy(),
+        scored["_group"].to_numpy(),
+        no_relevant="zero",
+        weights=test.set_index("row_id").loc[scored["row_id"], "w"].to_numpy(),
+    )
+    assert report["test"]["ndcg@10"] == pytest.approx(expected["ndcg@10"], abs=1e-9)
+    assert report["test"]["map"] == pytest.approx(expected["map"], abs=1e-9)
+    assert (
+        scored["label"] == test.set_index("row_id").loc[scored["row_id"], "stars"].values - 1
+    ).all()

@@ -201,3 +201,44 @@ def test_tsv_is_tab_separated_by_default(tmp_path: Path) -> None:
     path = _csv(tmp_path, GOOD_CSV.replace(",", "\t"), name="d.tsv")
     opts = {"delimiter": None}
     assert _ingest(SourceConfig(path, read_options=opts), BINARY, FAIL, tmp_path).rows_used == 3
+
+
+def test_carve_valid_out_of_the_train_source() -> None:
+    """Explicit train and test sources without a valid one: valid is held out of train (whole
+    queries, or rows stratified by label); test is taken whole; no row is lost."""
+    import ray.data
+
+    from components.splits import carve_plan
+    from components.steps.prepare import carve_valid
+    from components.validation import row_keys
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    train = pd.DataFrame(
+        {
+            "_row_key": row_keys(pd.Series(["t.parquet"] * n), pd.Series(np.arange(n))),
+            "_group": np.repeat(np.arange(n // 5), 5),
+            "label": (rng.random(n) < 0.2).astype(float),
+        }
+    )
+    test = train.iloc[:300].assign(_group=lambda f: f["_group"] + 10_000)
+    parts = {"train": ray.data.from_pandas(train), "test": ray.data.from_pandas(test)}
+
+    by_query = carve_valid(parts, carve_plan("group", 0, 0.2), has_group=True, stratify=False)
+    tr, va = by_query.train.to_pandas(), by_query.valid.to_pandas()
+    assert by_query.rows == {"train": len(tr), "valid": len(va), "test": 300}
+    assert len(tr) + len(va) == n and not set(tr["_group"]) & set(va["_group"])
+    assert by_query.groups == {
+        "train": tr["_group"].nunique(),
+        "valid": va["_group"].nunique(),
+        "test": 60,
+    }
+    assert 0.15 < va["_group"].nunique() / 400 < 0.25
+    assert "_bucket" in by_query.test.columns()
+
+    rows = carve_valid(parts, carve_plan("random", 0, 0.25), has_group=False, stratify=True)
+    va = rows.valid.to_pandas()
+    for cls in (0.0, 1.0):
+        k = int((train["label"] == cls).sum())
+        assert (va["label"] == cls).sum() == k - int(k * 0.75)  # exact per class
+    assert rows.rows["train"] + rows.rows["valid"] == n

@@ -134,3 +134,113 @@ def test_regression_gate_by_rows(metric: str) -> None:
     assert not twin.promote and "not confidently better" in twin.reason
     named = gate.decide("regression", metric, y, bad, good, champion_name="the rule baseline 'r'")
     assert "the rule baseline 'r' stays" in named.reason
+
+
+# -- sample weights and the no-relevant convention -------------------------------------------
+
+
+def _split_quality(seed: int = 0, queries: int = 300) -> tuple[np.ndarray, ...]:
+    """A challenger far better than the champion on the even queries and far worse on the odd
+    ones, so that query weights alone decide which model is better."""
+    rel, groups, good, bad = _ranking(seed, queries)
+    even = groups % 2 == 0
+    challenger = np.where(even, good, bad)
+    champion = np.where(even, bad, good)
+    return rel, groups, challenger, champion, even
+
+
+def test_query_weights_decide_the_ranking_gate() -> None:
+    rel, groups, challenger, champion, even = _split_quality()
+    plain = gate.decide("ranking", "ndcg@10", rel, challenger, champion, groups)
+    assert not plain.promote and plain.low < 0 < plain.high  # type: ignore[operator]
+    heavy_even = np.where(even, 10.0, 1.0)
+    d = gate.decide("ranking", "ndcg@10", rel, challenger, champion, groups, weights=heavy_even)
+    assert d.promote and d.units == 300 and d.low > 0  # type: ignore[operator]
+    whole = metrics.ranking_metrics(rel, challenger, groups, ks=(10,), weights=heavy_even)
+    assert d.challenger == pytest.approx(whole["ndcg@10"], rel=1e-12)
+    heavy_odd = np.where(even, 1.0, 10.0)
+    worse = gate.decide("ranking", "ndcg@10", rel, challenger, champion, groups, weights=heavy_odd)
+    assert not worse.promote and worse.high < 0  # type: ignore[operator]
+    # a weight of 0 takes a query out of the comparison entirely: only the even queries count
+    only_even = even.astype(np.float64)
+    d0 = gate.decide("ranking", "map", rel, challenger, champion, groups, weights=only_even)
+    ev = np.isin(groups, groups[even])
+    alone = gate.decide("ranking", "map", rel[ev], challenger[ev], champion[ev], groups[ev])
+    assert d0.challenger == pytest.approx(alone.challenger, rel=1e-12)
+    assert d0.improvement == pytest.approx(alone.improvement, rel=1e-12)
+    assert d0.promote and alone.promote
+
+
+def test_ranking_gate_refuses_mixed_weights_within_a_query() -> None:
+    rel, groups, good, bad = _ranking()
+    w = np.ones(len(rel))
+    w[25] = 2.0  # a row of query 2
+    with pytest.raises(ValueError, match="query 2 has rows with weights 1 and 2"):
+        gate.decide("ranking", "ndcg@10", rel, good, bad, groups, weights=w)
+
+
+def test_skip_leaves_queries_without_a_relevant_row_out_of_the_units() -> None:
+    rel, groups, good, bad = _ranking()
+    empty = groups < 60  # 60 queries without any relevant row
+    rel = np.where(empty, 0.0, rel)
+    for option, units in (("one", 300), ("zero", 300), ("skip", 240)):
+        d = gate.decide("ranking", "ndcg@10", rel, good, bad, groups, no_relevant=option)
+        assert d.units == units and d.promote, option
+        whole = metrics.ranking_metrics(rel, good, groups, ks=(10,), no_relevant=option)
+        assert d.challenger == pytest.approx(whole["ndcg@10"], rel=1e-12), option
+    one = gate.decide("ranking", "ndcg@10", rel, good, bad, groups, no_relevant="one")
+    skip = gate.decide("ranking", "ndcg@10", rel, good, bad, groups, no_relevant="skip")
+    # both models score 1 (one) on the empty queries, so skipping them scales the gain by 300/240
+    assert skip.improvement == pytest.approx(one.improvement * 300 / 240, rel=1e-12)  # type: ignore[operator]
+    with pytest.raises(ValueError, match="mrr is undefined with no_relevant='skip'"):
+        gate.decide("ranking", "mrr", np.zeros(len(rel)), good, bad, groups, no_relevant="skip")
+
+
+@pytest.mark.parametrize(("task", "metric"), [("binary", "auc"), ("binary", "logloss")])
+def test_row_weights_decide_the_binary_gate(task: str, metric: str) -> None:
+    y, good, weak = _binary(n=3000)
+    first = np.arange(len(y)) < len(y) // 2
+    challenger = np.where(first, good, weak)  # better on the first half only
+    champion = np.where(first, weak, good)
+    w_first = np.where(first, 20.0, 1.0)
+    d = gate.decide(task, metric, y, challenger, champion, weights=w_first, resamples=200)
+    assert d.promote and d.unit == "rows" and d.units == len(y)
+    whole = metrics.binary_metrics(y, challenger, weights=w_first)[metric]
+    assert d.challenger == pytest.approx(whole, rel=1e-12)
+    w_second = np.where(first, 1.0, 20.0)
+    worse = gate.decide(task, metric, y, challenger, champion, weights=w_second, resamples=200)
+    assert not worse.promote and worse.high < 0  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("metric", ["rmse", "mae", "r2", "mape"])
+def test_row_weights_in_the_regression_gate(metric: str) -> None:
+    rng = np.random.default_rng(5)
+    y = np.exp(rng.normal(2, 0.5, 2000))
+    first = np.arange(2000) < 1000
+    tight, loose = y * np.exp(rng.normal(0, 0.05, 2000)), y * np.exp(rng.normal(0, 0.4, 2000))
+    challenger, champion = np.where(first, tight, loose), np.where(first, loose, tight)
+    w = np.where(first, 25.0, 1.0)
+    d = gate.decide("regression", metric, y, challenger, champion, weights=w, resamples=200)
+    assert d.promote, metric
+    whole = metrics.regression_metrics(y, challenger, w)[metric]
+    assert d.challenger == pytest.approx(whole, rel=1e-12)
+    back = gate.decide("regression", metric, y, challenger, champion, weights=w[::-1])
+    assert not back.promote and "worse on" in back.reason
+
+
+def test_multiclass_weights_and_bad_weights() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 3000)
+    w = rng.exponential(1.0, 3000)
+    proba = rng.dirichlet(np.ones(3), size=3000)
+    proba[np.arange(3000), y] += 0.3
+    proba /= proba.sum(axis=1, keepdims=True)
+    uniform = np.full((3000, 3), 1 / 3)
+    for metric in ("accuracy", "macro_f1", "logloss"):
+        d = gate.decide("multiclass", metric, y, proba, uniform, weights=w, resamples=100)
+        expected = metrics.multiclass_metrics(y, proba, weights=w)[metric]
+        assert d.challenger == pytest.approx(expected, rel=1e-12), metric
+    with pytest.raises(ValueError, match="weights must hold one value per row"):
+        gate.decide("multiclass", "accuracy", y, proba, uniform, weights=w[:-1])
+    with pytest.raises(ValueError, match="weights must be >= 0"):
+        gate.paired_bootstrap("multiclass", "logloss", y, proba, uniform, weights=-w)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
@@ -214,15 +216,20 @@ def test_ndcg_single_query_values() -> None:
     assert got == pytest.approx(0.5 * (1 + 1 / math.log2(3)), rel=1e-12)
 
 
-def test_ndcg_all_zero_query_counts_empty_query_value() -> None:
+def test_ndcg_all_zero_query_counts_per_no_relevant() -> None:
     rel = np.array([0.0, 0.0, 0.0, 1.0, 0.0])
     scores = np.array([0.1, 0.2, 0.3, 0.9, 0.1])
     groups = np.array([1, 1, 1, 2, 2])
     assert metrics.ndcg_at_k(rel[:3], scores[:3], groups[:3], k=3) == 1.0
-    assert metrics.ndcg_at_k(rel[:3], scores[:3], groups[:3], k=3, empty_query_value=0.0) == 0.0
-    # query 2 is perfect (1.0); query 1 counts the chosen value
+    assert metrics.ndcg_at_k(rel[:3], scores[:3], groups[:3], k=3, no_relevant="zero") == 0.0
+    with pytest.raises(ValueError, match=r"ndcg@3 is undefined with no_relevant='skip'.*1 queries"):
+        metrics.ndcg_at_k(rel[:3], scores[:3], groups[:3], k=3, no_relevant="skip")
+    # query 2 is perfect (1.0); query 1 counts the chosen value, or is skipped
     assert metrics.ndcg_at_k(rel, scores, groups, k=None) == 1.0
-    assert metrics.ndcg_at_k(rel, scores, groups, None, empty_query_value=0.0) == 0.5
+    assert metrics.ndcg_at_k(rel, scores, groups, None, no_relevant="zero") == 0.5
+    assert metrics.ndcg_at_k(rel, scores, groups, None, no_relevant="skip") == 1.0
+    with pytest.raises(ValueError, match="no_relevant must be one of one, zero, skip, got 'none'"):
+        metrics.ndcg_at_k(rel, scores, groups, None, no_relevant="none")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("seed", SEEDS[:2])
@@ -311,11 +318,25 @@ def test_ties_give_no_credit_to_map_and_mrr() -> None:
 def test_ranking_metrics_keys_and_values(seed: int) -> None:
     rel, scores, groups = ranking_data(seed)
     out = metrics.ranking_metrics(rel, scores, groups, ks=(1, 3, 5, 10), threshold=2.0)
-    assert list(out) == ["ndcg@1", "ndcg@3", "ndcg@5", "ndcg@10", "map@10", "mrr", "queries"]
+    assert list(out) == [
+        "ndcg@1",
+        "ndcg@3",
+        "ndcg@5",
+        "ndcg@10",
+        "map@10",
+        "map",
+        "mrr",
+        "queries",
+        "queries_no_relevant",
+    ]
     assert out["queries"] == float(len(np.unique(groups)))
+    empty = [g for g in np.unique(groups) if not (rel[groups == g] > 0).any()]
+    assert out["queries_no_relevant"] == float(len(empty)) > 0
     for k in (1, 3, 5, 10):
         assert out[f"ndcg@{k}"] == metrics.ndcg_at_k(rel, scores, groups, k)
     assert out["map@10"] == metrics.map_at_k(rel, scores, groups, 10, threshold=2.0)
+    assert out["map"] == metrics.map_at_k(rel, scores, groups, None, threshold=2.0)
+    assert out["map"] != out["map@10"]  # queries of up to 30 rows: the full list counts
     assert out["mrr"] == metrics.mrr(rel, scores, groups, threshold=2.0)
 
 
@@ -354,3 +375,313 @@ def test_regression_metrics_match_sklearn(seed: int) -> None:
     assert metrics.regression_metrics(np.ones(3), np.zeros(3))["r2"] == 0.0
     with pytest.raises(ValueError, match="y_pred"):
         metrics.regression_metrics(y, np.full(500, np.nan))
+
+
+# --------------------------------------------------------------------------------------------
+# sample weights (scikit-learn's sample_weight is the reference)
+
+
+def weights_for(seed: int, n: int) -> np.ndarray:
+    """Positive weights of very different sizes, a few rows weightless."""
+    rng = np.random.default_rng(seed + 50)
+    w = rng.exponential(1.0, n)
+    w[rng.random(n) < 0.05] = 0.0
+    return w
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_weighted_binary_metrics_match_sklearn(seed: int) -> None:
+    y, p = binary_data(seed)
+    w = weights_for(seed, len(y))
+    pred = (p >= 0.5).astype(np.int64)
+    assert len(np.unique(p)) < len(p) // 5  # ties, which the weighted AUC must count half
+    auc = skm.roc_auc_score(y, p, sample_weight=w)
+    assert metrics.roc_auc(y, p, w) == pytest.approx(auc, rel=1e-12)
+    assert metrics.roc_auc(y, p, w) != pytest.approx(metrics.roc_auc(y, p), rel=1e-6)
+    assert metrics.log_loss(y, p, w) == pytest.approx(skm.log_loss(y, p, sample_weight=w))
+    acc = skm.accuracy_score(y, pred, sample_weight=w)
+    assert metrics.accuracy(y, pred, w) == pytest.approx(acc, rel=1e-12)
+    f1 = skm.f1_score(y, pred, sample_weight=w)
+    assert metrics.f1_binary(y, pred, w) == pytest.approx(f1, rel=1e-12)
+    out = metrics.binary_metrics(y, p, 0.5, weights=w)
+    assert out == {
+        "auc": metrics.roc_auc(y, p, w),
+        "logloss": metrics.log_loss(y, p, w),
+        "accuracy": metrics.accuracy(y, pred, w),
+        "f1": metrics.f1_binary(y, pred, w),
+    }
+
+
+def test_weighted_auc_with_every_score_tied_and_integer_weights_as_repeated_rows() -> None:
+    y, w = np.array([0, 1, 0, 1, 1]), np.array([1.0, 2.0, 0.5, 0.0, 3.0])
+    tied = np.full(5, 0.3)
+    assert metrics.roc_auc(y, tied, w) == 0.5 == skm.roc_auc_score(y, tied, sample_weight=w)
+    y, p = binary_data(7, n=120)
+    counts = np.random.default_rng(7).integers(0, 4, len(y))
+    repeated = np.repeat(np.arange(len(y)), counts)
+    assert metrics.roc_auc(y, p, counts) == pytest.approx(
+        metrics.roc_auc(y[repeated], p[repeated]), rel=1e-12
+    )
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_weighted_multiclass_metrics_match_sklearn(seed: int) -> None:
+    y, proba = multiclass_data(seed)
+    w = weights_for(seed, len(y))
+    labels = list(range(proba.shape[1]))
+    pred = proba.argmax(axis=1)
+    expected = skm.log_loss(y, proba, labels=labels, sample_weight=w)
+    assert metrics.multiclass_log_loss(y, proba, w) == pytest.approx(expected, rel=1e-12)
+    out = metrics.multiclass_metrics(y, proba, weights=w)
+    assert out["accuracy"] == pytest.approx(skm.accuracy_score(y, pred, sample_weight=w))
+    macro = skm.f1_score(y, pred, average="macro", sample_weight=w)
+    assert out["macro_f1"] == pytest.approx(macro, rel=1e-12)
+    assert out["logloss"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_weighted_macro_f1_counts_a_weightless_class_as_zero() -> None:
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 4, 200)
+    pred = np.where(rng.random(200) < 0.6, y, rng.integers(1, 5, 200))  # 4 only predicted
+    w = rng.exponential(1.0, 200)
+    w[(y == 4) | (pred == 4)] = 0.0  # class 4 occurs, with no weight at all
+    expected = skm.f1_score(y, pred, average="macro", sample_weight=w, zero_division=0)
+    assert metrics.macro_f1(y, pred, num_classes=6, weights=w) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_weighted_regression_metrics_match_sklearn(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    y = np.exp(rng.normal(2, 1, 500))
+    y[:50] = 0.0
+    p = y + rng.normal(0, 3, 500)
+    w = weights_for(seed, 500)
+    got = metrics.regression_metrics(y, p, w)
+    assert list(got) == ["rmse", "mae", "r2", "mape"]
+    assert got["rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(y, p, sample_weight=w)))
+    assert got["mae"] == pytest.approx(skm.mean_absolute_error(y, p, sample_weight=w))
+    assert got["r2"] == pytest.approx(skm.r2_score(y, p, sample_weight=w), rel=1e-12)
+    pos = y > 0
+    mape = skm.mean_absolute_percentage_error(y[pos], p[pos], sample_weight=w[pos])
+    assert got["mape"] == pytest.approx(mape, rel=1e-12)
+    # the positive rows weigh nothing: no percentage error to report
+    w_neg = np.where(pos, 0.0, 1.0)
+    assert "mape" not in metrics.regression_metrics(y, p, w_neg)
+
+
+def test_weights_are_validated() -> None:
+    y, p = [0, 1, 1], [0.2, 0.6, 0.9]
+    with pytest.raises(ValueError, match="weights must hold one value per row: got 2 for 3"):
+        metrics.log_loss(y, p, [1.0, 2.0])
+    with pytest.raises(ValueError, match="weights must be >= 0, found -1 at row 1"):
+        metrics.accuracy(y, y, [1.0, -1.0, 1.0])
+    with pytest.raises(ValueError, match="weights contains NaN"):
+        metrics.roc_auc(y, p, [1.0, np.nan, 1.0])
+    with pytest.raises(ValueError, match="weights are all zero"):
+        metrics.regression_metrics(p, p, [0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="positive weight in one class only"):
+        metrics.roc_auc(y, p, [0.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="weights must be 1-D"):
+        metrics.f1_binary(y, y, [[1.0, 1.0, 1.0]])
+
+
+# --------------------------------------------------------------------------------------------
+# ranking: per-query weights and the no-relevant conventions
+
+# A LETOR-style set: four queries, two of them (20 and 40) without any relevant document.
+LETOR_REL = np.array([1, 0, 0, 0, 0, 3, 1, 0, 0, 0], dtype=np.float64)
+LETOR_SCORES = np.array([0.2, 0.9, 0.5, 0.4, 0.1, 0.9, 0.5, 0.7, 0.3, 0.8])
+LETOR_GROUPS = np.array([10, 10, 20, 20, 20, 30, 30, 30, 40, 40])
+# By hand. Query 10 ranks (0, 1): DCG = 1/log2(3), ideal 1; AP = 1/2 (hit at rank 2), RR 1/2.
+# Query 30 ranks (3, 0, 1): DCG = 7 + 1/log2(4) = 7.5, ideal 7 + 1/log2(3); AP = (1/1 + 2/3)/2,
+# RR 1. NDCG@1: 0 (query 10) and 1 (query 30); AP@1: 0 and 1.
+NDCG_10 = 1 / math.log2(3)
+NDCG_30 = 7.5 / (7 + 1 / math.log2(3))
+AP_10, AP_30 = 0.5, (1 + 2 / 3) / 2
+
+
+@pytest.mark.parametrize(
+    ("no_relevant", "ndcg", "ndcg1", "map_", "map1", "mrr"),
+    [
+        ("one", (NDCG_10 + NDCG_30 + 2) / 4, 3 / 4, (AP_10 + AP_30) / 4, 1 / 4, 1.5 / 4),
+        ("zero", (NDCG_10 + NDCG_30) / 4, 1 / 4, (AP_10 + AP_30) / 4, 1 / 4, 1.5 / 4),
+        ("skip", (NDCG_10 + NDCG_30) / 2, 1 / 2, (AP_10 + AP_30) / 2, 1 / 2, 1.5 / 2),
+    ],
+)
+def test_letor_set_by_hand_under_each_convention(
+    no_relevant: metrics.NoRelevant,
+    ndcg: float,
+    ndcg1: float,
+    map_: float,
+    map1: float,
+    mrr: float,
+) -> None:
+    args = (LETOR_REL, LETOR_SCORES, LETOR_GROUPS)
+    assert metrics.ndcg_at_k(*args, None, no_relevant) == pytest.approx(ndcg, rel=1e-12)
+    assert metrics.map_at_k(*args, None, no_relevant=no_relevant) == pytest.approx(map_, rel=1e-12)
+    assert metrics.mrr(*args, no_relevant=no_relevant) == pytest.approx(mrr, rel=1e-12)
+    out = metrics.ranking_metrics(*args, ks=(1, 10), no_relevant=no_relevant)
+    expected = {
+        "ndcg@1": ndcg1,
+        "ndcg@10": ndcg,
+        "map@10": map_,
+        "map": map_,
+        "mrr": mrr,
+        "queries": 4.0,
+        "queries_no_relevant": 2.0,
+    }
+    assert out == pytest.approx(expected, rel=1e-12)
+    assert metrics.ranking_metrics(*args, ks=(1,), no_relevant=no_relevant)["map@1"] == map1
+    # the per-query values the gate resamples average to the same numbers
+    per = metrics.per_query(*args, "ndcg@10", no_relevant=no_relevant)
+    assert len(per) == (2 if no_relevant == "skip" else 4)
+    assert per.mean() == pytest.approx(ndcg, rel=1e-12)
+
+
+def test_skip_uses_the_relevance_threshold_for_map_and_mrr() -> None:
+    # threshold 2: query 10's only relevant row (grade 1) no longer counts for MAP/MRR, though
+    # its NDCG (gain > 0) still does
+    args = (LETOR_REL, LETOR_SCORES, LETOR_GROUPS)
+    out = metrics.ranking_metrics(*args, ks=(10,), threshold=2.0, no_relevant="skip")
+    assert out["ndcg@10"] == pytest.approx((NDCG_10 + NDCG_30) / 2, rel=1e-12)
+    assert out["map"] == pytest.approx(1.0) and out["mrr"] == 1.0  # query 30 alone: rank 1
+    with pytest.raises(ValueError, match=r"map is undefined with no_relevant='skip'.*4 queries"):
+        metrics.map_at_k(*args, None, threshold=5.0, no_relevant="skip")
+
+
+def test_every_convention_is_the_same_when_every_query_has_a_relevant_row() -> None:
+    rel, scores, groups = with_relevant_rows(*ranking_data(3))
+    base = metrics.ranking_metrics(rel, scores, groups)
+    assert base["queries_no_relevant"] == 0.0
+    for option in ("zero", "skip"):
+        assert metrics.ranking_metrics(rel, scores, groups, no_relevant=option) == base
+
+
+def test_weighted_ranking_metrics_are_the_query_weighted_mean() -> None:
+    args = (LETOR_REL, LETOR_SCORES, LETOR_GROUPS)
+    # query weights 10: 2, 20: 1, 30: 0.5, 40: 0 (one value repeated on every row of a query)
+    q_w = {10: 2.0, 20: 1.0, 30: 0.5, 40: 0.0}
+    w = np.array([q_w[g] for g in LETOR_GROUPS])
+    one = metrics.ranking_metrics(*args, ks=(10,), weights=w)
+    assert one["ndcg@10"] == pytest.approx((2 * NDCG_10 + 1 * 1 + 0.5 * NDCG_30) / 3.5)
+    assert one["map"] == pytest.approx((2 * AP_10 + 0.5 * AP_30) / 3.5)
+    assert one["mrr"] == pytest.approx((2 * 0.5 + 0.5 * 1) / 3.5)
+    assert one["queries"] == 4.0  # counts stay counts of queries
+    skip = metrics.ranking_metrics(*args, ks=(10,), no_relevant="skip", weights=w)
+    assert skip["ndcg@10"] == pytest.approx((2 * NDCG_10 + 0.5 * NDCG_30) / 2.5)
+    assert metrics.ndcg_at_k(*args, 10, "skip", w) == skip["ndcg@10"]
+    # the gate's unit weights line up with its per-query values
+    per = metrics.per_query(*args, "map", no_relevant="skip")
+    qw = metrics.query_weights(LETOR_REL, LETOR_GROUPS, w, "map", no_relevant="skip")
+    assert qw.tolist() == [2.0, 0.5] and np.average(per, weights=qw) == pytest.approx(skip["map"])
+    # only the weightless query 40 and the skipped query 20 would count: undefined
+    only = np.where(np.isin(LETOR_GROUPS, [20, 40]), 1.0, 0.0)
+    with pytest.raises(ValueError, match="every query it counts has weight 0"):
+        metrics.ranking_metrics(*args, no_relevant="skip", weights=only)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+def test_integer_query_weights_equal_repeated_queries(seed: int) -> None:
+    rel, scores, groups = ranking_data(seed, n_queries=40)
+    ids = np.unique(groups)
+    counts = dict(
+        zip(ids.tolist(), np.random.default_rng(seed).integers(0, 4, len(ids)), strict=True)
+    )
+    w = np.array([counts[g] for g in groups.tolist()], dtype=np.float64)
+    parts = [
+        (rel[groups == g], scores[groups == g], np.full((groups == g).sum(), 1000 * g + copy))
+        for g in ids.tolist()
+        for copy in range(counts[g])
+    ]
+    rep = [np.concatenate(col) for col in zip(*parts, strict=True)]
+    for option in ("one", "zero", "skip"):
+        got = metrics.ranking_metrics(rel, scores, groups, no_relevant=option, weights=w)
+        want = metrics.ranking_metrics(*rep, no_relevant=option)
+        for key in ("ndcg@1", "ndcg@10", "map@10", "map", "mrr"):
+            assert got[key] == pytest.approx(want[key], rel=1e-12), (option, key)
+
+
+def test_query_weights_must_be_constant_within_a_query() -> None:
+    w = np.ones(len(LETOR_GROUPS))
+    w[[6, 9]] = [2.0, 3.0]  # queries 30 and 40 mix weights; 30 comes first by id
+    with pytest.raises(
+        ValueError, match=r"constant within a query.*query 30 has rows with weights 1 and 2"
+    ):
+        metrics.ranking_metrics(LETOR_REL, LETOR_SCORES, LETOR_GROUPS, weights=w)
+    named = np.array([f"q{g}" for g in LETOR_GROUPS], dtype=object)
+    with pytest.raises(ValueError, match="query 'q30'"):
+        metrics.query_weights(LETOR_REL, named, w, "ndcg@10")
+
+
+# --------------------------------------------------------------------------------------------
+# the convention through the spec, evaluation and the report's wording
+
+
+def _ranking_spec(evaluation: dict[str, Any]) -> Any:
+    from pipelines.spec import spec_from_dict
+
+    return spec_from_dict(
+        {
+            "name": "letor",
+            "task": "ranking",
+            "data": {
+                "source": {"uri": "synthetic:ranking", "params": {"rows": 50}},
+                "group": "qid",
+            },
+            "features": {"numeric": ["f0"]},
+            "split": {"method": "group"},
+            "models": [{"name": "m"}],
+            "evaluation": evaluation,
+        }
+    )
+
+
+@pytest.mark.parametrize("option", ["one", "zero", "skip"])
+def test_no_relevant_from_the_spec_reaches_evaluate(option: str) -> None:
+    from components import evaluation
+    from pipelines import translate
+
+    spec = _ranking_spec({"no_relevant": option, "metric": "map", "ks": [1, 10]})
+    kwargs = translate.eval_kwargs(spec)
+    assert kwargs["no_relevant"] == option
+    assert translate.gate_settings(spec)["no_relevant"] == option
+    frame = pd.DataFrame({"label": LETOR_REL, "score": LETOR_SCORES, "_group": LETOR_GROUPS})
+    got = evaluation.evaluate("ranking", frame, "label", **kwargs)
+    want = metrics.ranking_metrics(
+        LETOR_REL, LETOR_SCORES, LETOR_GROUPS, ks=(1, 10), no_relevant=option
+    )
+    assert got == want and got["ndcg@10"] == pytest.approx(
+        {"one": (NDCG_10 + NDCG_30 + 2) / 4, "zero": (NDCG_10 + NDCG_30) / 4}.get(
+            option, (NDCG_10 + NDCG_30) / 2
+        )
+    )
+    assert evaluation.conventions("ranking", **kwargs) == {
+        "ndcg_no_relevant": option,
+        "map_no_relevant": "skip" if option == "skip" else "zero",
+        "mrr_no_relevant": "skip" if option == "skip" else "zero",
+    }
+
+
+def test_spec_rejects_an_unknown_no_relevant_and_default_is_one() -> None:
+    from pipelines.spec import SpecError
+
+    assert _ranking_spec({}).evaluation.no_relevant == "one"
+    with pytest.raises(SpecError, match=r"evaluation\.no_relevant.*'one', 'zero' or 'skip'"):
+        _ranking_spec({"no_relevant": "letor"})
+    assert _ranking_spec({"metric": "map"}).selection_metric() == "map"
+
+
+def test_evaluate_and_baseline_use_a_weight_column() -> None:
+    from components import evaluation
+
+    y, p = binary_data(1)
+    w = weights_for(1, len(y))
+    frame = pd.DataFrame({"label": y, "score": p, "w": w, "_row_key": np.arange(len(y))})
+    got = evaluation.evaluate("binary", frame, "label", weight="w")
+    assert got == metrics.binary_metrics(y, p, weights=w)
+    assert evaluation.evaluate("binary", frame, "label") == metrics.binary_metrics(y, p)
+    base = evaluation.baseline("binary", frame, "label", 0.3, weight="w")
+    assert base == metrics.binary_metrics(y, np.full(len(y), 0.3), weights=w)
+    assert evaluation.conventions("binary", weight="w") == {"weight": "w"}
+    with pytest.raises(ValueError, match="weight column 'wt' is not in the scored frame"):
+        evaluation.evaluate("binary", frame, "label", weight="wt")

@@ -655,3 +655,146 @@ def test_ingest_tasks_carry_the_skipped_files(tmp_path: Path) -> None:
     )
     assert skipped == ["_SUCCESS (starts with _)", "notes.txt (unknown extension)"]
     assert list_tasks(SourceConfig(uri="synthetic:binary", params={"rows": 10}))[1] == []
+
+
+# --- sparse libsvm and libfm -----------------------------------------------------------------
+
+
+def sparse_rows(column: pd.Series, dim: int) -> list[list[float]]:
+    from components import sparse
+
+    return sparse.to_csr(column, dim).toarray().tolist()
+
+
+def test_sparse_libsvm_holds_what_the_dense_reader_holds(tmp_path: Path) -> None:
+    text = "# c\n2 qid:7 3:-2e-1 0:1.5 # note\n\n0 qid:7 1:0.7\n1 qid:9\n"
+    path = write(tmp_path / "r.svm", text)
+    dense = read_file(path, LIBSVM)
+    got = read_file(path, ReadOptions(format="libsvm", sparse="x"))
+    assert list(data(got).columns) == ["label", "qid", "x"]
+    assert isinstance(got["x"].dtype, pd.ArrowDtype)
+    assert got["label"].tolist() == [2.0, 0.0, 1.0] and got["qid"].tolist() == [7, 7, 9]
+    assert rows(got) == rows(dense) == [2, 4, 5]
+    np.testing.assert_allclose(
+        sparse_rows(got["x"], 4), dense[["f0", "f1", "f2", "f3"]].to_numpy(), rtol=1e-7
+    )
+    # entries come sorted by index within each row (3:-0.2 0:1.5 -> 0, 3)
+    assert [e["index"] for e in got["x"].iloc[0]] == [0, 3]
+    one = write(tmp_path / "one.svm", "1 4:1 1:2\n")
+    one_based = read_file(one, ReadOptions(format="libsvm", sparse="x", zero_based=False))
+    assert one_based["x"].iloc[0] == [{"index": 0, "value": 2.0}, {"index": 3, "value": 1.0}]
+
+
+def test_sparse_reader_is_chunked_and_names_lines_in_later_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(300):
+        idx = np.sort(rng.choice(50, size=int(rng.integers(0, 6)), replace=False))
+        lines.append(" ".join([str(i % 2), *(f"{j}:{rng.normal():.4f}" for j in idx)]))
+    path = write(tmp_path / "big.svm", "\n".join(lines) + "\n")
+    whole = read_file(path, ReadOptions(format="libsvm", sparse="x"))
+    monkeypatch.setattr(readers, "SVM_CHUNK", 64)  # ~10 lines per chunk, lines cut across reads
+    chunked = read_file(path, ReadOptions(format="libsvm", sparse="x"))
+    assert rows(chunked) == list(range(1, 301))
+    assert sparse_rows(chunked["x"], 50) == sparse_rows(whole["x"], 50)
+    assert chunked["label"].tolist() == whole["label"].tolist()
+    assert np.allclose(sparse_rows(chunked["x"], 50), read_file(path, LIBSVM).iloc[:, 1:-2])
+    bad = write(tmp_path / "bad.svm", "\n".join([*lines[:250], "1 3:1 3:2", *lines[250:]]))
+    with pytest.raises(SourceError) as e:
+        read_file(bad, ReadOptions(format="libsvm", sparse="x"))
+    assert str(e.value) == f"{bad}, line 251: feature index 3 is given more than once"
+    bad = write(tmp_path / "bad2.svm", "\n".join([*lines[:200], "1 4:x"]))
+    with pytest.raises(SourceError, match=r"bad2\.svm, line 201: cannot parse '4:x' \(the value"):
+        read_file(bad, ReadOptions(format="libsvm", sparse="x"))
+    qid = write(tmp_path / "q.svm", "1 qid:1 0:1\n" * 20 + "0 1:1\n")
+    with pytest.raises(SourceError, match=r"q\.svm, line 21: no qid: token, while other lines"):
+        read_file(qid, ReadOptions(format="libsvm", sparse="x"))
+
+
+def test_sparse_reader_never_builds_a_dense_matrix(tmp_path: Path) -> None:
+    # 2,000 lines with indices up to 2e9: as dense float64 columns that is 32 TB.
+    import tracemalloc
+
+    rng = np.random.default_rng(1)
+    idx = np.sort(rng.choice(2_000_000_000, size=(2000, 10)), axis=1)
+    text = "".join("1 " + " ".join(f"{j}:1" for j in np.unique(row)) + "\n" for row in idx)
+    path = write(tmp_path / "wide.svm", text)
+    tracemalloc.start()
+    got = read_file(path, ReadOptions(format="libsvm", sparse="x"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20 * 2**20, peak  # numpy temporaries of ~20k tokens, not a matrix
+    from components import sparse
+
+    indptr, indices, _ = sparse.csr_arrays(got["x"])
+    assert indptr[-1] == sum(len(np.unique(r)) for r in idx) and indices.max() == idx.max()
+    with pytest.raises(SourceError, match=r"wide\.svm, line 1: feature index \d+ is above "):
+        read_file(path, LIBSVM)  # the dense reader refuses it (max_features)
+    with pytest.raises(SourceError, match=r"line 1: feature index 3000000000 is above 2147483646"):
+        read_file(
+            write(tmp_path / "huge.svm", "1 3000000000:1\n"), ReadOptions("libsvm", sparse="x")
+        )
+
+
+def test_sparse_libsvm_sidecar_query_file_and_num_features(tmp_path: Path) -> None:
+    path = write(tmp_path / "r.svm", "2 0:1.5\n0 1:0.7\n1 2:2.0\n")
+    write(tmp_path / "r.svm.query", "2\n1\n")
+    got = read_file(path, ReadOptions(format="libsvm", sparse="x"))
+    assert got["qid"].tolist() == [0, 0, 1]
+    with pytest.raises(SourceError, match=r"line 3: feature index 2 is out of range for num_"):
+        read_file(path, ReadOptions(format="libsvm", sparse="x", num_features=2))
+    with pytest.raises(ValueError, match=r"sparse must name a column other than label"):
+        ReadOptions(format="libsvm", sparse="label")
+
+
+def test_libfm_fields_become_categorical_columns(tmp_path: Path) -> None:
+    path = write(tmp_path / "r.ffm", "1 0:5:1 1:9:1\n# comment\n0 2:3:1 1:7:1\n1\n")
+    assert detect_format(path) == "libfm" and detect_format("x.libfm.gz") == "libfm"
+    got = read_file(path, ReadOptions(format="libfm"))
+    assert list(data(got).columns) == ["label", "f0", "f1", "f2"]
+    assert got["f0"].tolist() == [5, None, None] or got["f0"].isna().tolist() == [
+        False,
+        True,
+        True,
+    ]
+    assert got["f1"].astype("float").fillna(-1).tolist() == [9, 7, -1]
+    assert got["f2"].astype("float").fillna(-1).tolist() == [-1, 3, -1]
+    assert rows(got) == [1, 3, 4]
+    padded = read_file(path, ReadOptions(format="libfm", num_fields=5, feature_prefix="field"))
+    assert list(data(padded).columns) == ["label", "field0", "field1", "field2", "field3", "field4"]
+    assert padded["field4"].isna().all()
+    # the same file into one sparse column (the fields dropped)
+    ids = read_file(path, ReadOptions(format="libfm", sparse="ids"))
+    assert list(data(ids).columns) == ["label", "ids"]
+    assert [[e["index"] for e in r] for r in ids["ids"]] == [[5, 9], [3, 7], []]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1 0:5:1\n0 3:1\n", r"line 2: cannot parse '3:1' \(field:index:value expected\)"),
+        ("1 0:5:1\n0 a:3:1\n", r"line 2: cannot parse 'a:3:1' \(the field must be an integer\)"),
+        ("1 0::1\n", r"line 1: cannot parse '0::1' \(field:index:value expected\)"),
+        ("1 -1:3:1\n", r"line 1: cannot parse '-1:3:1' \(the field must be 0 or more\)"),
+        ("1 0:2.5:1\n", r"line 1: cannot parse '0:2.5:1' \(the index must be an integer\)"),
+        ("1 0:2:1 1:4:0.5\n", r"line 1: field 1, index 4 has the value 0.5; fields are read as"),
+        ("1 0:2:1\n0 1:4:1 1:5:1\n", r"line 2: field 1 has more than one index"),
+        ("1 0:2:1\n0 7:4:1\n", r"line 2: field 7 is out of range for num_fields=3"),
+        ("1 qid:1 0:2:1\n0 qid:x 0:1:1\n", r"line 2: cannot parse 'qid:x' \(qid:<integer>"),
+    ],
+)
+def test_malformed_libfm_names_the_line(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path / "bad.ffm", text)
+    with pytest.raises(SourceError, match=rf"^{path}, {message}"):
+        read_file(path, ReadOptions(format="libfm", num_fields=3))
+
+
+def test_libfm_with_qid_and_too_many_fields(tmp_path: Path) -> None:
+    got = read_file(
+        write(tmp_path / "q.ffm", "1 qid:4 0:2:1\n0 qid:4 1:3:1\n"), ReadOptions("libfm")
+    )
+    assert got["qid"].tolist() == [4, 4] and list(data(got).columns) == ["label", "qid", "f0", "f1"]
+    with pytest.raises(SourceError, match=r"line 1: field 20000 is above 10,000 fields"):
+        read_file(write(tmp_path / "w.ffm", "1 20000:2:1\n"), ReadOptions("libfm"))

@@ -150,3 +150,31 @@ def test_rayline_report_finds_a_run(tmp_path: Path, capsys) -> None:  # type: ig
     assert main(["report", str(run_dir)]) == 0
     assert main(["report", "2099", "--storage", str(tmp_path)]) == 1
     assert "no run matching '2099'" in capsys.readouterr().err
+
+
+def test_report_names_the_no_relevant_convention_and_the_weight(tmp_path: Path) -> None:
+    doc = _doc(tmp_path, "ranking")
+    doc["test"] = {"ndcg@10": 0.43, "map": 0.2, "queries": 40.0, "queries_no_relevant": 16.0}
+    doc["baseline"] = dict.fromkeys(doc["test"], 0.1)
+    doc["metric_conventions"] = {
+        "ndcg_no_relevant": "zero",
+        "map_no_relevant": "zero",
+        "mrr_no_relevant": "zero",
+        "weight": "w",
+    }
+    note = (
+        "no_relevant=zero: queries without a relevant row (16 of 40 test queries): "
+        "ndcg counts each 0, map and mrr 0"
+    )
+    md = report.markdown(doc)
+    assert f"- {note}" in md and "- weighted by column 'w'" in md
+    assert "| queries" not in md  # counts are not metric rows
+    console = report.summary(doc).splitlines()
+    assert f"    {note}" in console and "    weighted by column 'w'" in console
+    assert not any(line.strip().startswith("queries") for line in console)
+    doc["metric_conventions"] = dict.fromkeys(doc["metric_conventions"], "skip")
+    del doc["metric_conventions"]["weight"]
+    assert "ndcg, map and mrr leave them out of the mean" in report.summary(doc)
+    assert "weighted" not in report.summary(doc)
+    del doc["metric_conventions"]
+    assert "no_relevant" not in report.markdown(doc) + report.summary(doc)

@@ -87,7 +87,138 @@ def test_unknown_generator_and_param() -> None:
 def test_label_cannot_be_feature() -> None:
     doc = _base()
     doc["features"]["numeric"] = ["num_0", "label"]
-    assert "cannot also be features" in _error(doc)
+    assert "the label column 'label' (data.label) cannot also be a feature" in _error(doc)
+
+
+def _ranking_doc(**data: object) -> dict:
+    return {
+        "name": "r",
+        "task": "ranking",
+        "data": {
+            "source": {"uri": "synthetic:ranking", "params": {"rows": 100}},
+            "group": "qid",
+            **data,
+        },
+        "features": {"numeric": ["f0"]},
+        "split": {"method": "group"},
+        "models": [{"kind": "xgboost"}],
+    }
+
+
+def test_group_is_a_feature_only_when_listed_and_timestamp_never() -> None:
+    doc = _ranking_doc()
+    doc["features"] = {"numeric": ["f0", "qid"]}
+    assert spec_from_dict(doc).features.numeric == ["f0", "qid"]
+    doc["features"] = {"numeric": ["f0"], "categorical": ["qid"]}
+    assert spec_from_dict(doc).features.names() == ["f0", "qid"]
+    doc = _ranking_doc(timestamp="ts")
+    doc["features"] = {"numeric": ["f0", "ts"]}
+    assert "the timestamp column 'ts' (data.timestamp) cannot also be a feature" in _error(doc)
+
+
+def test_label_from_needs_one_rule_that_fits_the_task() -> None:
+    doc = _ranking_doc(label_from={"column": "rating", "offset": -1})
+    lf = spec_from_dict(doc).data.label_from
+    assert lf is not None and (lf.column, lf.offset, lf.threshold) == ("rating", -1, None)
+    doc = _ranking_doc(label_from={"column": "rating", "threshold": 4})
+    assert spec_from_dict(doc).data.label_from.threshold == 4.0  # 0/1 relevance
+    for rule in ({}, {"threshold": 4, "offset": -1}):
+        msg = _error(_ranking_doc(label_from={"column": "rating", **rule}))
+        assert "data.label_from: give exactly one of threshold" in msg
+    msg = _error(_ranking_doc(label_from={"column": "r", "offset": 1}, label_mapping={"a": 1}))
+    assert "at most one of data.label_mapping and data.label_from" in msg
+    binary = _base()
+    binary["data"]["label_from"] = {"column": "num_1", "threshold": 0.5}
+    assert spec_from_dict(binary).data.label_from.column == "num_1"
+    binary["data"]["label_from"] = {"column": "num_1", "offset": 1}
+    assert "data.label_from.offset shifts integer labels" in _error(binary)
+    binary["task"], binary["data"]["num_classes"] = "multiclass", 3
+    assert spec_from_dict(binary).data.label_from.offset == 1
+    binary["data"]["label_from"] = {"column": "num_1", "threshold": 0.5}
+    assert "data.label_from.threshold gives 0/1 labels" in _error(binary)
+    binary["task"] = "regression"
+    binary["data"].pop("num_classes")
+    assert "not regression" in _error(binary)
+
+
+def test_the_label_source_column_cannot_be_a_feature() -> None:
+    doc = _base()
+    doc["data"]["label_from"] = {"column": "num_0", "threshold": 1}
+    msg = _error(doc)
+    assert "data.label_from.column 'num_0' cannot also be a feature" in msg and "leakage" in msg
+
+
+def _explicit(**sources: object) -> dict:
+    doc = _base()
+    doc["data"] = {"sources": sources}
+    doc["split"] = {"method": "explicit"}
+    return doc
+
+
+def test_explicit_sources_may_leave_valid_out() -> None:
+    spec = spec_from_dict(_explicit(train={"uri": "tr.parquet"}, test={"uri": "te.parquet"}))
+    assert set(spec.data.sources or {}) == {"train", "test"} and spec.split.valid == 0.1
+    assert spec.warnings() == []
+    msg = _error(_explicit(train={"uri": "tr.parquet"}, valid={"uri": "v.parquet"}))
+    assert "data.sources needs train and test, and may have valid" in msg
+
+
+def test_valid_that_is_the_test_data_is_refused_with_early_stopping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    same = {"valid": {"uri": "./data/../te.parquet"}, "test": {"uri": str(tmp_path / "te.parquet")}}
+    doc = _explicit(train={"uri": "tr.parquet"}, **same)
+    msg = _error(doc)
+    assert "data.sources.valid and data.sources.test are the same data" in msg
+    assert "models.0.early_stopping_rounds stops training on it" in msg
+    doc["models"] = [{"kind": "torch.mlp", "early_stopping_epochs": 2}]
+    assert "models.0.early_stopping_epochs stops training on it" in _error(doc)
+    # without early stopping it is allowed, with a warning
+    doc["models"] = [{"kind": "xgboost", "early_stopping_rounds": None}]
+    spec = spec_from_dict(doc)
+    assert len(spec.warnings()) == 1
+    assert spec.warnings()[0].startswith("data.sources.valid is the same data as data.sources.test")
+    # a different file, or a different generator seed, is different data
+    doc["data"]["sources"]["valid"] = {"uri": "va.parquet"}
+    assert spec_from_dict(doc).warnings() == []
+    gen = _explicit(
+        train={"uri": "synthetic:binary", "params": {"rows": 50}},
+        valid={"uri": "synthetic:binary", "params": {"rows": 50, "seed": 1}},
+        test={"uri": "synthetic:binary", "params": {"rows": 50, "seed": 2}},
+    )
+    assert spec_from_dict(gen).warnings() == []
+    gen["data"]["sources"]["valid"]["params"] = {"rows": 50, "seed": 2}
+    assert "same data" in _error(gen)
+
+
+def test_feature_selectors_are_checked_before_the_data_is_read() -> None:
+    doc = _base()
+    doc["features"] = {"numeric": {"prefix": "num_"}, "categorical": {"pattern": "cat_\\d"}}
+    spec = spec_from_dict(doc)
+    assert not spec.features.resolved
+    assert [s.describe() for s in spec.features.selectors().values()] == [
+        "{prefix: 'num_'}",
+        "{pattern: 'cat_\\\\d'}",
+    ]
+    cases = [
+        ({"numeric": {"prefix": "a", "pattern": "b"}}, "features.numeric: a column selector"),
+        ({"numeric": {}}, "exactly one of prefix, pattern or all_except, got none"),
+        ({"numeric": {"pattern": "("}}, "features.numeric: pattern '(' is not a regular"),
+        ({"numeric": {"prefx": "a"}}, "features.numeric.prefx: Extra inputs"),
+        ({"numeric": {"prefix": ""}}, "features.numeric.prefix: String should have at least 1"),
+        ({"categorical": {"prefix": "c", "encoding": "x"}}, "features.categorical.encoding"),
+        ({"numeric": "num_0"}, "features.numeric: Input should be a valid list"),
+        (
+            {"numeric": {"all_except": []}, "categorical": {"all_except": ["a"]}},
+            "cannot both be all_except",
+        ),
+    ]
+    for features, needle in cases:
+        doc["features"] = features
+        assert needle in _error(doc), features
+    doc["features"] = {"numeric": ["num_0", "label"], "categorical": {"prefix": "cat_"}}
+    assert "cannot also be a feature" in _error(doc)  # the names given are checked at once
 
 
 def test_reserved_xgboost_params() -> None:

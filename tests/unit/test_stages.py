@@ -349,6 +349,63 @@ def test_prepare_input_key_follows_data_and_split_only(tmp_path: Path) -> None:
     assert _prepare_key(tmp_path, guardrails=GUARDRAILS) == base
 
 
+def test_carve_line_says_how_valid_is_held_out() -> None:
+    from components.splits import carve_plan
+
+    assert prepare.carve_line(carve_plan("group", 0, 0.2), stratify=False) == (
+        "valid: 0.2 of the train source held out (whole queries; no valid source given)"
+    )
+    assert "(rows, stratified by label;" in prepare.carve_line(carve_plan("random", 0, 0.1), True)
+    assert "(rows;" in prepare.carve_line(carve_plan("random", 0, 0.1), False)
+
+
+def test_ingest_prints_the_spec_warnings_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from components.steps import ingest as ingest_step
+
+    monkeypatch.setattr(
+        ingest_step, "ingest", lambda *a, **k: IngestResult(None, 5, 5, 0, {}, 1, "fp", None)
+    )
+    same = {"uri": str(tmp_path / "te.parquet")}
+    spec = make_spec(
+        data__source=None,
+        data__sources={"train": {"uri": "tr.parquet"}, "valid": same, "test": same},
+        split={"method": "explicit"},
+        models=[RULES],
+    )
+    w = world(tmp_path, spec)
+    prepare.ingest(w.ctx)
+    assert w.lines[0].startswith("    warning: data.sources.valid is the same data as data.sources")
+    assert len(w.lines) == 4  # the warning, then one line per source
+
+
+def test_the_run_uses_the_resolved_features_in_spec_yaml_and_the_bundle(tmp_path: Path) -> None:
+    """Selectors are resolved when the run starts: the run's spec.yaml and every bundle's
+    schema hold the full feature lists."""
+    data = tmp_path / "data.parquet"
+    bundles.tiny_frame(20).to_parquet(data)
+    spec = make_spec(
+        data__source={"uri": str(data)},
+        features={"numeric": {"all_except": ["country"]}, "categorical": {"pattern": "c.*y"}},
+        models=[RULES],
+    )
+    assert not spec.features.resolved
+    r = runner.Runner(spec, out=_quiet, storage=str(tmp_path / "storage"), run_id="run-1")
+    assert r.spec.features.numeric == ["age", "clicks"]  # the label is never picked
+    assert r.spec.features.categorical == ["country"]
+    assert r.ctx.spec is r.spec and r.ctx.schema.numeric == ("age", "clicks")
+    r._start()
+    from pipelines.spec import load_spec
+
+    written = load_spec(r.paths.spec_file)
+    assert written == r.spec and written.features.resolved
+    w = world(tmp_path, r.spec)
+    cand = w.rules_candidate()
+    schema = Predictor.load(cand.bundle).schema
+    assert (schema.numeric, schema.categorical) == (("age", "clicks"), ("country",))
+
+
 def test_prepare_reusable_is_kept_under_prepared(tmp_path: Path) -> None:
     w = world(tmp_path)
     r = prepare.reusable(w.ctx, "k")
@@ -864,8 +921,17 @@ def test_metrics_doc(tmp_path: Path) -> None:
     c = w.rules_candidate()
     ev = _evaluation(w, c)
     doc = register.metrics_doc(w.ctx, select.Selection(c, "rules"), ev, w.prepared)
-    assert list(doc) == ["selection_metric", "test", "valid", "baseline", "splits", "data"]
+    assert list(doc) == [
+        "selection_metric",
+        "test",
+        "valid",
+        "baseline",
+        "metric_conventions",
+        "splits",
+        "data",
+    ]
     assert doc["selection_metric"] == "auc"
+    assert doc["metric_conventions"] == {}  # binary, unweighted: nothing to say
     assert (doc["test"], doc["valid"], doc["baseline"]) == (ev.test, c.valid, ev.baseline)
     assert doc["splits"] == {"rows": {"train": 60, "valid": 60, "test": 60}, "groups": {}}
     data = w.prepared.data.to_dict()

@@ -55,7 +55,12 @@ def _scored(task: str) -> pd.DataFrame:
 
 def _evaluate(task: str, frame: pd.DataFrame) -> dict[str, float]:
     info = task_info(task)
-    options: dict[str, Any] = {"ks": KS, "relevance_threshold": 1.0, "threshold": 0.5}
+    options: dict[str, Any] = {
+        "ks": KS,
+        "relevance_threshold": 1.0,
+        "threshold": 0.5,
+        "no_relevant": "one",
+    }
     return evaluation.evaluate(task, frame, "label", **{k: options[k] for k in info.eval_options})
 
 
@@ -141,7 +146,12 @@ def test_eval_options_are_evaluate_arguments_and_spec_fields(task: str) -> None:
 def test_baseline_reports_the_same_metrics(task: str) -> None:
     frame = _scored(task)
     info = task_info(task)
-    options: dict[str, Any] = {"ks": KS, "relevance_threshold": 1.0, "threshold": 0.5}
+    options: dict[str, Any] = {
+        "ks": KS,
+        "relevance_threshold": 1.0,
+        "threshold": 0.5,
+        "no_relevant": "one",
+    }
     base = evaluation.baseline(
         task,
         frame,

@@ -17,6 +17,7 @@ import pytest
 from components import evaluation, gate
 from components.features import CategoricalConfig, FeatureConfig
 from components.readers import ReadOptions
+from components.sparse import SparseConfig
 from components.splits import SplitPlan
 from components.validation import DataSchema
 from pipelines import translate
@@ -48,6 +49,8 @@ FILE_SOURCE: dict[str, Any] = {
         "zero_based": False,
         "feature_prefix": "x",
         "query_file_suffix": ".qid",
+        "sparse": "ids",
+        "num_fields": 6,
     },
 }
 SYNTHETIC = {"uri": "synthetic:ranking", "params": {"rows": 50, "n_features": 2, "seed": 5}}
@@ -67,6 +70,7 @@ def doc(**changes: Any) -> dict[str, Any]:
             "group": "qid",
             "timestamp": "when",
             "keys": ["doc_id", "user_id"],
+            "weight": "w",
             "validation": {"unexpected_columns": "fail"},
         },
         "features": {
@@ -81,6 +85,7 @@ def doc(**changes: Any) -> dict[str, Any]:
                     "hash_buckets": 128,
                 },
             ],
+            "sparse": ["ids", {"name": "bag", "dim": 40}],
             "impute": "none",
             "standardize": True,
             "log1p": ["b"],
@@ -95,7 +100,13 @@ def doc(**changes: Any) -> dict[str, Any]:
             "test_from": "2024-04-01T12:00:00+02:00",
         },
         "models": [{"name": "lm", "params": {"objective": "rank:ndcg"}}],
-        "evaluation": {"ks": [2, 7], "relevance_threshold": 2.0, "threshold": 0.7},
+        "evaluation": {
+            "ks": [2, 7],
+            "metric": "ndcg@7",
+            "relevance_threshold": 2.0,
+            "threshold": 0.7,
+            "no_relevant": "zero",
+        },
         "registry": {
             "gate": {"min_improvement": 0.01, "confidence": 0.9, "resamples": 200, "seed": 3}
         },
@@ -164,14 +175,62 @@ def test_data_schema() -> None:
             "group": "qid",
             "timestamp": "when",
             "keys": ("doc_id", "user_id"),
+            "weight": "w",
             "label_mapping": {"bad": 0, "good": 3},
             "num_classes": 5,
             "max_relevance": 3,
             "unexpected_columns": "fail",
+            "sparse": {"ids": None, "bag": 40},
         },
-        computed={"require_label", "extra"},  # set by scoring-time callers, not by the spec
+        # require_label and extra are set by scoring-time callers, not by the spec; the derived
+        # label's fields exclude label_mapping: test_data_schema_with_a_derived_label
+        computed={"require_label", "extra", "label_source", "label_threshold", "label_offset"},
     )
     assert schema.require_label is True and schema.extra == {}
+
+
+def test_data_schema_with_a_derived_label() -> None:
+    d = doc(data__label_mapping=None, data__label_from={"column": "stars", "offset": -1})
+    schema = translate.data_schema(spec_from_dict(d))
+    assert (schema.label_source, schema.label_offset, schema.label_threshold) == ("stars", -1, None)
+    d["data"]["label_from"] = {"column": "stars", "threshold": 3.5}
+    schema = translate.data_schema(spec_from_dict(d))
+    assert (schema.label_source, schema.label_offset) == ("stars", None)
+    assert schema.label_threshold == 3.5
+    assert translate.data_schema(spec()).label_source is None
+
+
+def test_valid_plan_holds_valid_out_of_train_without_a_valid_source() -> None:
+    d = doc(split={"method": "explicit", "valid": 0.25, "seed": 9})
+    d["data"].pop("source")
+    d["data"]["sources"] = {"train": {"uri": "tr.parquet"}, "test": {"uri": "te.parquet"}}
+    plan = translate.valid_plan(spec_from_dict(d))
+    assert plan == SplitPlan("group", seed=9, train=0.75, valid=0.25, label="rel")  # ranking
+    binary = _binary_explicit()
+    assert translate.valid_plan(binary) == SplitPlan("random", seed=0, train=0.9, valid=0.1)
+    d["data"]["sources"]["valid"] = {"uri": "va.parquet"}
+    assert translate.valid_plan(spec_from_dict(d)) is None  # the valid source is used
+    assert translate.valid_plan(spec()) is None  # one source, split by split.method
+
+
+def _binary_explicit() -> PipelineSpec:
+    return spec_from_dict(
+        {
+            "name": "b",
+            "task": "binary",
+            "data": {"sources": {"train": {"uri": "a.csv"}, "test": {"uri": "b.csv"}}},
+            "features": {"numeric": ["x"]},
+            "split": {"method": "explicit"},
+            "models": [{"kind": "xgboost"}],
+        }
+    )
+
+
+def test_feature_translations_need_a_resolved_spec() -> None:
+    s = spec_from_dict(doc(features__numeric={"prefix": "f"}))
+    for fn in (translate.data_schema, translate.feature_config):
+        with pytest.raises(ValueError, match=r"features.numeric is the selector \{prefix: 'f'\}"):
+            fn(s)
 
 
 def test_feature_config() -> None:
@@ -191,6 +250,7 @@ def test_feature_config() -> None:
             "impute": "none",
             "standardize": True,
             "log1p": ("b",),
+            "sparse": (SparseConfig("ids"), SparseConfig("bag", 40)),
         },
     )
     assert {f.name for f in dataclasses.fields(CategoricalConfig)} == set(
@@ -274,6 +334,8 @@ def test_source_config_for_a_file_source() -> None:
                 "zero_based": False,
                 "feature_prefix": "x",
                 "query_file_suffix": ".qid",
+                "sparse": "ids",
+                "num_fields": 6,
             },
         },
         computed={"params"},  # only synthetic sources have params
@@ -409,7 +471,7 @@ EVAL_PARAMS = set(inspect.signature(evaluation.evaluate).parameters) - {"task", 
 @pytest.mark.parametrize(
     ("task", "extra", "expected"),
     [
-        ("ranking", {}, {"ks": [2, 7], "relevance_threshold": 2.0}),
+        ("ranking", {}, {"ks": [2, 7], "relevance_threshold": 2.0, "no_relevant": "zero"}),
         ("binary", {}, {"threshold": 0.7}),
         ("multiclass", {"num_classes": 3}, {}),
         ("regression", {}, {}),
@@ -418,6 +480,8 @@ EVAL_PARAMS = set(inspect.signature(evaluation.evaluate).parameters) - {"task", 
 def test_eval_kwargs_per_task(task: str, extra: dict[str, Any], expected: dict[str, Any]) -> None:
     d = doc()
     d["task"] = task
+    if task != "ranking":  # ndcg@7
+        del d["evaluation"]["metric"]
     d["data"] = {"source": SYNTHETIC, **extra}
     d["features"] = {"numeric": ["f0", "f1"]}
     d["split"] = {"method": "group" if task == "ranking" else "random"}
@@ -439,6 +503,7 @@ def test_gate_settings() -> None:
         "seed": 3,
         "relevance_threshold": 2.0,
         "threshold": 0.7,
+        "no_relevant": "zero",
     }
     params = inspect.signature(gate.decide).parameters
     assert set(got) <= set(params)

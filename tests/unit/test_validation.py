@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -120,3 +122,59 @@ def test_first_rule_wins_and_rows_are_never_dropped() -> None:
 def test_schema_json_round_trip() -> None:
     s = schema(task="ranking", group="q", keys=("id",), label_mapping={"a": 1})
     assert DataSchema.from_json(s.to_json()) == s
+
+
+def test_label_from_a_threshold() -> None:
+    s = schema(label="label", label_source="rating", label_threshold=4.0)
+    out = coerce_frame(
+        frame(x=[1] * 5, c=["a"] * 5, rating=["5", "3.5", "4", None, "lots"]), s, "f"
+    )
+    assert out["label"].tolist()[:3] == [1.0, 0.0, 1.0]
+    assert rules(out) == [None, None, None, "null_label", "wrong_type"]
+    assert out["_reason"][3] == "column 'rating': label is missing"
+    assert out["_reason"][4] == "column 'rating': 'lots' is not a number"
+    assert "rating" not in out.columns  # the source column is not carried as a feature
+    # the label column itself need not exist; the source column must
+    with pytest.raises(DataValidationError, match=r"missing column \['rating'\]"):
+        coerce_frame(frame(x=[1], c=["a"], label=[1]), s, "f")
+
+
+def test_label_from_an_offset_is_range_checked() -> None:
+    s = schema(task="ranking", group="q", max_relevance=4, label_source="rating", label_offset=-1)
+    out = coerce_frame(frame(x=[1] * 5, c=["a"] * 5, q=[1] * 5, rating=[1, 5, 6, 0, 2.5]), s, "f")
+    assert out["y"].tolist() == [0.0, 4.0, 5.0, -1.0, 1.5]
+    assert rules(out)[:2] == [None, None]
+    assert rules(out)[2:] == ["label_out_of_range"] * 3
+    # the rule is label_out_of_range, so data.validation.label_out_of_range decides (fail or
+    # quarantine) as for any label; the reason names the column and the value it came from
+    assert out["_reason"][2] == (
+        "column 'rating': label 5 (value 6 - 1) is not an integer relevance 0..4"
+    )
+    assert out["_reason"][3] == (
+        "column 'rating': label -1 (value 0 - 1) is not an integer relevance 0..4"
+    )
+    up = schema(task="multiclass", num_classes=3, label_source="grade", label_offset=2)
+    out = coerce_frame(frame(x=[1, 2], c=["a"] * 2, grade=[-2, 1]), up, "f")
+    assert out["y"].tolist() == [0.0, 3.0] and rules(out) == [None, "label_out_of_range"]
+    assert "label 3 (value 1 + 2) is not an integer class id 0..2" in out["_reason"][1]
+
+
+def test_a_group_listed_as_a_feature_keeps_its_feature_values() -> None:
+    s = schema(task="ranking", numeric=("x", "q"), group="q")
+    out = coerce_frame(frame(x=[1, 2, 3], c=["a"] * 3, y=[1, 0, 1], q=["7", "7", "8"]), s, "f")
+    assert out["q"].tolist() == [7.0, 7.0, 8.0]  # coerced as a numeric feature
+    assert out["_group"].tolist() == [7, 7, 8] and rules(out) == [None] * 3
+    assert s.required_columns().count("q") == 1
+    s = schema(task="ranking", categorical=("c", "q"), group="q")
+    out = coerce_frame(frame(x=[1, 2], c=["a"] * 2, y=[1, 0], q=[3, 4]), s, "f")
+    assert out["q"].tolist() == ["3", "4"] and out["_group"].tolist() == [3, 4]
+
+
+def test_schema_json_round_trip_with_a_derived_label() -> None:
+    s = schema(label_source="rating", label_threshold=4.0)
+    assert DataSchema.from_json(s.to_json()) == s
+    old = json.loads(schema().to_json())  # a bundle written before label_from existed
+    for k in ("label_source", "label_threshold", "label_offset"):
+        old.pop(k)
+    assert DataSchema.from_json(json.dumps(old)) == schema()
+    assert s.unlabeled().label_source is None
