@@ -28,9 +28,10 @@ lint: $(STAMP)
 # Three pytest runs, one Ray cluster each (one at a time on a machine): the tiers sharing a local
 # Ray; the serving tests that involve replicas coming and going again on a local Ray serving
 # through HAProxy (Serve reads RAY_SERVE_ENABLE_HA_PROXY when Ray starts): what the ingress in
-# front of the replicas changes (autoscaling is the controller's, the same behind either); the
-# cluster tier, which starts its own multi-node Ray with `ray start`.
-HAPROXY_TESTS := ingress or switching or killing or api_key
+# front of the replicas changes (autoscaling is the controller's, the same behind either; a version
+# switch under load through HAProxy is the cluster tier's promote test); the cluster tier, which
+# starts its own multi-node Ray with `ray start`.
+HAPROXY_TESTS := ingress or killing or api_key
 test: lint
 	$(VENV)/bin/pytest -m "not gpu and not cluster" --durations=15
 	RAY_SERVE_ENABLE_HA_PROXY=1 $(VENV)/bin/pytest tests/e2e/test_serve.py -m e2e -k "$(HAPROXY_TESTS)" --durations=5

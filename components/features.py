@@ -9,10 +9,10 @@ Numeric columns: median imputation (optional) and standardisation (optional). Th
 exact while the training split has at most ``SAMPLE_PER_BATCH`` values per batch and
 ``MAX_SAMPLE`` in all; beyond that it is the median of a deterministic, evenly spaced sample.
 Categorical columns: a vocabulary (values seen at least ``min_frequency`` times, the most frequent
-``max_vocab_size``, ties by value) whose codes 1..N follow the values' sorted order (as strings,
-the order pandas gives a categorical's categories), with code 0 for out-of-vocabulary and missing
-values; or hashing into ``hash_buckets`` buckets (codes 1..N, 0 for missing) for high-cardinality
-columns. Code 0 is an embedding row of its own for torch; XGBoost sees it as missing (NaN, see
+``max_vocab_size``, ties by value) whose codes 1..N follow the values' sorted order as strings
+("10" before "2", the order pandas gives the categories of string values), with code 0 for
+out-of-vocabulary and missing values; or hashing into ``hash_buckets`` buckets (codes 1..N, 0 for
+missing) for high-cardinality columns. Code 0 is an embedding row of its own for torch; XGBoost sees it as missing (NaN, see
 ``components.xgboost_model.mark_missing_categories``), so an unseen value is not a category.
 """
 

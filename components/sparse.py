@@ -114,7 +114,11 @@ def _request_column(values: Sequence[Any], name: str) -> pa.Array:
                 raise ValueError(f"{name}: row {i} has {len(ids)} indices but {len(vs)} values")
             idx += ids
             val += vs
-        elif isinstance(row, Sequence) and not isinstance(row, (str, bytes)):
+        elif isinstance(row, float) and row != row:  # NaN: pandas' missing value
+            pass
+        elif isinstance(row, (Sequence, np.ndarray)) and not isinstance(row, (str, bytes)):
+            # a list of entries; an ndarray of them is how pandas holds a list<struct> column
+            # read without Arrow types (Parquet, JSON lines)
             for entry in row:
                 if not isinstance(entry, Mapping) or INDEX not in entry:
                     raise ValueError(f"{name}: row {i}: expected {{index, value}} entries")
@@ -133,6 +137,12 @@ def _request_column(values: Sequence[Any], name: str) -> pa.Array:
         raise ValueError(f"{name}: sparse indices must be integers and values numbers") from None
     if len(ind) and (ind.min() < 0 or ind.max() > MAX_INDEX):
         raise ValueError(f"{name}: sparse indices must be in 0..{MAX_INDEX}")
+    rows = np.repeat(np.arange(len(values)), np.diff(indptr))
+    order = np.lexsort((ind, rows))
+    repeated = (np.diff(rows[order]) == 0) & (np.diff(ind[order]) == 0)
+    if repeated.any():  # as at ingest: XGBoost would keep one value, an EmbeddingBag sum both
+        at = order[int(np.argmax(repeated))]
+        raise ValueError(f"{name}: row {int(rows[at])} gives index {int(ind[at])} more than once")
     return from_csr_arrays(indptr, ind, vals)
 
 

@@ -470,6 +470,18 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             except DeployError as e:  # e.g. the replicas refused to start without their API key
                 con.error(f"rayline: deploy failed: {e}")
                 return 1
+            except KeyboardInterrupt:
+                if conn.started:  # this command's own Ray (and Serve) stop with it
+                    raise
+                # Not rolled back: Serve's controller owns the update and finishes it (the
+                # running version keeps serving until the new replicas are healthy); undoing it
+                # from here could itself be cut short and leave neither version.
+                con.error(
+                    f"rayline: interrupted; an update of {args.model} already handed to the "
+                    "cluster's Serve goes on (the running version serves until the new one is "
+                    f"healthy); `rayline deploy {args.model} --version <previous>` goes back"
+                )
+                return 130
             _print_endpoint(
                 serve_args.model_copy(update={"version": info["version"]}),
                 Registry(serve_args.storage).path(args.model, info["version"]),
@@ -498,14 +510,16 @@ def cmd_release(args: argparse.Namespace) -> int:
     print(f"{args.model}: production v{old if old is not None else '-'} -> v{new}")
     import ray
 
-    target = args.address or os.environ.get("RAY_ADDRESS")
+    from pipelines.cluster import IN_PROCESS, open_ray, target_address
+
+    # the cluster run/deploy would join: --address, RAY_ADDRESS, or a `ray start` cluster here
+    target, _ = target_address(args.address)
     if not target and not ray.is_initialized():
         print(
-            "  no cluster given (--address or RAY_ADDRESS): a running endpoint keeps its version "
-            f"until `rayline deploy {args.model}`"
+            "  no cluster given or running here (--address, RAY_ADDRESS, `ray start`): a running "
+            f"endpoint keeps its version until `rayline deploy {args.model}`"
         )
         return 0
-    from pipelines.cluster import IN_PROCESS, open_ray
     from pipelines.deploy import switch_running
 
     conn = open_ray(target)

@@ -34,6 +34,11 @@ class SparseValue(_Body):
             raise ValueError(
                 f"{len(self.indices)} indices but {len(self.values)} values (one per index)"
             )
+        seen: set[int] = set()
+        for i in self.indices:  # ingest refuses a repeated index too
+            if i in seen:
+                raise ValueError(f"index {i} is given more than once")
+            seen.add(i)
         return self
 
 

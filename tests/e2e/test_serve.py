@@ -766,6 +766,49 @@ def test_no_wait_on_a_running_cluster_leaves_the_endpoint_up(served: dict, tmp_p
     assert r.status_code == 200 and r.json()["model"] == "tiny-ranking"
 
 
+def test_ctrl_c_during_a_deploy_to_a_cluster_leaves_the_update_to_serve(served: dict) -> None:
+    """SIGINT while `rayline deploy --address` waits for the replicas: exit 130 with a line
+    saying the cluster's Serve finishes the update; the endpoint then comes up (no rollback)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import ray
+
+    gcs = ray.get_runtime_context().gcs_address
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    options = ["route_prefix=/interrupted", f"port={PORT}", "num_cpus=0.25", "auth=none"]
+    cmd = [sys.executable, "-m", "pipelines", "deploy", "tiny-classification", "--version", "1"]
+    proc = subprocess.Popen(
+        [*cmd, "--address", gcs, "--storage", str(served["storage"]), *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    lines = iter(proc.stdout)
+    for line in lines:
+        if "deploying tiny-classification v1" in line:
+            break
+    next(lines)  # the API key line, printed just before the update goes to Serve
+    time.sleep(1.0)  # inside serve.run (which takes seconds) or waiting for /healthz
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "an update of tiny-classification already handed to the cluster's Serve goes on" in err
+    deadline = time.time() + 90
+    status = None
+    while time.time() < deadline and status != 200:
+        try:
+            status = httpx.get(f"http://127.0.0.1:{PORT}/interrupted/healthz").status_code
+        except httpx.HTTPError:
+            status = None
+        time.sleep(1)
+    assert status == 200
+
+
 def test_no_wait_without_a_cluster_is_refused(tmp_path: Path) -> None:
     import os
     import subprocess

@@ -39,8 +39,8 @@ def test_tuned_spec_runs_asha_trials_and_registers_the_best(
     assert {t["status"] for t in trials} <= {"completed", "stopped early"}
     assert all(t["value"] is not None and t["reached"] for t in trials)
     for t in trials:
-        if t["status"] == "stopped early":
-            assert t["reached"] < 40
+        if t["status"] == "stopped early":  # by ASHA at a rung: 40 is the last one
+            assert t["reached"] <= 40
         assert 0.01 <= t["config"]["params.eta"] <= 0.5
         assert 2 <= t["config"]["params.max_depth"] <= 6
     best = tuning["best"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import scipy.sparse
 
@@ -263,6 +264,29 @@ def test_ingest_validates_a_sparse_column_and_marks_bad_rows(tmp_path: Path) -> 
         coerce_frame(frame, schema, source="f.csv")
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_a_sparse_column_stored_in_parquet_or_jsonl_is_read_as_it_is(
+    tmp_path: Path, fmt: str
+) -> None:
+    """pandas holds such a column read without Arrow types as arrays of {index, value} dicts."""
+    from components.steps.ingest import load_one
+    from components.validation import DataSchema
+
+    column = sparse.from_csr_arrays(np.array([0, 2, 2, 3]), np.array([3, 7, 5]), [1.0, 0.5, 2.0])
+    table = pa.table({"x": column, "label": [0, 1, 0]})
+    path = tmp_path / f"s.{fmt}"
+    if fmt == "parquet":
+        pq.write_table(table, path)
+    else:
+        path.write_text(table.to_pandas().to_json(orient="records", lines=True))
+    schema = DataSchema(task="binary", numeric=(), categorical=(), sparse={"x": 8})
+    out = load_one({"path": str(path), "format": fmt, "index": 0}, schema, {})
+    assert out["_ok"].tolist() == [True, True, True]
+    indptr, indices, values = sparse.csr_arrays(out["x"])
+    assert indptr.tolist() == [0, 2, 2, 3] and indices.tolist() == [3, 7, 5]
+    assert values.tolist() == [1.0, 0.5, 2.0]
+
+
 def test_predict_request_with_a_sparse_feature(tmp_path: Path) -> None:
     from components import model_bundle, xgboost_model
     from components.features import FeatureConfig, fit_transform, partial_stats
@@ -354,3 +378,14 @@ def test_spec_sparse_fields() -> None:
         spec_from_dict(twice)
     with pytest.raises(SpecError, match=r"features\.sparse\.0\.SparseFeature\.dim|dim"):
         spec_from_dict({**doc, "features": {"sparse": [{"name": "ids", "dim": 0}]}})
+
+
+def test_a_repeated_index_is_refused_in_requests_as_at_ingest() -> None:
+    from pydantic import ValidationError
+
+    from serve.schemas import SparseValue
+
+    with pytest.raises(ValidationError, match="index 4 is given more than once"):
+        SparseValue(indices=[1, 4, 4])
+    with pytest.raises(ValueError, match="x: row 1 gives index 3 more than once"):
+        sparse.to_arrow([{"indices": [1, 2]}, {"indices": [3, 3], "values": [1, 2]}], "x")

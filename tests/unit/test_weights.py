@@ -104,8 +104,11 @@ def test_xgboost_ranking_takes_one_weight_per_query() -> None:
     config = FeatureConfig(numeric=("x",), categorical=(), impute="none")
     frame = _frame(16).assign(**{WEIGHT: np.repeat([1.0, 2.0, 3.0, 4.0], 4)})
     t = fit_transform([partial_stats(frame, config)], config)
-    d = xgboost_model.dmatrix(frame, t, "ranking", "label")
+    # rows of the queries interleaved: dmatrix sorts them by query, the weights follow
+    shuffled = frame.iloc[np.random.default_rng(0).permutation(16)].reset_index(drop=True)
+    d = xgboost_model.dmatrix(shuffled, t, "ranking", "label")
     assert d.get_weight().tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert d.get_group().tolist() == [4, 4, 4, 4]
     frame.loc[5, WEIGHT] = 9.0
     with pytest.raises(ValueError, match=r"query #1 \(in row order\) has rows weighted 2 and 9"):
         xgboost_model.dmatrix(frame, t, "ranking", "label")
