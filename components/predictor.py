@@ -112,6 +112,10 @@ class Predictor:
             raise bundle.BundleError(f"{path}: {name}: not valid JSON ({why})") from None
         if kind == "xgboost":
             model = xgboost_model.load_booster(raw)
+            try:
+                xgboost_model.check_feature_names(model, transform)
+            except ValueError as e:
+                raise bundle.BundleError(f"{path}: {e}") from None
             if threads:
                 model.set_param({"nthread": int(threads)})
         elif kind != "rules":  # torch is imported only for torch bundles
@@ -151,7 +155,8 @@ class Predictor:
             return values, self.model.rule_names(which)
         x = self.transform.transform(frame)
         if self.meta["kind"] == "xgboost":
-            return xgboost_model.predict(self.model, x, self.transform, frame), None
+            out = xgboost_model.predict(self.model, x, self.transform, frame, checked=True)
+            return out, None
         from components.torch_training import predict, sparse_matrices
 
         # sparse columns (DataFrame Arrow columns or request values) as CSR, one per column

@@ -198,11 +198,19 @@ def load_booster(data: bytes) -> xgboost.Booster:
     return booster
 
 
+def check_feature_names(booster: xgboost.Booster, transform: FeatureTransform) -> None:
+    """ValueError unless the booster was trained on the transform's columns (with sparse
+    features there is a name per index, so this is worth doing once per model, not per call)."""
+    if list(booster.feature_names or []) != transform.feature_names:
+        raise ValueError("model and feature transform disagree on the feature columns")
+
+
 def predict(
     booster: xgboost.Booster,
     x: np.ndarray,
     transform: FeatureTransform,
     frame: pd.DataFrame | Columns | None = None,
+    checked: bool = False,
 ) -> np.ndarray:
     """Model output for a transformed matrix: P(1), class probabilities, a ranking score, or the
     predicted value (reg:tweedie predicts the mean, not the log of it). With sparse features,
@@ -210,10 +218,11 @@ def predict(
 
     ``inplace_predict`` skips building a DMatrix (half the cost of a 1-row request); the
     booster carries the feature types, so categorical codes split exactly as in training. ``x``
-    (``transform.transform``'s output) is modified: missing categories become NaN.
+    (``transform.transform``'s output) is modified: missing categories become NaN. ``checked``:
+    the caller has run ``check_feature_names`` on this pair already (the Predictor, at load).
     """
-    if list(booster.feature_names or []) != transform.feature_names:
-        raise ValueError("model and feature transform disagree on the feature columns")
+    if not checked:
+        check_feature_names(booster, transform)
     if booster.attr(MISSING_CATEGORY_ATTR) == "nan":
         x = mark_missing_categories(x, transform)
     if transform.sparse:
