@@ -32,6 +32,7 @@ from components.torch_training import (
     train_epoch,
 )
 from tests import bundles
+from tests.train_fakes import Context, Shard
 
 torch.set_num_threads(2)
 
@@ -260,25 +261,6 @@ def test_a_model_with_sparse_input_learns() -> None:
         predict(model, xt, "binary")
 
 
-class _Shard:
-    def __init__(self, frame: pd.DataFrame) -> None:
-        self.frame = frame
-
-    def materialize(self) -> _Shard:
-        return self
-
-    def to_pandas(self) -> pd.DataFrame:
-        return self.frame
-
-
-class _Context:
-    def get_world_rank(self) -> int:
-        return 0
-
-    def get_world_size(self) -> int:
-        return 1
-
-
 @pytest.mark.parametrize(("kind", "task"), [("torch.mlp", "binary"), ("torch.dlrm", "ranking")])
 def test_the_train_worker_function_trains_on_sparse_columns(
     monkeypatch: pytest.MonkeyPatch, kind: str, task: str
@@ -293,9 +275,9 @@ def test_the_train_worker_function_trains_on_sparse_columns(
     assert isinstance(train["ids"].dtype, pd.ArrowDtype)
     transform = bundles.features(train, numeric=("age",), categorical=("country",), sparse=("ids",))
     arch = _arch(kind, cardinalities=(transform.categorical[0].cardinality,))
-    shards = {"train_r0": _Shard(train), "valid": _Shard(valid)}
+    shards = {"train_r0": Shard(train), "valid": Shard(valid)}
     reports: list[dict[str, Any]] = []
-    monkeypatch.setattr(ray.train, "get_context", lambda: _Context())
+    monkeypatch.setattr(ray.train, "get_context", lambda: Context())
     monkeypatch.setattr(ray.train, "get_dataset_shard", lambda name: shards[name])
     monkeypatch.setattr(ray.train, "get_checkpoint", lambda: None)
     # where() asks Ray's runtime context for the node, which would start or join a cluster

@@ -19,30 +19,9 @@ import ray.train
 from components.features import FeatureTransform, NumericParams
 from components.steps import train_common
 from components.steps.train_common import WorkerJob, WorkerStart
+from tests.train_fakes import Context, Shard
 
 TRANSFORM = FeatureTransform(numeric=(NumericParams("x", 0.0, 0.0, 1.0),), categorical=())
-
-
-class _Shard:
-    def __init__(self, frame: pd.DataFrame) -> None:
-        self.frame = frame
-
-    def materialize(self) -> _Shard:
-        return self
-
-    def to_pandas(self) -> pd.DataFrame:
-        return self.frame
-
-
-class _Context:
-    def __init__(self, rank: int, world: int) -> None:
-        self.rank, self.world = rank, world
-
-    def get_world_rank(self) -> int:
-        return self.rank
-
-    def get_world_size(self) -> int:
-        return self.world
 
 
 class _Checkpoint:
@@ -58,15 +37,15 @@ def _fake_worker(
     monkeypatch: pytest.MonkeyPatch, rank: int, world: int, checkpoint: Any = None
 ) -> list[tuple[dict[str, Any], Any]]:
     """Make this process look like rank ``rank`` of ``world``; returns the reports it makes."""
-    shards = {f"train_r{r}": _Shard(pd.DataFrame({"x": [float(r)]})) for r in range(world)}
-    shards["valid"] = _Shard(pd.DataFrame({"x": [9.0, 9.0]}))
+    shards = {f"train_r{r}": Shard(pd.DataFrame({"x": [float(r)]})) for r in range(world)}
+    shards["valid"] = Shard(pd.DataFrame({"x": [9.0, 9.0]}))
     reports: list[tuple[dict[str, Any], Any]] = []
 
     def report(metrics: dict[str, Any], checkpoint: Any = None) -> None:
         files = sorted(os.listdir(checkpoint.path)) if checkpoint is not None else None
         reports.append((metrics, (checkpoint.path, files) if checkpoint is not None else None))
 
-    monkeypatch.setattr(ray.train, "get_context", lambda: _Context(rank, world))
+    monkeypatch.setattr(ray.train, "get_context", lambda: Context(rank, world))
     monkeypatch.setattr(ray.train, "get_dataset_shard", lambda name: shards[name])
     monkeypatch.setattr(ray.train, "get_checkpoint", lambda: checkpoint)
     monkeypatch.setattr(ray.train, "report", report)
