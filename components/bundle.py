@@ -54,11 +54,12 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
+from components import uris
+
 MANIFEST = "MANIFEST.json"
 MANIFEST_FORMAT = 1
 TMP_MARK = ".tmp-"
 _CHUNK = 1 << 20
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 SIGNATURE = "SIGNATURE"
 KEY_ENV = "RAYLINE_BUNDLE_KEY"
 _SIGNATURE_ALGORITHM = "hmac-sha256"
@@ -111,8 +112,8 @@ class Storage:
     def __init__(self, location: str | os.PathLike[str]) -> None:
         loc = os.fspath(location)
         self._uri: SplitResult | None
-        if _URI.match(loc):
-            fs, path = pafs.FileSystem.from_uri(loc)
+        if uris.is_uri(loc):
+            fs, path = uris.filesystem(loc)
             self._uri = urlsplit(loc)
             self._uri = self._uri._replace(path=self._uri.path.rstrip("/"))
             self.location = urlunsplit(self._uri)
@@ -488,6 +489,32 @@ class Storage:
         """Delete a file; missing is fine."""
         with contextlib.suppress(FileNotFoundError):
             self.fs.delete_file(self.path(rel))
+
+    def read_text(self, rel: str) -> str:
+        """A text file's content (UTF-8); FileNotFoundError if it does not exist."""
+        return self.read_bytes(rel).decode()
+
+    def write_text(self, rel: str, text: str) -> None:
+        """Write a text file (UTF-8) atomically (see :meth:`write_bytes`)."""
+        self.write_bytes(rel, text.encode())
+
+    def remove(self, rel: str) -> None:
+        """Delete a file or a directory tree at ``rel`` (a link itself, never its target);
+        missing is fine."""
+        if self._posix:
+            path = self.path(rel)
+            if os.path.islink(path) or os.path.isfile(path):
+                os.remove(path)
+            elif os.path.isdir(path):
+                import shutil
+
+                shutil.rmtree(path)
+            return
+        kind = self._type(rel)
+        if kind == pafs.FileType.File:
+            self.delete_file(rel)
+        elif kind == pafs.FileType.Directory:
+            self.delete_tree(rel)
 
     def delete_tree(self, rel: str) -> None:
         """Delete a directory and everything in it; missing is fine."""

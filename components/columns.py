@@ -17,14 +17,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import os
 from collections.abc import Mapping
 from typing import Any
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from components import generators, readers
+from components import generators, readers, uris
 
 _HEADER_CHUNK = 1 << 16  # bytes read at a time while looking for a csv header line
 
@@ -77,9 +76,7 @@ def file_columns(path: str, options: readers.ReadOptions) -> list[str]:
 
 
 def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in path:
-        return pafs.FileSystem.from_uri(path)
-    return pafs.LocalFileSystem(), os.path.abspath(path)
+    return uris.filesystem(path)
 
 
 def _parquet_columns(path: str) -> list[str]:

@@ -39,7 +39,7 @@ import pyarrow.fs as pafs
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from components import sparse
+from components import sparse, uris
 
 FORMATS = ("parquet", "csv", "jsonl", "libsvm", "libfm")
 SOURCE_FILE = "_source_file"
@@ -338,7 +338,7 @@ def _resolve(path: str) -> tuple[pafs.FileSystem, str]:
     if "://" not in path:
         return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
     try:
-        fs, inner = pafs.FileSystem.from_uri(path)
+        fs, inner = uris.filesystem(path)
     except Exception as e:
         raise SourceError(f"{path}: cannot open: {_reason(e)}") from e
     return fs, inner

@@ -19,6 +19,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from components import uris
+from components.bundle import Storage
 from components.predictor import Predictor
 from components.validation import SOURCE_FILE, SOURCE_ROW
 
@@ -92,9 +94,12 @@ def check_output(
     followed for these checks. Without ``overwrite``, an existing OUTPUT must be a folder of
     rayline's own earlier predictions (with the marker) or an empty folder.
     """
+    if not output:
+        raise PredictOutputError("OUTPUT is empty: name a folder or a storage URI")
     local = _local(output)
-    if local is None or not local:
-        raise PredictOutputError(f"OUTPUT must be a local folder, not {output!r}")
+    if local is None:
+        _check_remote_output(input_uri, output, overwrite, protect)
+        return
     given = Path(os.path.expanduser(local))
     targets = {Path(os.path.abspath(given)), given.resolve()}  # the name, and a link's target
     found = _input_root(input_uri)
@@ -137,6 +142,71 @@ def check_output(
         )
 
 
+def _prefix_of(a: str, b: str) -> bool:
+    """Whether URI ``a`` is ``b`` or a folder above it (compared without query options)."""
+    a, b = uris.display(a).rstrip("/"), uris.display(b).rstrip("/")
+    return b == a or b.startswith(a + "/")
+
+
+def _check_remote_output(
+    input_uri: str, output: str, overwrite: bool, protect: Sequence[str]
+) -> None:
+    """``check_output`` for an object-store OUTPUT: the same rules, by URI prefix."""
+    if _prefix_of(output, input_uri):
+        raise PredictOutputError(
+            f"OUTPUT {uris.display(output)} is or holds the input ({uris.display(input_uri)}): "
+            "writing it would delete the input; choose another prefix"
+        )
+    if _prefix_of(input_uri, output):
+        raise PredictOutputError(
+            f"OUTPUT {uris.display(output)} is inside the input {uris.display(input_uri)}: the "
+            "predictions would be read as input next time; choose a prefix outside it"
+        )
+    for keep in protect:
+        if keep and uris.is_uri(keep) and _prefix_of(output, keep):
+            raise PredictOutputError(
+                f"OUTPUT {uris.display(output)} is or holds {uris.display(keep)}: replacing it "
+                "would delete that; choose a new prefix"
+            )
+    store = Storage(uris.normalize(output))
+    if overwrite or not store.exists() or store.is_file(MARKER) or not store.list_dir():
+        if store.is_file(""):
+            raise PredictOutputError(f"OUTPUT {uris.display(output)} is a file, not a prefix")
+        return
+    raise PredictOutputError(
+        f"OUTPUT {uris.display(output)} exists and is not an earlier rayline output (no "
+        f"{MARKER}): pass --overwrite to replace it, or choose a new prefix"
+    )
+
+
+def _write_remote(scored: Any, output: str, marker: dict[str, Any], expected_rows: int) -> int:
+    """Write the predictions under an object-store OUTPUT: into a temporary prefix beside it,
+    counted, then copied over OUTPUT's old files with the marker written last (an object store
+    has no rename; the marker says the folder is complete). Returns the rows written."""
+    import ray.data
+
+    output = uris.normalize(output)
+    parent, name = Storage(uris.parent(output)), uris.basename(output)
+    tmp_name = f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = parent.child(tmp_name)
+    fs, tmp_inner = uris.filesystem(tmp.location)
+    try:
+        scored.write_parquet(tmp_inner, filesystem=fs)
+        rows = ray.data.read_parquet(tmp_inner, filesystem=fs).count()
+        if rows != expected_rows:
+            raise RuntimeError(f"scored {rows} rows but read {expected_rows}; nothing was written")
+        out = parent.child(name)
+        out.delete_file(MARKER)  # from here on OUTPUT is not a complete output
+        for old in out.walk_files():
+            out.delete_file(old)
+        for f in tmp.walk_files():
+            fs.copy_file(tmp.path(f), out.path(f))
+        out.write_text(MARKER, json.dumps({**marker, "rows": rows}, indent=1) + "\n")
+    finally:
+        parent.remove(tmp_name)
+    return rows
+
+
 def _replace(tmp: str, output: str) -> None:
     """Put the finished folder ``tmp`` at ``output``; what was there is removed only after.
     A link at ``output`` is replaced, never what it points to."""
@@ -152,6 +222,19 @@ def _replace(tmp: str, output: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _marker(input_uri: str, bundle_path: str, rows: int) -> dict[str, Any]:
+    """What the MARKER file of an output says."""
+    return {
+        "written_by": "rayline predict",
+        "bundle": uris.display(
+            bundle_path if uris.is_uri(bundle_path) else os.path.abspath(bundle_path)
+        ),
+        "input": uris.display(input_uri),
+        "rows": rows,
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
 def publish(
     tmp: str,
     output: str,
@@ -164,13 +247,7 @@ def publish(
     """Mark the finished folder ``tmp`` as rayline's predictions and put it at ``output``,
     checking again first that ``output`` may be replaced (it may have changed while scoring);
     on a refusal ``tmp`` is removed and nothing else is touched."""
-    marker = {
-        "written_by": "rayline predict",
-        "bundle": os.path.abspath(bundle_path),
-        "input": input_uri,
-        "rows": rows,
-        "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    marker = _marker(input_uri, bundle_path, rows)
     Path(tmp, MARKER).write_text(json.dumps(marker, indent=1) + "\n")
     try:
         check_output(input_uri, output, overwrite, [bundle_path, *protect])
@@ -206,12 +283,18 @@ def predict(
     started = time.time()
     predictor = Predictor.load(bundle_path)
     schema = predictor.schema.unlabeled(keys=tuple(keys))
+    source = uris.normalize(input_uri) if input_uri.startswith("s3://") else input_uri
     with tempfile.TemporaryDirectory(prefix="rayline-predict-") as scratch:
-        data = ingest(SourceConfig(uri=input_uri, format=fmt), schema, {}, scratch, label="input")
+        data = ingest(SourceConfig(uri=source, format=fmt), schema, {}, scratch, label="input")
     keep = [*keys, SOURCE_FILE, SOURCE_ROW]
     scored = score_dataset(
         data.dataset, bundle_path, keep, actors=concurrency, batch_size=batch_size
     )
+    if _local(output) is None:
+        marker = _marker(input_uri, bundle_path, data.rows_read)
+        check_output(input_uri, output, overwrite, [bundle_path, *protect])
+        rows_out = _write_remote(scored, output, marker, data.rows_read)
+        return {"rows_in": data.rows_read, "rows_out": rows_out, "seconds": time.time() - started}
     parent = os.path.dirname(os.path.abspath(output)) or "."
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f".{os.path.basename(output)}.tmp-{uuid.uuid4().hex[:8]}")

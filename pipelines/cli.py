@@ -261,7 +261,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _storage(arg: str | None) -> str:
-    return arg or os.environ.get(STORAGE_ENV) or "./storage"
+    """The storage root a command opens: --storage, else RAYLINE_STORAGE, else ./storage (an
+    s3:// root with its endpoint from AWS_ENDPOINT_URL, components.uris)."""
+    from components import uris
+
+    return uris.normalize(arg or os.environ.get(STORAGE_ENV) or "./storage")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -315,7 +319,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner = Runner(spec, out=con.say, storage=args.storage, resume=args.resume)
     # Ray's own output goes to the run's log file, unless asked for (--verbose) or this process
     # is already connected (a notebook or test session: its Ray output is its owner's business).
-    log = None if args.verbose or ray.is_initialized() else os.path.join(runner.run_dir, LOG_NAME)
+    log = None if args.verbose or ray.is_initialized() else runner.paths.log_file(LOG_NAME)
     with capture(log, f"rayline run {args.spec}", con):
         return _run(args, spec, runner, con)
 
@@ -416,9 +420,10 @@ def _log_file(storage: str, command: str) -> str:
     """Where a command other than ``run`` keeps Ray's output: <storage>/logs/ (local storage) or
     the temp folder (object-store storage)."""
     import datetime as dt
-    import tempfile
 
-    root = storage if "://" not in storage else os.path.join(tempfile.gettempdir(), "rayline")
+    from pipelines.run_dir import local_logs_root
+
+    root = storage if "://" not in storage else local_logs_root()
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     return os.path.join(root, "logs", f"{command}-{stamp}-{os.getpid()}.ray.log")
 
@@ -567,30 +572,36 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from components import uris
+    from components.bundle import Storage
     from pipelines import report
 
-    given = Path(args.run)
-    if (given / "report.json").exists():
-        run_dir = given
+    given = uris.normalize(args.run) if uris.is_uri(args.run) else args.run
+    if Storage(given).is_file("report.json"):
+        run_dir = Storage(given)
     else:
-        runs = Path(_storage(args.storage)) / "runs"
-        found = sorted(p for p in runs.glob(f"*/{args.run}*") if (p / "report.json").exists())
+        runs = Storage(_storage(args.storage)).child("runs")
+        found = sorted(
+            f"{pipeline}/{name}"
+            for pipeline, is_dir in runs.list_dir().items()
+            if is_dir
+            for name, sub in runs.list_dir(pipeline).items()
+            if sub and name.startswith(args.run) and runs.is_file(f"{pipeline}/{name}/report.json")
+        )
         if len(found) != 1:
             what = "no run" if not found else f"{len(found)} runs"
-            names = ", ".join(p.name for p in found[:5])
+            names = ", ".join(f.split("/")[1] for f in found[:5])
             print(
-                f"rayline: {what} matching {args.run!r} under {runs}"
+                f"rayline: {what} matching {args.run!r} under {uris.display(runs.location)}"
                 + (f": {names}" if names else ""),
                 file=sys.stderr,
             )
             return 1
-        run_dir = found[0]
-    doc = json.loads((run_dir / "report.json").read_text())
+        run_dir = runs.child(found[0])
+    doc = json.loads(run_dir.read_text("report.json"))
     for name in ("report.html", "report.md"):
-        if (run_dir / name).exists():
-            print(f"{name}: {run_dir / name}")
+        if run_dir.is_file(name):
+            print(f"{name}: {uris.display(run_dir.where(name))}")
     print(report.summary(doc))
     if doc.get("error"):
         print(f"  error: {doc['error']}")
@@ -641,13 +652,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from components import bundle
+    from components import bundle, uris
 
     reg = Registry(_storage(args.storage))
     if args.models_command == "list":
         names = reg.models()
         if not names:
-            print(f"no models registered under {_storage(args.storage)}/registry")
+            print(f"no models registered under {uris.display(_storage(args.storage))}/registry")
             return 0
         for name in names:
             aliases = reg.aliases(name)
@@ -674,7 +685,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"rayline: {e}", file=sys.stderr)
         return 1
     manifest = bundle.verify_bundle(mv.path)
-    print(f"{mv.model} v{mv.version}  [{', '.join(mv.aliases) or 'no alias'}]  {mv.path}")
+    print(
+        f"{mv.model} v{mv.version}  [{', '.join(mv.aliases) or 'no alias'}]  {uris.display(mv.path)}"
+    )
     for name in ("metrics.json", "lineage.json", "model.json"):
         if name in manifest["files"]:
             doc = bundle.read_json(mv.path, name)

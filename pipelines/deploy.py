@@ -9,9 +9,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from components.bundle import Storage
 from components.features import FeatureTransform
 from components.predictor import Predictor
 from components.registry import Registry
@@ -142,20 +142,17 @@ SERVING_DIR = "serving"
 
 def remember(args: ServeArgs) -> None:
     """Record the arguments of a live deployment, so promote/rollback can switch it in place."""
-    folder = Path(args.storage, SERVING_DIR)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{args.model}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(args.model_dump(mode="json"), indent=1))
-    os.replace(tmp, path)
+    doc = json.dumps(args.model_dump(mode="json"), indent=1)
+    Storage(args.storage).child(SERVING_DIR).write_text(f"{args.model}.json", doc)
 
 
 def recalled(storage: str, model: str) -> ServeArgs | None:
     """The arguments ``model`` was last deployed with from this storage, if any."""
-    path = Path(storage, SERVING_DIR, f"{model}.json")
-    if not path.exists():
+    try:
+        doc = Storage(storage).child(SERVING_DIR).read_text(f"{model}.json")
+    except FileNotFoundError:
         return None
-    return ServeArgs.model_validate_json(path.read_text())
+    return ServeArgs.model_validate_json(doc)
 
 
 def switch_running(

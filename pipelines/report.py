@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
+
+from components import uris
+from components.bundle import Storage
 
 
 def _fmt(v: Any) -> str:
@@ -249,7 +251,7 @@ def summary(report: dict[str, Any]) -> str:
     if model:
         lines.append(
             f"  registered {model['name']} v{model['version']} "
-            f"[{', '.join(model['aliases'])}] at {model['path']}"
+            f"[{', '.join(model['aliases'])}] at {uris.display(model['path'])}"
         )
     g = report.get("gate")
     if g:
@@ -262,7 +264,7 @@ def summary(report: dict[str, Any]) -> str:
 def figures(report: dict[str, Any]) -> dict[str, bytes]:
     """The run's plots as PNG bytes, by name (only those the run has data for)."""
     import numpy as np
-    import pandas as pd
+    import pyarrow.parquet as pq
 
     from pipelines import plots
 
@@ -277,8 +279,9 @@ def figures(report: dict[str, Any]) -> dict[str, bytes]:
         if png:
             out[f"trials_{name}"] = png
     predictions = report.get("predictions")
-    if predictions and os.path.exists(predictions):
-        frame = pd.read_parquet(predictions)
+    if predictions and Storage(uris.parent(predictions)).exists(uris.basename(predictions)):
+        fs, inner = uris.filesystem(predictions)
+        frame = pq.read_table(inner, filesystem=fs).to_pandas()
         label = report.get("label") or "label"
         if report["task"] == "binary" and label in frame and frame[label].nunique() == 2:
             out.update(
@@ -301,9 +304,9 @@ def figures(report: dict[str, Any]) -> dict[str, bytes]:
                 )
             )
     path = (report.get("model") or {}).get("path")
-    if path and os.path.exists(os.path.join(path, "feature_importance.json")):
-        with open(os.path.join(path, "feature_importance.json")) as fh:
-            png = plots.feature_importance(json.load(fh))
+    if path and Storage(path).is_file("feature_importance.json"):
+        importance = json.loads(Storage(path).read_text("feature_importance.json"))
+        png = plots.feature_importance(importance)
         if png:
             out["feature_importance"] = png
     if report.get("gate"):
@@ -435,35 +438,22 @@ def _inline(text: str) -> str:
 
 def write(run_dir: str, report: dict[str, Any]) -> tuple[str, str]:
     """Write report.md, report.json and report.html (with its figures, also as plots/*.png)
-    into the run directory, each via a temp file + rename. A figure that cannot be drawn is
-    noted in the page, never a failed run."""
-    os.makedirs(run_dir, exist_ok=True)
+    into the run directory (a folder or an object-store prefix), each file atomically. A figure
+    that cannot be drawn is noted in the page, never a failed run."""
+    store = Storage(run_dir)
     try:
         images = figures(report) if report.get("status") == "succeeded" else {}
     except Exception as e:  # the report must still be written
         images = {}
         report = {**report, "figures_error": f"{type(e).__name__}: {e}"}
-    if images:
-        os.makedirs(os.path.join(run_dir, "plots"), exist_ok=True)
-        for name, png in images.items():
-            _atomic(os.path.join(run_dir, "plots", f"{name}.png"), png)
-    paths = (
-        os.path.join(run_dir, "report.md"),
-        os.path.join(run_dir, "report.json"),
-        os.path.join(run_dir, "report.html"),
-    )
+    for name, png in images.items():
+        store.write_bytes(f"plots/{name}.png", png)
+    names = ("report.md", "report.json", "report.html")
     texts = (
         markdown(report),
         json.dumps(report, indent=1, default=str),
         html(report, images),
     )
-    for path, text in zip(paths, texts, strict=True):
-        _atomic(path, text.encode())
-    return paths[0], paths[1]
-
-
-def _atomic(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    for name, text in zip(names, texts, strict=True):
+        store.write_text(name, text)
+    return uris.display(store.where(names[0])), uris.display(store.where(names[1]))

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Generic, TypeVar
+
+from components.bundle import Storage
 
 KEY_FILE = "key.json"
 T = TypeVar("T")
@@ -27,48 +27,46 @@ def key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def stored(folder: str | Path) -> dict[str, Any] | None:
+def stored(folder: str) -> dict[str, Any] | None:
     """The key document of a completed step folder (written last), or None."""
-    path = Path(folder, KEY_FILE)
-    if not path.exists():
-        return None
+    store = Storage(folder)
     try:
-        doc: dict[str, Any] = json.loads(path.read_text())
-    except ValueError:
+        doc: dict[str, Any] = json.loads(store.read_text(KEY_FILE))
+    except (FileNotFoundError, ValueError):
         return None
     return doc
 
 
-def matches(folder: str | Path, expected: str) -> dict[str, Any] | None:
+def matches(folder: str, expected: str) -> dict[str, Any] | None:
     """The stored document when its key equals ``expected``; None when absent or stale."""
     doc = stored(folder)
     return doc if doc is not None and doc.get("key") == expected else None
 
 
-def mark_done(folder: str | Path, k: str, **info: Any) -> None:
+def mark_done(folder: str, k: str, **info: Any) -> None:
     """Record that ``folder`` holds a complete step output for key ``k`` (atomically, last)."""
-    os.makedirs(folder, exist_ok=True)
-    path = Path(folder, KEY_FILE)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": k, **info}, indent=1, default=str))
-    os.replace(tmp, path)
+    Storage(folder).write_text(KEY_FILE, json.dumps({"key": k, **info}, indent=1, default=str))
 
 
-def unfinished_run(runs_dir: str | Path) -> Path | None:
+def invalidate(folder: str) -> None:
+    """Forget a step folder's key before its output is written again, so a half-rewritten
+    folder is never taken for the complete output of its old key."""
+    Storage(folder).delete_file(KEY_FILE)
+
+
+def unfinished_run(runs_dir: str) -> str | None:
     """The newest run directory whose report does not say it succeeded (None if there is none)."""
-    root = Path(runs_dir)
-    if not root.is_dir():
-        return None
-    for run in sorted((p for p in root.iterdir() if p.is_dir()), reverse=True):
-        report = run / "report.json"
-        if not report.exists():
-            return run  # the driver died before any report
+    runs = Storage(runs_dir)
+    names = sorted((n for n, is_dir in runs.list_dir().items() if is_dir), reverse=True)
+    for name in names:
         try:
-            status = json.loads(report.read_text()).get("status")
+            status = json.loads(runs.read_text(f"{name}/report.json")).get("status")
+        except FileNotFoundError:
+            return runs.where(name)  # the driver died before any report
         except ValueError:
-            return run
+            return runs.where(name)
         if status != "succeeded":
-            return run
+            return runs.where(name)
         return None  # the newest run finished: nothing to resume
     return None
 
@@ -109,6 +107,7 @@ class Resume:
         doc = self.stored(r)
         if doc is not None:
             return self.reuse(r, doc)
+        invalidate(r.folder)
         result = compute()
         mark_done(r.folder, r.key, **r.save(result))
         return result

@@ -1,15 +1,24 @@
-"""Every path of one run, named once: ``<storage>/runs/<pipeline>/<run_id>/...``."""
+"""Every path of one run, named once: ``<storage>/runs/<pipeline>/<run_id>/...``, as local paths
+or URIs (components.uris) like the storage root they are under."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import tempfile
 import uuid
 from dataclasses import dataclass
 
+from components import uris
+from components.bundle import Storage
 from components.splits import SPLIT_NAMES
 
-__all__ = ["SPLIT_NAMES", "RunDir", "new_run_id", "runs_of"]
+__all__ = ["SPLIT_NAMES", "RunDir", "local_logs_root", "new_run_id", "runs_of"]
+
+
+def local_logs_root() -> str:
+    """Where logs go when the storage is not on this machine's disk."""
+    return os.path.join(tempfile.gettempdir(), "rayline")
 
 
 def new_run_id() -> str:
@@ -20,7 +29,7 @@ def new_run_id() -> str:
 
 def runs_of(storage: str, pipeline: str) -> str:
     """The folder holding every run of one pipeline."""
-    return os.path.join(storage, "runs", pipeline)
+    return uris.join(storage, "runs", pipeline)
 
 
 @dataclass(frozen=True)
@@ -33,10 +42,27 @@ class RunDir:
 
     @property
     def root(self) -> str:
-        return os.path.join(runs_of(self.storage, self.pipeline), self.run_id)
+        return uris.join(runs_of(self.storage, self.pipeline), self.run_id)
+
+    @property
+    def store(self) -> Storage:
+        """The run directory as a Storage (local folder or object-store prefix)."""
+        return Storage(self.root)
+
+    @property
+    def local(self) -> bool:
+        """Whether the run directory is on this machine's disk."""
+        return not uris.is_uri(self.root)
+
+    def log_file(self, name: str) -> str:
+        """A log of this run on this machine's disk: in the run directory when that is local,
+        else under the temp folder (``<tmp>/rayline/runs/<pipeline>/<run_id>/``)."""
+        if self.local:
+            return self._at(name)
+        return os.path.join(local_logs_root(), "runs", self.pipeline, self.run_id, name)
 
     def _at(self, *parts: str) -> str:
-        return os.path.join(self.root, *parts)
+        return uris.join(self.root, *parts)
 
     @property
     def spec_file(self) -> str:

@@ -10,15 +10,14 @@ With ``resume``, a stage whose inputs are unchanged since an interrupted run is 
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
+from components import uris
 from components.registry import ModelVersion
 from pipelines import columns, report, tracking
 from pipelines import resume as resume_mod
@@ -60,14 +59,14 @@ class Runner:
         # and the bundle's schema use the full lists.
         self.spec = spec = columns.resolved(spec)
         self.out = out
-        self.storage = os.path.abspath(storage or spec.storage_root())
+        self.storage = spec.storage_location(storage)
         self.resume = resume_mod.Resume(resume)
         previous = (
             resume_mod.unfinished_run(runs_of(self.storage, spec.name))
             if resume and run_id is None
             else None
         )
-        self.run_id = run_id or (previous.name if previous else new_run_id())
+        self.run_id = run_id or (uris.basename(previous) if previous else new_run_id())
         self.paths = RunDir(self.storage, spec.name, self.run_id)
         self.run_dir = self.paths.root
         self.ctx = RunContext(spec, self.paths, out)
@@ -176,18 +175,17 @@ class Runner:
             )
 
     def _start(self, notes: Sequence[str] = ()) -> None:
-        os.makedirs(self.run_dir, exist_ok=True)
-        Path(self.paths.spec_file).write_text(
-            yaml.safe_dump(self.spec.model_dump(mode="json"), sort_keys=False)
+        self.paths.store.write_text(
+            "spec.yaml", yaml.safe_dump(self.spec.model_dump(mode="json"), sort_keys=False)
         )
         self.out(
             f"rayline run {self.spec.name} ({self.spec.task}), run {self.run_id}\n"
-            f"  run dir: {self.run_dir}"
+            f"  run dir: {uris.display(self.run_dir)}"
         )
         for line in notes:
             self.out(line)
         if self.resume.enabled:
-            resumed = Path(self.paths.prepared).exists()
+            resumed = self.paths.store.exists("prepared")
             self.out(
                 "  resuming this unfinished run: finished steps with unchanged inputs are reused"
                 if resumed

@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from components import search_space
+from components import search_space, uris
 from components.tasks import task_info
 from serve.config import ServeArgs, ServeOptions
 
@@ -669,6 +669,9 @@ class PipelineSpec(_Strict):
     name: str
     task: Task
     storage: str = "./storage"
+    # s3:// only: endpoint_url (http(s)://host:port), region; credentials come from each
+    # process's environment, never from the spec (components/uris.py)
+    storage_options: dict[str, str] = Field(default_factory=dict)
     data: DataSpec
     features: FeatureSpec
     split: SplitSpec = SplitSpec()
@@ -696,6 +699,15 @@ class PipelineSpec(_Strict):
                 ],
             }
         return data
+
+    @model_validator(mode="after")
+    def _check_storage_options(self) -> PipelineSpec:
+        """Options that do not fit the storage location are refused before anything runs."""
+        try:
+            uris.normalize(self.storage_root(), self.storage_options, environ={})
+        except uris.StorageLocationError as e:
+            raise ValueError(f"storage: {e}") from None
+        return self
 
     @field_validator("name")
     @classmethod
@@ -887,6 +899,11 @@ class PipelineSpec(_Strict):
     def storage_root(self) -> str:
         """The storage location: RAYLINE_STORAGE wins over the spec, for every command."""
         return os.environ.get(STORAGE_ENV) or self.storage
+
+    def storage_location(self, override: str | None = None) -> str:
+        """The storage root every process opens (components.uris.normalize): ``override``
+        (--storage), else RAYLINE_STORAGE, else the spec's, with the spec's storage_options."""
+        return uris.normalize(override or self.storage_root(), self.storage_options)
 
     def serve_args(self, storage: str, version: int | None = None) -> ServeArgs:
         """The app builder's arguments for serving this pipeline's model."""

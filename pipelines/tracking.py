@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from typing import Any
+
+from components import uris
+from components.bundle import Storage
 
 MAX_PARAM = 500  # MLflow's limit on a parameter value's length
 
@@ -22,6 +26,22 @@ def _flat(prefix: str, value: Any, out: dict[str, str]) -> None:
             _flat(f"{prefix}.{k}" if prefix else str(k), v, out)
     else:
         out[prefix] = json.dumps(value, default=str)[:MAX_PARAM]
+
+
+def local_copy(location: str, names: list[str] | None, scratch: str) -> str:
+    """A local folder with ``names`` (files or folders; None: everything) of ``location``:
+    the location itself when it is local, else a copy under ``scratch`` (MLflow logs local
+    files)."""
+    if not uris.is_uri(location):
+        return location
+    src = Storage(location)
+    dest = os.path.join(scratch, uris.basename(location))
+    for rel in src.walk_files():
+        if names is None or rel.split("/")[0] in names:
+            os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+            with open(os.path.join(dest, rel), "wb") as fh:
+                fh.write(src.read_bytes(rel))
+    return dest
 
 
 def _beside(uri: str) -> str | None:
@@ -54,7 +74,10 @@ def log_run(
     mlflow.set_experiment(experiment)
     params: dict[str, str] = {}
     _flat("", winner_params, params)
-    with mlflow.start_run(run_name=str(report["run_id"])) as run:
+    with (
+        tempfile.TemporaryDirectory(prefix="rayline-mlflow-") as scratch,
+        mlflow.start_run(run_name=str(report["run_id"])) as run,
+    ):
         mlflow.log_params(params)
         mlflow.set_tags(
             {
@@ -81,7 +104,9 @@ def log_run(
                     },
                     step=step + 1,
                 )
-        run_dir = str(report["run_dir"])
+        run_dir = local_copy(
+            str(report["run_dir"]), ["report.html", "report.md", "report.json", "plots"], scratch
+        )
         for name in ("report.html", "report.md", "report.json"):
             if os.path.exists(os.path.join(run_dir, name)):
                 mlflow.log_artifact(os.path.join(run_dir, name))
@@ -89,7 +114,7 @@ def log_run(
             mlflow.log_artifacts(os.path.join(run_dir, "plots"), artifact_path="plots")
         out = {"run_id": run.info.run_id}
         if bundle_path:
-            mlflow.log_artifacts(bundle_path, artifact_path="bundle")
+            mlflow.log_artifacts(local_copy(bundle_path, None, scratch), artifact_path="bundle")
             try:
                 client.get_registered_model(model_name)
             except Exception:  # not registered yet (the error type varies by store)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+from components import uris
 from components.features import CategoricalConfig, FeatureConfig
 from components.sparse import SparseConfig
 from components.splits import SplitPlan, carve_plan
@@ -99,8 +100,10 @@ def source_config(src: SourceSpec) -> SourceConfig:
     """One data source for ingest: its URI, format, generator params and reader options."""
     from components.steps.ingest import SourceConfig
 
+    # An s3:// source carries its endpoint (AWS_ENDPOINT_URL) to the read tasks, as storage does.
+    uri = uris.normalize(src.uri) if src.uri.startswith("s3://") else src.uri
     return SourceConfig(
-        uri=src.uri, format=src.format, params=dict(src.params), read_options=read_options(src)
+        uri=uri, format=src.format, params=dict(src.params), read_options=read_options(src)
     )
 
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any
 
-from components import search_space
+from components import search_space, uris
 from components.steps import tune as tune_step
 from pipelines import trainers, translate
 from pipelines.spec import RulesModelSpec, TrainedModelSpec, TuneSpec, parse_model
@@ -86,7 +85,7 @@ def search(
         model_json=m.model_dump_json(),
         train=train,
         valid=valid,
-        train_storage=os.path.join(storage_path, name, "train"),
+        train_storage=uris.join(storage_path, name, "train"),
         trial_prefix=name,
     )
 

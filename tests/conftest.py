@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.s3_server import S3Server
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "pipelines" / "configs"
 
@@ -31,6 +33,26 @@ def _has_cuda() -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Object-store credentials for the S3-compatible test server, set before any Ray starts
+    (Ray's processes inherit them), so nothing ever looks for real ones."""
+    from tests.s3_server import CREDENTIALS
+
+    os.environ.update(CREDENTIALS)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server on 127.0.0.1 (a free port), stopped at the end of the session."""
+    from tests import s3_server as server
+
+    s = server.start()
+    try:
+        yield s
+    finally:
+        s.stop()
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,8 +21,9 @@ import ray
 import ray.data
 from ray.data.expressions import col
 
-from components import generators, readers
+from components import generators, readers, uris
 from components.columns import reader_options
+from components.steps import parquet_io
 from components.validation import DataSchema, DataValidationError, coerce_frame, describe_bad_rows
 
 DROP_AFTER_CHECK = ["_rule", "_reason", "_ok"]
@@ -34,11 +33,7 @@ QID_FILE_STRIDE = 1_000_000_000
 def _exists(path: str) -> bool:
     import pyarrow.fs
 
-    fs, inner = (
-        pyarrow.fs.FileSystem.from_uri(path)
-        if "://" in path
-        else (pyarrow.fs.LocalFileSystem(), path)
-    )
+    fs, inner = uris.filesystem(path)
     return bool(fs.get_file_info(inner).type != pyarrow.fs.FileType.NotFound)
 
 
@@ -189,7 +184,7 @@ def ingest(
                 + describe_bad_rows(pd.DataFrame(sample))
                 + "\nFix the data, or set data.validation.<rule>: quarantine to set such rows aside."
             )
-        quarantine_path = write_quarantine(bad, os.path.join(run_dir, f"quarantine_{label}"))
+        quarantine_path = write_quarantine(bad, uris.join(run_dir, f"quarantine_{label}"))
     good = marked.filter(expr=col("_ok") == True).drop_columns(DROP_AFTER_CHECK).materialize()  # noqa: E712
     rows_used = good.count()
     if rows_used + n_bad != rows_read:  # an invariant, not input validation
@@ -206,10 +201,5 @@ def ingest(
 
 
 def write_quarantine(bad: ray.data.Dataset, path: str) -> str:
-    """Bad rows with their rule and reason, as Parquet; written aside and renamed into place."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    bad.drop_columns(["_ok"]).write_parquet(tmp)
-    if os.path.exists(path):
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-    return path
+    """Bad rows with their rule and reason, as Parquet, replacing an earlier attempt's."""
+    return parquet_io.write_fresh(bad.drop_columns(["_ok"]), path)

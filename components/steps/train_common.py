@@ -17,11 +17,11 @@ import ray.data
 import ray.train
 from ray.data.expressions import col
 from ray.train import Checkpoint, DataConfig
+from ray.train.v2.api.config import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
 # The V2 classes by their own module: `ray.train` re-exports them only at runtime, so type
 # checkers would see the V1 ScalingConfig (no label_selector).
-from ray.train.v2.api.config import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-
+from components import uris
 from components.features import FeatureTransform
 
 R = TypeVar("R")
@@ -97,7 +97,8 @@ class WorkerScaling:
         """
         return RunConfig(
             name=run_name,
-            storage_path=storage_path,
+            # a local folder, or the path inside an object store's pyarrow filesystem
+            **uris.ray_storage(storage_path),
             failure_config=FailureConfig(max_failures=self.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=list(callbacks) or None,

@@ -21,7 +21,7 @@ from ray.tune import Checkpoint
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from components import console
+from components import console, uris
 from components.search_space import Dist
 from components.steps.train_common import TrainOutcome, off_main_thread
 
@@ -242,18 +242,22 @@ def run_search(
     trainable = tune.with_resources(
         tune.with_parameters(trial_fn, **with_parameters), trial_resources
     )
-    path = os.path.join(storage_path, name)
-    restored = restore and tune.Tuner.can_restore(path)
+    storage = uris.ray_storage(storage_path)
+    path = uris.join(storage["storage_path"], name)
+    fs = storage["storage_filesystem"]
+    restored = restore and tune.Tuner.can_restore(path, storage_filesystem=fs)
     if restored:
         # finished trials keep their results; unfinished and errored ones run again
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(
+            path, trainable=trainable, resume_errored=True, storage_filesystem=fs
+        )
     else:
         tuner = tune.Tuner(
             trainable,
             param_space=to_tune(space),
             tune_config=tune_config(settings, watch),
             run_config=tune.RunConfig(
-                name=name, storage_path=storage_path, verbose=0, callbacks=[_Printer(watch)]
+                name=name, **storage, verbose=0, callbacks=[_Printer(watch)]
             ),
         )
     grid = off_main_thread(tuner.fit)  # Tune's SIGINT handler would swallow Ctrl-C

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -14,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from components import evaluation
+from components import evaluation, uris
 from components.features import FeatureTransform
 from components.model_bundle import BundleContents, write_model_bundle
 from components.steps.train_common import TrainOutcome
@@ -135,14 +134,23 @@ def write_bundle(
 def remove_stale(ctx: RunContext, path: str) -> None:
     """Remove an output of this run that a stage is about to produce again (never anything
     outside the run directory)."""
-    root = os.path.abspath(ctx.paths.root)
-    target = os.path.abspath(path)
-    if os.path.commonpath([root, target]) != root or target == root:
+    root = ctx.paths.root
+    rel = _inside(root, path)
+    if rel is None:
         raise ValueError(f"{path} is not an output inside the run directory {root}")
-    if os.path.islink(target) or os.path.isfile(target):
-        os.remove(target)
-    elif os.path.isdir(target):
-        shutil.rmtree(target)
+    ctx.paths.store.remove(rel)
+
+
+def _inside(root: str, path: str) -> str | None:
+    """``path`` relative to ``root`` when it lies strictly inside it (local paths or URIs)."""
+    if not uris.is_uri(root):
+        r, p = os.path.abspath(root), os.path.abspath(path)
+        if os.path.commonpath([r, p]) != r or p == r:
+            return None
+        return os.path.relpath(p, r)
+    base, inner = uris.display(root).rstrip("/") + "/", uris.display(path)
+    rel = inner[len(base) :] if inner.startswith(base) else ""
+    return rel if rel and ".." not in rel.split("/") else None
 
 
 def rules_outcome(m: RulesModelSpec) -> TrainOutcome:

@@ -3,13 +3,13 @@ baseline's on the same rows, and how often each guardrail fired."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
-from components import evaluation, rule_models
+from components import evaluation, rule_models, uris
+from components.bundle import Storage
 from pipelines.spec import GuardrailSpec
 from pipelines.stages.common import RunContext, Scorer
 from pipelines.stages.prepare import Prepared
@@ -62,9 +62,14 @@ def measure(ctx: RunContext, scored: pd.DataFrame, label_mean: float) -> Evaluat
 
 
 def write_predictions(scored: pd.DataFrame, path: str) -> None:
-    """The test split's scores, renamed into place (never half-written)."""
-    scored.to_parquet(path + ".tmp", index=False)
-    os.replace(path + ".tmp", path)
+    """The test split's scores as one Parquet file (atomically: a local file is renamed into
+    place, an object is one PUT)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pandas(scored, preserve_index=False), sink)
+    Storage(uris.parent(path)).write_bytes(uris.basename(path), sink.getvalue().to_pybytes())
 
 
 def evaluate(

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from components.bundle import Storage
 from components.features import FeatureTransform
 from pipelines import resume, translate
 from pipelines.stages.common import RunContext
@@ -52,15 +52,14 @@ def fit(ctx: RunContext, prepared: Prepared, key: str) -> Features:
 
 def reusable(ctx: RunContext, key: str) -> resume.Reusable[Features]:
     """The transform as features.json under ``prepared/features/``."""
-    path = Path(ctx.paths.features_file)
+    store = Storage(ctx.paths.features)
 
     def save(f: Features) -> dict[str, Any]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f.transform.to_json())
+        store.write_text("features.json", f.transform.to_json())
         return {}
 
     def load(doc: dict[str, Any]) -> Features:
-        transform = FeatureTransform.from_json(path.read_text())
+        transform = FeatureTransform.from_json(store.read_text("features.json"))
         note(ctx, transform)
         return Features(transform, key)
 

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +16,7 @@ from components.tasks import task_info
 from pipelines import resume, translate
 from pipelines.errors import PipelineError
 from pipelines.run_dir import SPLIT_NAMES
-from pipelines.stages.common import RunContext, remove_stale
+from pipelines.stages.common import RunContext
 
 
 @dataclass(frozen=True)
@@ -182,23 +181,19 @@ def reusable(ctx: RunContext, key: str) -> resume.Reusable[Prepared]:
     paths = ctx.paths
 
     def save(p: Prepared) -> dict[str, Any]:
-        # Ray Data appends to an existing folder: each split is written to a fresh folder and
-        # renamed into place, so files an interrupted save left behind are never read back.
+        # Each split replaces what an interrupted save left (components.steps.parquet_io); the
+        # key file, written after every split, marks the folder complete.
+        from components.steps import parquet_io
+
         for name in SPLIT_NAMES:
-            final = paths.prepared_split(name)
-            fresh = final + ".tmp"
-            remove_stale(ctx, fresh)
-            getattr(p, name).write_parquet(fresh)
-            remove_stale(ctx, final)
-            os.replace(fresh, final)
+            parquet_io.write_fresh(getattr(p, name), paths.prepared_split(name))
         return {"data": p.data.to_dict(), "rows": p.rows, "groups": p.groups, "splits": p.summary}
 
     def load(doc: dict[str, Any]) -> Prepared:
-        import ray.data
+        from components.steps import parquet_io
 
         parts = {
-            name: ray.data.read_parquet(paths.prepared_split(name)).materialize()
-            for name in SPLIT_NAMES
+            name: parquet_io.read(paths.prepared_split(name)).materialize() for name in SPLIT_NAMES
         }
         data = DataSummary(**doc["data"])
         ctx.out(f"    reused: {data.rows_used:,} rows, splits {doc['rows']}")

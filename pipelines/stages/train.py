@@ -7,7 +7,6 @@ import dataclasses
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -295,7 +294,7 @@ def reusable(ctx: RunContext, i: int, m: ModelSpecType, key: str) -> resume.Reus
         spec = parse_model(doc["spec"])
         bundle_dir = ctx.paths.candidate(m.name)
         bundle.verify_bundle(bundle_dir)
-        model = Path(bundle_dir, MODEL_FILES[spec.kind]).read_bytes()
+        model = bundle.Storage(bundle_dir).read_bytes(MODEL_FILES[spec.kind])
         outcome = TrainOutcome(model=model, **doc["outcome"])
         metric = ctx.metric
         ctx.out(

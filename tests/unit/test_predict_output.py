@@ -162,6 +162,17 @@ def test_the_current_folder_home_and_storage_are_never_replaced(
     check_output(str(data), os.path.join(storage, "predictions"), protect=[storage])
 
 
-def test_a_remote_output_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(PredictOutputError, match="local folder"):
-        check_output(str(_input(tmp_path)), "s3://bucket/scored")
+@pytest.mark.parametrize(
+    ("input_uri", "output", "why"),
+    [
+        ("s3://bucket/data/in", "s3://bucket/data", "is or holds the input"),
+        ("s3://bucket/data/in", "s3://bucket/data/in", "is or holds the input"),
+        ("s3://bucket/data", "s3://bucket/data/scored", "inside the input"),
+        ("s3://bucket/in", "s3://bucket/store", "is or holds s3://bucket/store"),
+    ],
+)
+def test_an_object_store_output_is_refused_by_prefix(input_uri: str, output: str, why: str) -> None:
+    """Checked before anything is opened (no server needed): the input and the storage root
+    (query options ignored) are never inside what would be replaced."""
+    with pytest.raises(PredictOutputError, match=why):
+        check_output(input_uri, output, protect=["s3://bucket/store/?endpoint_override=x:1"])

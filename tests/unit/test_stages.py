@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import datetime as dt
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -429,15 +430,14 @@ def test_prepared_save_replaces_what_an_interrupted_save_left(tmp_path: Path) ->
     for name in ("train", "valid"):  # a save that stopped half-way, and its temp folder
         Path(paths.prepared_split(name)).mkdir(parents=True)
         Path(paths.prepared_split(name), "part-0.parquet").write_text("old")
-    Path(paths.prepared_split("test") + ".tmp").mkdir(parents=True)
-    Path(paths.prepared_split("test") + ".tmp", "part-0.parquet").write_text("old")
     splits = {n: _AppendingSplit(f"new {n}") for n in ("train", "valid", "test")}
     p = prepare.Prepared(**splits, rows={}, groups={}, data=prepare.DataSummary())
     prepare.reusable(w.ctx, "k").save(p)
     for name in ("train", "valid", "test"):
         files = list(Path(paths.prepared_split(name)).iterdir())
         assert [f.read_text() for f in files] == [f"new {name}"]
-        assert not Path(paths.prepared_split(name) + ".tmp").exists()
+    # each split was written aside and renamed: no temporary folder is left
+    assert sorted(os.listdir(paths.prepared)) == ["test", "train", "valid"]
 
 
 def test_remove_stale_never_leaves_the_run_directory(tmp_path: Path) -> None:
