@@ -1,18 +1,22 @@
 """Metrics of a scored split, and the trivial baseline a model must clearly beat.
 
 All metrics are computed once over every row of the split (components.metrics); nothing is
-averaged per shard or dropped to equalise partitions.
+averaged per shard or dropped to equalise partitions. ``evaluate`` takes the whole split as one
+frame; ``partial`` / ``merge`` / ``finish`` compute the same metrics block by block
+(components.metric_parts: each block of scored rows gives a small part, parts are merged on the
+driver), and ``evaluate_blocks`` is that loop over blocks in memory. Ranking blocks must hold
+whole queries.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from components import metrics
+from components import metric_parts, metrics
 from components.hashing import unit_interval
 from components.rule_models import filtered_scores
 from components.tasks import task_info
@@ -96,6 +100,74 @@ def evaluate(
     )
 
 
+def partial(
+    task: str,
+    scored: pd.DataFrame,
+    label: str,
+    ks: Sequence[int] = (1, 3, 5, 10),
+    relevance_threshold: float = 1.0,
+    threshold: float = 0.5,
+    no_relevant: metrics.NoRelevant = "one",
+    weight: str | None = None,
+    grid: metric_parts.AucGrid | None = None,
+) -> metric_parts.Part:
+    """One block's part of ``evaluate`` (the same arguments; ``grid``: the AUC grid, from
+    ``metric_parts.refine`` on a later pass). A ranking block must hold whole queries."""
+    y = scored[label].to_numpy(dtype=np.float64)
+    groups = scored["_group"].to_numpy() if task_info(task).grouped else None
+    return metric_parts.partial(
+        task,
+        y,
+        model_outputs(scored, task),
+        groups,
+        weights_of(scored, weight),
+        ks=tuple(ks),
+        relevance_threshold=relevance_threshold,
+        threshold=threshold,
+        no_relevant=no_relevant,
+        grid=grid,
+    )
+
+
+def merge(parts: Iterable[metric_parts.Part]) -> metric_parts.Part:
+    """One part from the parts of several blocks."""
+    return metric_parts.merge(parts)
+
+
+def finish(part: metric_parts.Part) -> dict[str, float]:
+    """The metrics of a merged part: ``evaluate``'s dict (AUC within ``metric_parts.auc_bound``
+    of the exact value)."""
+    return metric_parts.finish(part)
+
+
+def evaluate_blocks(
+    task: str,
+    blocks: Callable[[], Iterable[pd.DataFrame]],
+    label: str,
+    tolerance: float = metric_parts.AUC_TOLERANCE,
+    **eval_kwargs: Any,
+) -> dict[str, float]:
+    """``evaluate`` over the blocks ``blocks()`` yields (called again for each AUC refinement
+    pass), part by part: what a distributed evaluation does, on frames in memory."""
+
+    def rows() -> Iterable[metric_parts.Block]:
+        for frame in blocks():
+            y = frame[label].to_numpy(dtype=np.float64)
+            groups = frame["_group"].to_numpy() if task_info(task).grouped else None
+            yield (
+                y,
+                model_outputs(frame, task),
+                groups,
+                weights_of(frame, eval_kwargs.get("weight")),
+            )
+
+    options = {k: v for k, v in eval_kwargs.items() if k != "weight"}
+    if "ks" in options:
+        options["ks"] = tuple(options["ks"])
+    values, _ = metric_parts.metrics_of_blocks(task, rows, tolerance, **options)
+    return values
+
+
 def conventions(
     task: str, no_relevant: str = "one", weight: str | None = None, **_: Any
 ) -> dict[str, str]:
@@ -130,6 +202,20 @@ def baseline(
     of a constant guess); ``random`` (ranking: a random order seeded by row key, the usual
     reference for NDCG).
     """
+    frame = baseline_frame(task, scored, label, train_label_mean, num_classes, **eval_kwargs)
+    return evaluate(task, frame, label, **eval_kwargs)
+
+
+def baseline_frame(
+    task: str,
+    scored: pd.DataFrame,
+    label: str,
+    train_label_mean: float,
+    num_classes: int | None = None,
+    **eval_kwargs: Any,
+) -> pd.DataFrame:
+    """The scored frame of ``baseline``'s featureless model on the same rows; row by row, so
+    it can be built per block (``partial`` of it gives the baseline's part)."""
     n = len(scored)
     weight = eval_kwargs.get("weight")
     keep = [label] + (["_group"] if "_group" in scored else []) + ([weight] if weight else [])
@@ -143,4 +229,4 @@ def baseline(
             frame[f"proba_{c}"] = 1.0 / k
     else:
         frame["score"] = unit_interval(scored["_row_key"].to_numpy(), seed=12345)
-    return evaluate(task, frame, label, **eval_kwargs)
+    return frame

@@ -81,6 +81,7 @@ Ranking
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal, cast
 
@@ -498,6 +499,8 @@ class _Ranking:
         self.sizes: np.ndarray = np.diff(np.append(self.starts, n))
         self.num_queries: int = len(self.starts)
         self.qid: np.ndarray = np.cumsum(new_query) - 1
+        # the query ids in this (ascending) order, for callers that key per-query values
+        self.ids: np.ndarray = grp[order[self.starts]]
         self.pos: np.ndarray = np.arange(n) - np.repeat(self.starts, self.sizes)
         new_tie = new_query.copy()
         new_tie[1:] |= score[1:] != score[:-1]
@@ -635,6 +638,49 @@ def _query_values(
     if name == "mrr" and not cut:
         return _mrr(r, hits), _relevant(hits, nr)
     raise ValueError(f"not a per-query ranking metric: {metric!r} (ndcg@k, map@k, map, mrr)")
+
+
+@dataclass(frozen=True)
+class QueryTable:
+    """Per-query values of several ranking metrics from one sort (``query_table``).
+
+    ``ids`` are the query ids in ascending order; for each metric, ``values[metric]`` holds one
+    value per query of ``ids`` and ``counted[metric]`` says which queries its mean counts (all
+    but, under ``no_relevant="skip"``, those without a relevant row). ``weight`` is the query
+    weight (None without row weights) and ``has_gain`` marks the queries with a row of relevance
+    > 0 (NDCG's definition of a query with a relevant row).
+    """
+
+    ids: np.ndarray
+    values: dict[str, np.ndarray]
+    counted: dict[str, np.ndarray]
+    weight: np.ndarray | None
+    has_gain: np.ndarray
+
+
+def query_table(
+    relevance: npt.ArrayLike,
+    scores: npt.ArrayLike,
+    groups: npt.ArrayLike,
+    metric_names: Sequence[str],
+    threshold: float = 1.0,
+    no_relevant: NoRelevant = "one",
+    weights: npt.ArrayLike | None = None,
+) -> QueryTable:
+    """Every query's value of each of ``metric_names`` (``ndcg@k``, ``map@k``, ``map``, ``mrr``),
+    with the queries each metric counts; the weighted mean of ``values[m][counted[m]]`` by
+    ``weight[counted[m]]`` is the metric as ``ranking_metrics`` gives it. Validation as there
+    (one weight per query; a ValueError names the first query with two)."""
+    r = _Ranking(relevance, scores, groups, weights)
+    values: dict[str, np.ndarray] = {}
+    counted: dict[str, np.ndarray] = {}
+    everyone = np.ones(r.num_queries, dtype=bool)
+    for name in metric_names:
+        v, c = _query_values(r, name, threshold, no_relevant)
+        values[name] = v
+        counted[name] = everyone if c is None else c
+    has_gain = r.per_query_sum((r.rel > 0).astype(np.float64)) > 0  # gain 2**rel - 1 > 0
+    return QueryTable(r.ids, values, counted, r.query_weight, has_gain)
 
 
 def per_query(

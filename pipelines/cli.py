@@ -328,7 +328,7 @@ def _run(args: argparse.Namespace, spec: PipelineSpec, runner: Runner, con: Cons
     """``rayline run`` once rayline's lines go to ``con``: connect, check, run, serve."""
     import ray
 
-    from pipelines.cluster import IN_PROCESS, check_cluster, connect_spec
+    from pipelines.cluster import IN_PROCESS, check_cluster, connect_spec, storage_note
 
     try:
         conn = connect_spec(spec, args.address)
@@ -346,6 +346,9 @@ def _run(args: argparse.Namespace, spec: PipelineSpec, runner: Runner, con: Cons
             )
             return 2
         notes = [conn.describe()]
+        shared = storage_note(runner.storage)
+        if shared:
+            notes.append(shared)
         if con.log_path:
             notes.append(f"Ray's own output: {con.log_path} (--verbose shows it here)")
         try:

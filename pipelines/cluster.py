@@ -274,3 +274,21 @@ def check_cluster(spec: PipelineSpec) -> list[str]:
     total: dict[str, Any] = ray.cluster_resources()
     nodes = [Node(n["Resources"], n.get("Labels") or {}) for n in ray.nodes() if n.get("Alive")]
     return check_requests(worker_requests(spec), total, nodes)
+
+
+def storage_note(storage: str) -> str | None:
+    """A warning when a local storage folder serves a cluster of several nodes: Ray Train's
+    checkpoints, the registry and the replicas' bundles must be where every node reads them
+    (an object store, or a folder mounted at the same path on every node)."""
+    import ray
+
+    from components import uris
+
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    if nodes < 2 or uris.is_uri(storage):
+        return None
+    return (
+        f"warning: storage {storage} is a local folder and this cluster has {nodes} nodes: "
+        "unless it is mounted at the same path on every node, use s3://, gs:// or hdfs:// "
+        "storage (RAYLINE_STORAGE or the spec's storage)"
+    )

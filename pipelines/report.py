@@ -261,10 +261,13 @@ def summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+PLOT_ROWS = 200_000  # predictions read for the report's curves (ROC, PR, NDCG by k)
+
+
 def figures(report: dict[str, Any]) -> dict[str, bytes]:
     """The run's plots as PNG bytes, by name (only those the run has data for)."""
     import numpy as np
-    import pyarrow.parquet as pq
+    import pyarrow.dataset as pads
 
     from pipelines import plots
 
@@ -281,7 +284,8 @@ def figures(report: dict[str, Any]) -> dict[str, bytes]:
     predictions = report.get("predictions")
     if predictions and Storage(uris.parent(predictions)).exists(uris.basename(predictions)):
         fs, inner = uris.filesystem(predictions)
-        frame = pq.read_table(inner, filesystem=fs).to_pandas()
+        # the curves need a sample, not every row: the first PLOT_ROWS rows of the predictions
+        frame = pads.dataset(inner, filesystem=fs, format="parquet").head(PLOT_ROWS).to_pandas()
         label = report.get("label") or "label"
         if report["task"] == "binary" and label in frame and frame[label].nunique() == 2:
             out.update(

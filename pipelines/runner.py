@@ -26,7 +26,7 @@ from pipelines.run_dir import RunDir, new_run_id, runs_of
 from pipelines.run_report import RunReport
 from pipelines.spec import PipelineSpec
 from pipelines.stages import evaluate, features, prepare, register, select, serve, train
-from pipelines.stages.common import Printer, RunContext, ray_scorer
+from pipelines.stages.common import Printer, RunContext, ray_scorer, ray_split_scorer
 from pipelines.timer import StepTimer
 
 
@@ -155,7 +155,9 @@ class Runner:
 
         with timer.step("evaluate", "scoring the whole test split with the winner's bundle"):
             res.selection = select.select(ctx, res.candidates, prepared, fitted, tctx, score)
-            res.evaluation = evaluate.evaluate(ctx, res.selection, prepared, tctx.label_mean, score)
+            res.evaluation = evaluate.evaluate(
+                ctx, res.selection, prepared, tctx.label_mean, ray_split_scorer(spec)
+            )
 
         with timer.step("register", f"publishing to the registry as {spec.model_name()!r}"):
             res.registration = register.register(
@@ -165,7 +167,6 @@ class Runner:
                 res.evaluation,
                 prepared,
                 fitted,
-                score,
                 _ray_job_id(),
             )
 

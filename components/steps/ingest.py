@@ -84,13 +84,18 @@ def list_tasks(source: SourceConfig) -> tuple[list[dict[str, Any]], list[str]]:
 
 def fingerprint(source: SourceConfig, tasks: list[dict[str, Any]]) -> str:
     """Identity of the input: generator params, or file paths with sizes and mtimes."""
+    # URIs without their endpoint options: the same bucket reached another way is the same data
     h = hashlib.sha256(
-        json.dumps([source.uri, source.params], sort_keys=True, default=str).encode()
+        json.dumps([uris.display(source.uri), source.params], sort_keys=True, default=str).encode()
     )
     for t in tasks:
         if "path" in t and "://" not in t["path"]:
             st = os.stat(t["path"])
             h.update(f"{t['path']}|{st.st_size}|{st.st_mtime_ns}".encode())
+        elif "path" in t:  # an object: its size and modification time as the store reports them
+            fs, inner = uris.filesystem(t["path"])
+            info = fs.get_file_info(inner)
+            h.update(f"{uris.display(t['path'])}|{info.size}|{info.mtime_ns}".encode())
         else:
             h.update(json.dumps(t, sort_keys=True, default=str).encode())
     return h.hexdigest()

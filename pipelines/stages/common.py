@@ -3,9 +3,10 @@ share: scoring a split with a bundle, a scored frame's model output, writing a b
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Protocol
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from components import evaluation, uris
+from components.bundle import Storage
 from components.features import FeatureTransform
 from components.model_bundle import BundleContents, write_model_bundle
 from components.steps.train_common import TrainOutcome
@@ -87,6 +89,131 @@ def ray_scorer(spec: PipelineSpec) -> Scorer:
         return score_dataset(data, bundle, kept_columns(spec), actors=actors).to_pandas()
 
     return score
+
+
+class ScoredSplit(Protocol):
+    """A scored split held where it was scored (Ray's object store, or a frame in memory):
+    its row count, a function run on each block (the results come back one by one), and a way
+    to write it as Parquet."""
+
+    @property
+    def rows(self) -> int: ...
+
+    def map_blocks(self, fn: Callable[[pd.DataFrame], Any]) -> Iterator[Any]: ...
+
+    def write(self, location: str) -> None: ...
+
+
+class SplitScorer(Protocol):
+    """Scores every row of a split with a bundle and, when given, the production bundle too
+    (its outputs prefixed ``champion:``), keeping the kept columns."""
+
+    def __call__(self, data: Any, bundle: str, champion: str | None) -> ScoredSplit: ...
+
+
+@dataclass(frozen=True)
+class RaySplit:
+    """A scored split as a materialized Ray dataset (blocks hold whole queries for ranking)."""
+
+    ds: Any
+
+    @property
+    def rows(self) -> int:
+        return int(self.ds.count())
+
+    def map_blocks(self, fn: Callable[[pd.DataFrame], Any]) -> Iterator[Any]:
+        from components.steps.evaluate_split import map_blocks
+
+        return map_blocks(self.ds, fn)
+
+    def write(self, location: str) -> None:
+        from components.steps import parquet_io
+        from components.steps.evaluate_split import drop_champion
+
+        parquet_io.write_fresh(drop_champion(self.ds), location)
+
+
+def ray_split_scorer(spec: PipelineSpec) -> SplitScorer:
+    """Score a Ray dataset with an actor pool (half the cluster's CPUs), kept in the object
+    store."""
+
+    def score(data: Any, bundle: str, champion: str | None) -> ScoredSplit:
+        import ray
+
+        from components.steps.evaluate_split import score_split
+
+        actors = max(1, int(ray.cluster_resources().get("CPU", 1) // 2))
+        group = "_group" if spec.data.group else None
+        return RaySplit(
+            score_split(data, bundle, kept_columns(spec), champion, group=group, actors=actors)
+        )
+
+    return score
+
+
+@dataclass(frozen=True)
+class FrameSplit:
+    """A scored split as a frame in memory, cut into ``blocks`` blocks of whole queries (the
+    same per-block code as on a cluster; for tests and small data)."""
+
+    frame: pd.DataFrame
+    blocks: int = 3
+
+    @property
+    def rows(self) -> int:
+        return len(self.frame)
+
+    def parts(self) -> list[pd.DataFrame]:
+        f = self.frame
+        if "_group" in f:  # whole queries per block: cut at query boundaries after a sort
+            f = f.sort_values("_group", kind="stable").reset_index(drop=True)
+            starts = np.flatnonzero(f["_group"].ne(f["_group"].shift()).to_numpy())
+            cuts = [
+                int(starts[i])
+                for i in np.linspace(0, len(starts), self.blocks + 1)[1:-1].astype(int)
+            ]
+        else:
+            cuts = [int(c) for c in np.linspace(0, len(f), self.blocks + 1)[1:-1]]
+        edges = [0, *cuts, len(f)]
+        return [f.iloc[a:b].reset_index(drop=True) for a, b in itertools.pairwise(edges) if b > a]
+
+    def map_blocks(self, fn: Callable[[pd.DataFrame], Any]) -> Iterator[Any]:
+        return (fn(b) for b in self.parts())
+
+    def write(self, location: str) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from components.split_evaluation import CHAMPION
+
+        ours = self.frame[[c for c in self.frame.columns if not str(c).startswith(CHAMPION)]]
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pandas(ours, preserve_index=False), sink)
+        Storage(uris.parent(location)).remove(uris.basename(location))
+        Storage(uris.parent(location)).write_bytes(
+            uris.basename(location), sink.getvalue().to_pybytes()
+        )
+
+
+def frame_split_scorer(score: Scorer, blocks: int = 3) -> SplitScorer:
+    """A SplitScorer from a frame Scorer: both bundles' outputs side by side, in memory."""
+
+    def split(data: Any, bundle: str, champion: str | None) -> ScoredSplit:
+        from components.split_evaluation import CHAMPION
+
+        ours = score(data, bundle)
+        if champion is None:
+            return FrameSplit(ours, blocks)
+        theirs = score(data, champion)
+        if not theirs["_row_key"].equals(ours["_row_key"]):
+            raise ValueError("it scored different rows")
+        # the champion's outputs: what scoring added to the split's own columns
+        outputs = [c for c in theirs.columns if c not in getattr(data, "columns", ())]
+        extra = theirs[outputs].add_prefix(CHAMPION).reset_index(drop=True)
+        ours = ours.reset_index(drop=True)
+        return FrameSplit(pd.concat([ours, extra], axis=1), blocks)
+
+    return split
 
 
 def unit(m: ModelSpecType) -> str:

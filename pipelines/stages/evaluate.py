@@ -1,83 +1,199 @@
-"""Stage 5: score the whole test split with the winner's bundle; its metrics, the trivial
-baseline's on the same rows, and how often each guardrail fired."""
+"""Stage 5: score the whole test split with the winner's bundle (and the production version's,
+for the gate, in the same pass); its metrics, the trivial baseline's on the same rows, how often
+each guardrail fired, and the gate's paired bootstrap against production.
+
+Everything is computed per block of scored rows and merged (components.split_evaluation): the
+driver holds parts whose size does not grow with the rows. The predictions are written by the
+scoring tasks.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
 
-from components import evaluation, rule_models, uris
-from components.bundle import Storage
+from components import gate, rule_models, split_evaluation
+from components.registry import Registry, RegistryError
+from components.split_evaluation import EvalPlan
+from pipelines import translate
 from pipelines.spec import GuardrailSpec
-from pipelines.stages.common import RunContext, Scorer
+from pipelines.stages.common import RunContext, ScoredSplit, SplitScorer
 from pipelines.stages.prepare import Prepared
 from pipelines.stages.select import Selection
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    scored: pd.DataFrame  # every test row: kept columns + the winner's outputs
     test: dict[str, float]
     baseline: dict[str, float]
-    predictions: str  # where ``scored`` was written (Parquet)
+    predictions: str  # where the scored test rows were written (Parquet)
     test_without_guardrails: dict[str, float] | None = None
     guardrails: list[dict[str, Any]] | None = None  # per guardrail: action, fired, share
+    rows: int = 0  # test rows scored
+    # the gate against the production version on the same rows (register publishes by it)
+    gate: dict[str, Any] | None = None
 
 
-def guardrail_report(scored: pd.DataFrame, guardrails: list[GuardrailSpec]) -> list[dict[str, Any]]:
-    """How often each guardrail fired on the scored rows."""
-    counts = {g.name: 0 for g in guardrails}
-    for names in scored["guardrails"].fillna("").str.split(","):
-        for n in names:
-            if n:
-                counts[n] += 1
+def guardrail_report(
+    fired: dict[str, int], rows: int, guardrails: list[GuardrailSpec]
+) -> list[dict[str, Any]]:
+    """How often each guardrail fired on the scored rows (``fired``: rows per guardrail)."""
     return [
         {
             "name": g.name,
             "action": next(a for a in rule_models.ACTIONS if getattr(g, a)),
             "when": g.when,
-            "fired": counts[g.name],
-            "share": counts[g.name] / max(len(scored), 1),
+            "fired": int(fired.get(g.name, 0)),
+            "share": fired.get(g.name, 0) / max(rows, 1),
         }
         for g in guardrails
     ]
 
 
-def measure(ctx: RunContext, scored: pd.DataFrame, label_mean: float) -> Evaluation:
-    """Metrics of a scored test split (no Ray): the model's, without guardrails, the baseline's."""
-    spec, kwargs = ctx.spec, ctx.eval_kwargs
-    test = evaluation.evaluate(ctx.task, scored, ctx.label, **kwargs)
-    plain = guards = None
-    if spec.guardrails:
-        alone = evaluation.without_guardrails(scored)
-        if alone is not None:
-            plain = evaluation.evaluate(ctx.task, alone, ctx.label, **kwargs)
-        guards = guardrail_report(scored, spec.guardrails)
-    base = evaluation.baseline(
-        ctx.task, scored, ctx.label, label_mean, spec.data.num_classes, **kwargs
+def plan(ctx: RunContext, label_mean: float, champion: bool) -> EvalPlan:
+    """What each block of the scored test split contributes."""
+    spec = ctx.spec
+    return EvalPlan(
+        task=ctx.task,
+        label=ctx.label,
+        eval_kwargs=dict(ctx.eval_kwargs),
+        label_mean=label_mean,
+        num_classes=spec.data.num_classes,
+        guardrails=tuple(g.name for g in spec.guardrails),
+        champion=champion,
     )
-    return Evaluation(scored, test, base, ctx.paths.predictions, plain, guards)
 
 
-def write_predictions(scored: pd.DataFrame, path: str) -> None:
-    """The test split's scores as one Parquet file (atomically: a local file is renamed into
-    place, an object is one PUT)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def parts_of(split: ScoredSplit, p: EvalPlan) -> dict[str, Any]:
+    """The merged parts of every block, with the AUC refinement passes (each one more pass over
+    the scored rows) until every AUC is within its bound."""
+    from components import metric_parts
 
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pandas(scored, preserve_index=False), sink)
-    Storage(uris.parent(path)).write_bytes(uris.basename(path), sink.getvalue().to_pybytes())
+    parts = split_evaluation.merge_parts(split.map_blocks(_Blocks(split_evaluation.block_parts, p)))
+    for _ in range(metric_parts.REFINE_PASSES):
+        grids = split_evaluation.refinements(parts)
+        if not grids:
+            break
+        again = split.map_blocks(_Blocks(split_evaluation.block_parts, replace(p, grids=grids)))
+        parts = split_evaluation.with_refined(parts, split_evaluation.merge_parts(again))
+    return parts
+
+
+@dataclass(frozen=True)
+class _Blocks:
+    """``fn(block, arg)`` as a one-argument function that pickles by reference."""
+
+    fn: Any
+    arg: Any
+
+    def __call__(self, block: pd.DataFrame) -> Any:
+        return self.fn(block, self.arg)
+
+
+@dataclass(frozen=True)
+class _Bootstrap:
+    plan: gate.BootstrapPlan
+    label: str
+    weight: str | None
+
+    def __call__(self, block: pd.DataFrame) -> gate.BootstrapPart:
+        return split_evaluation.bootstrap_block(block, self.plan, self.label, self.weight)
+
+
+def gate_decision(
+    ctx: RunContext, split: ScoredSplit, parts: dict[str, Any], champion_version: int | None
+) -> dict[str, Any]:
+    """The gate: the winner against the champion's outputs on the same rows (one bootstrap pass
+    over the scored blocks), or promote-when-first without a champion."""
+    settings = translate.gate_settings(ctx.spec)
+    metrics = split_evaluation.finish_parts(parts)
+    challenger = metrics["test"][ctx.metric]
+    rule = {k: settings[k] for k in ("min_improvement", "confidence")}
+    if champion_version is None:
+        return gate.first_model(ctx.task, ctx.metric, challenger, **rule).to_dict()
+    p = split_evaluation.gate_plan(ctx.task, ctx.metric, parts, settings)
+    weight = ctx.eval_kwargs.get("weight")
+    boot = split_evaluation.merge_bootstrap(split.map_blocks(_Bootstrap(p, ctx.label, weight)))
+    champion = metrics["champion"][ctx.metric]
+    decision = gate.decide_from_parts(p, boot, challenger, champion, **rule).to_dict()
+    return {**decision, "champion_version": champion_version}
+
+
+def production(ctx: RunContext) -> Any:
+    """The production version of this pipeline's model, or None."""
+    try:
+        return Registry(ctx.paths.storage).resolve(ctx.spec.model_name())
+    except RegistryError:
+        return None
+
+
+def cannot_compare(ctx: RunContext, version: int, exc: Exception) -> dict[str, Any]:
+    """The gate's decision when production could not score the split: never promoted."""
+    return {
+        "metric": ctx.metric,
+        "promote": False,
+        "reason": (
+            f"production v{version} could not score this test split "
+            f"({type(exc).__name__}: {exc}); promote by hand with `rayline promote` if intended"
+        ),
+        "champion_version": version,
+    }
+
+
+def measure(
+    ctx: RunContext,
+    split: ScoredSplit,
+    label_mean: float,
+    champion_version: int | None = None,
+) -> Evaluation:
+    """Metrics of a scored test split: the model's, without guardrails, the baseline's, and
+    the gate against ``champion_version`` when the split holds its outputs."""
+    parts = parts_of(split, plan(ctx, label_mean, champion_version is not None))
+    values = split_evaluation.finish_parts(parts)
+    rows = int(values["rows"])
+    guards = (
+        guardrail_report(values.get("fired", {}), rows, ctx.spec.guardrails)
+        if ctx.spec.guardrails
+        else None
+    )
+    return Evaluation(
+        test=values["test"],
+        baseline=values["baseline"],
+        predictions=ctx.paths.predictions,
+        test_without_guardrails=values.get("plain"),
+        guardrails=guards,
+        rows=rows,
+        gate=gate_decision(ctx, split, parts, champion_version),
+    )
 
 
 def evaluate(
-    ctx: RunContext, selection: Selection, prepared: Prepared, label_mean: float, score: Scorer
+    ctx: RunContext,
+    selection: Selection,
+    prepared: Prepared,
+    label_mean: float,
+    score: SplitScorer,
 ) -> Evaluation:
-    """Score every test row with the winner, write the predictions, measure."""
-    scored = score(prepared.test, selection.winner.bundle)
-    if len(scored) != prepared.rows["test"]:
-        raise RuntimeError(f"scored {len(scored)} test rows, expected {prepared.rows['test']}")
-    write_predictions(scored, ctx.paths.predictions)
-    return measure(ctx, scored, label_mean)
+    """Score every test row with the winner (and production, for the gate), write the
+    predictions, measure."""
+    champion = production(ctx)
+    split, failure = None, None
+    if champion is not None:
+        try:
+            split = score(prepared.test, selection.winner.bundle, champion.path)
+            if split.rows != prepared.rows["test"]:
+                raise ValueError("it scored different rows")
+        except Exception as exc:  # any failure of the production bundle means "cannot compare"
+            split, failure = None, exc
+    if split is None:
+        split = score(prepared.test, selection.winner.bundle, None)
+    if split.rows != prepared.rows["test"]:
+        raise RuntimeError(f"scored {split.rows} test rows, expected {prepared.rows['test']}")
+    split.write(ctx.paths.predictions)
+    with_champion = champion is not None and failure is None
+    ev = measure(ctx, split, label_mean, champion.version if with_champion else None)
+    if failure is not None:
+        ev = replace(ev, gate=cannot_compare(ctx, champion.version, failure))
+    return ev

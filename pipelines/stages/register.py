@@ -12,14 +12,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from components import gate
-from components.evaluation import conventions, model_outputs
-from components.registry import ModelVersion, Registry, RegistryError
-from pipelines import translate
-from pipelines.stages.common import RunContext, Scorer, json_bytes, write_bundle
+from components.evaluation import conventions
+from components.registry import ModelVersion, Registry
+from pipelines.stages.common import RunContext, json_bytes, write_bundle
 from pipelines.stages.evaluate import Evaluation
 from pipelines.stages.features import Features
 from pipelines.stages.prepare import Prepared
@@ -97,54 +92,6 @@ def metric_conventions(ctx: RunContext) -> dict[str, str]:
     return conventions(ctx.task, **kwargs)
 
 
-def by_row_key(scored: pd.DataFrame) -> pd.DataFrame:
-    return scored.sort_values("_row_key", kind="stable").reset_index(drop=True)
-
-
-def decide(ctx: RunContext, scored: pd.DataFrame, champion: np.ndarray | None) -> dict[str, Any]:
-    """The gate on the test rows (sorted by row key): the winner vs ``champion``'s outputs on
-    the same rows, or promote-when-first when there is no champion."""
-    groups = scored["_group"].to_numpy() if "_group" in scored else None
-    return gate.decide(
-        ctx.task,
-        ctx.metric,
-        scored[ctx.label].to_numpy(),
-        model_outputs(scored, ctx.task),
-        champion,
-        groups,
-        weights=ctx.weights(scored),
-        **translate.gate_settings(ctx.spec),
-    ).to_dict()
-
-
-def gate_against_production(
-    ctx: RunContext, registry: Registry, evaluation: Evaluation, test: Any, score: Scorer
-) -> dict[str, Any]:
-    """Compare the winner with the production version on the same test rows."""
-    scored = by_row_key(evaluation.scored)
-    try:
-        champion = registry.resolve(ctx.spec.model_name())
-    except RegistryError:
-        return decide(ctx, scored, None)
-    try:
-        theirs = by_row_key(score(test, champion.path))
-        if not theirs["_row_key"].equals(scored["_row_key"]):
-            raise ValueError("it scored different rows")
-        champion_outputs = model_outputs(theirs, ctx.task)
-    except Exception as exc:  # any failure means "cannot compare"
-        reason = (
-            f"production v{champion.version} could not score this test split "
-            f"({type(exc).__name__}: {exc}); promote by hand with `rayline promote` if intended"
-        )
-        return {
-            "metric": ctx.metric,
-            "promote": False,
-            "reason": reason,
-            "champion_version": champion.version,
-        }
-    return {**decide(ctx, scored, champion_outputs), "champion_version": champion.version}
-
-
 def register(
     ctx: RunContext,
     storage: str,
@@ -152,7 +99,6 @@ def register(
     evaluation: Evaluation,
     prepared: Prepared,
     features: Features,
-    score: Scorer,
     ray_job_id: str | None,
 ) -> Registration:
     """Bundle, gate, publish."""
@@ -165,7 +111,8 @@ def register(
     }
     write_bundle(ctx, final_dir, winner.spec, features.transform, winner.outcome, extra)
     registry = Registry(storage)
-    decision = gate_against_production(ctx, registry, evaluation, prepared.test, score)
+    # decided in the evaluate stage, on the same scored blocks as the test metrics
+    decision = dict(evaluation.gate or {})
     promote = ctx.spec.registry.promote and decision["promote"]
     if not ctx.spec.registry.promote:
         decision["reason"] += "; registry.promote is false: never promoted automatically"

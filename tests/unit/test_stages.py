@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components import bundle, evaluation, gate
+from components import bundle, evaluation, gate, split_evaluation
 from components.features import FeatureTransform, fit_transform, partial_stats
 from components.model_bundle import LINEAGE_JSON, METRICS_JSON, MODEL_FILES
 from components.predictor import Predictor
@@ -39,8 +39,10 @@ from pipelines.run_report import RunReport
 from pipelines.spec import PipelineSpec, XGBoostModelSpec, spec_from_dict
 from pipelines.stages import evaluate, features, prepare, register, select, serve, train
 from pipelines.stages.common import (
+    FrameSplit,
     RunContext,
     Scorer,
+    frame_split_scorer,
     kept_columns,
     remove_stale,
     rules_outcome,
@@ -802,17 +804,18 @@ def test_measure_equals_components_evaluation(tmp_path: Path) -> None:
     w, c = _guarded(tmp_path)
     scored = w.score(w.prepared.test, c.bundle)
     assert {"raw_score", "guardrails"} <= set(scored.columns)
-    ev = evaluate.measure(w.ctx, scored, 0.45)
-    assert ev.scored is scored and ev.predictions == w.ctx.paths.predictions
-    assert ev.test == evaluation.evaluate("binary", scored, "label", threshold=0.5)
+    ev = evaluate.measure(w.ctx, FrameSplit(scored), 0.45)
+    assert ev.predictions == w.ctx.paths.predictions and ev.rows == len(scored)
+    assert ev.test == pytest.approx(evaluation.evaluate("binary", scored, "label", threshold=0.5))
     alone = evaluation.without_guardrails(scored)
     assert alone is not None
-    assert ev.test_without_guardrails == evaluation.evaluate(
-        "binary", alone, "label", threshold=0.5
+    assert ev.test_without_guardrails == pytest.approx(
+        evaluation.evaluate("binary", alone, "label", threshold=0.5)
     )
     assert ev.test_without_guardrails != ev.test  # the guardrails changed scores
-    assert ev.baseline == evaluation.baseline("binary", scored, "label", 0.45, None, threshold=0.5)
-    assert ev.guardrails == evaluate.guardrail_report(scored, w.spec.guardrails)
+    assert ev.baseline == pytest.approx(
+        evaluation.baseline("binary", scored, "label", 0.45, None, threshold=0.5)
+    )
     fired = scored["guardrails"].str.split(",").explode()
     assert [g["fired"] for g in ev.guardrails] == [
         int((fired == "young").sum()),
@@ -825,32 +828,34 @@ def test_measure_without_guardrails(tmp_path: Path) -> None:
     w = world(tmp_path)
     c = w.rules_candidate()
     scored = w.score(w.prepared.test, c.bundle)
-    ev = evaluate.measure(w.ctx, scored, 0.5)
+    ev = evaluate.measure(w.ctx, FrameSplit(scored), 0.5)
     assert ev.test_without_guardrails is None and ev.guardrails is None
-    assert ev.test == evaluation.evaluate("binary", scored, "label", threshold=0.5)
+    assert ev.test == pytest.approx(evaluation.evaluate("binary", scored, "label", threshold=0.5))
 
 
 def test_guardrail_report_counts() -> None:
     spec = make_spec(guardrails=GUARDRAILS)
-    scored = pd.DataFrame({"guardrails": ["young", "", "young,cap", None, "cap"]})
-    assert evaluate.guardrail_report(scored, spec.guardrails) == [
+    block = pd.DataFrame({"guardrails": ["young", "", "young,cap", None, "cap"]})
+    fired = split_evaluation.merge_parts(
+        [{"fired": {"young": 1}, "rows": 1}, {"fired": {"young": 1, "cap": 2}, "rows": 4}]
+    )["fired"]
+    assert fired == {"young": 2, "cap": 2}
+    assert evaluate.guardrail_report(fired, len(block), spec.guardrails) == [
         {"name": "young", "action": "override", "when": "age < 25", "fired": 2, "share": 0.4},
         {"name": "cap", "action": "clamp", "when": None, "fired": 2, "share": 0.4},
     ]
-    empty = evaluate.guardrail_report(
-        pd.DataFrame({"guardrails": pd.Series([], dtype=object)}), spec.guardrails
-    )
+    empty = evaluate.guardrail_report({}, 0, spec.guardrails)
     assert [(g["fired"], g["share"]) for g in empty] == [(0, 0.0), (0, 0.0)]
 
 
 def test_write_predictions_replaces_atomically(tmp_path: Path) -> None:
     path = str(tmp_path / "predictions_test.parquet")
     first = pd.DataFrame({"_row_key": [1, 2, 3], "score": [0.1, 0.5, 0.9]})
-    evaluate.write_predictions(first, path)
+    FrameSplit(first).write(path)
     pd.testing.assert_frame_equal(pd.read_parquet(path), first)
-    second = first.assign(score=[0.2, 0.3, 0.4])
-    evaluate.write_predictions(second, path)  # over an earlier file
-    pd.testing.assert_frame_equal(pd.read_parquet(path), second)
+    second = first.assign(score=[0.2, 0.3, 0.4], **{"champion:score": [0.0, 0.0, 0.0]})
+    FrameSplit(second).write(path)  # over an earlier file; the champion's outputs stay out
+    pd.testing.assert_frame_equal(pd.read_parquet(path), second.drop(columns=["champion:score"]))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions_test.parquet"]
 
 
@@ -859,13 +864,17 @@ def test_evaluate_scores_the_test_split_with_the_winner(tmp_path: Path) -> None:
     c = w.rules_candidate()
     Path(w.ctx.paths.root).mkdir(parents=True, exist_ok=True)
     w.calls.clear()
-    ev = evaluate.evaluate(w.ctx, select.Selection(c, "rules"), w.prepared, 0.5, w.score)
+    ev = evaluate.evaluate(
+        w.ctx, select.Selection(c, "rules"), w.prepared, 0.5, frame_split_scorer(w.score)
+    )
     assert w.calls == [c.bundle]
     written = pd.read_parquet(w.ctx.paths.predictions)
     assert (
         len(written) == 60 and written["_row_key"].tolist() == w.prepared.test["_row_key"].tolist()
     )
-    assert ev.test == evaluate.measure(w.ctx, written, 0.5).test
+    assert ev.test == pytest.approx(
+        evaluate.measure(w.ctx, FrameSplit(written, blocks=1), 0.5).test
+    )
     assert not list(Path(w.ctx.paths.root).glob("*.tmp"))
 
 
@@ -874,7 +883,9 @@ def test_evaluate_refuses_a_wrong_row_count(tmp_path: Path) -> None:
     c = w.rules_candidate()
     prepared = dataclasses.replace(w.prepared, rows={**w.prepared.rows, "test": 61})
     with pytest.raises(RuntimeError, match="scored 60 test rows, expected 61"):
-        evaluate.evaluate(w.ctx, select.Selection(c, "rules"), prepared, 0.5, w.score)
+        evaluate.evaluate(
+            w.ctx, select.Selection(c, "rules"), prepared, 0.5, frame_split_scorer(w.score)
+        )
     assert not Path(w.ctx.paths.predictions).exists()
 
 
@@ -913,7 +924,14 @@ def test_lineage(tmp_path: Path) -> None:
 
 
 def _evaluation(w: World, c: train.Candidate) -> evaluate.Evaluation:
-    return evaluate.measure(w.ctx, w.score(w.prepared.test, c.bundle), w.tctx.label_mean)
+    """The evaluate stage of candidate ``c`` (gated against the registry's production)."""
+    return evaluate.evaluate(
+        w.ctx,
+        select.Selection(c, c.name),
+        w.prepared,
+        w.tctx.label_mean,
+        frame_split_scorer(w.score),
+    )
 
 
 def test_metrics_doc(tmp_path: Path) -> None:
@@ -945,57 +963,59 @@ def test_metrics_doc(tmp_path: Path) -> None:
     assert doc["test_without_guardrails"] == evg.test_without_guardrails
 
 
-def test_decide_without_a_champion_promotes(tmp_path: Path) -> None:
+def test_the_gate_without_a_champion_promotes(tmp_path: Path) -> None:
     w = world(tmp_path)
-    scored = register.by_row_key(w.score(w.prepared.test, w.rules_candidate().bundle))
-    d = register.decide(w.ctx, scored, None)
-    assert d["promote"] is True and d["champion"] is None
-    assert d["reason"] == "no production version yet: the first model is promoted"
-    assert d["challenger"] == pytest.approx(evaluation.evaluate("binary", scored, "label")["auc"])
-    same = register.decide(w.ctx, scored, scored["score"].to_numpy())
-    assert same["promote"] is False and same["improvement"] == 0.0
-    assert same["resamples"] == 200
-
-
-def test_gate_against_an_empty_registry(tmp_path: Path) -> None:
-    w = world(tmp_path)
-    ev = _evaluation(w, w.xgb_candidate())
+    c = w.rules_candidate()
     w.calls.clear()
-    d = register.gate_against_production(w.ctx, Registry(w.storage), ev, w.prepared.test, w.score)
-    assert d == register.decide(w.ctx, register.by_row_key(ev.scored), None)
-    assert "champion_version" not in d and w.calls == []
+    d = _evaluation(w, c).gate
+    assert d is not None and w.calls == [c.bundle]  # nothing else scored
+    assert d["promote"] is True and d["champion"] is None and "champion_version" not in d
+    assert d["reason"] == "no production version yet: the first model is promoted"
+    scored = w.score(w.prepared.test, c.bundle)
+    assert d["challenger"] == pytest.approx(evaluation.evaluate("binary", scored, "label")["auc"])
 
 
 def _publish(w: World, c: train.Candidate, alias: str = "production") -> ModelVersion:
     return Registry(w.storage).publish(w.spec.model_name(), c.bundle, aliases=[alias])
 
 
+def test_the_gate_against_the_same_model_does_not_promote(tmp_path: Path) -> None:
+    w = world(tmp_path)
+    c = w.rules_candidate()
+    _publish(w, c)
+    d = _evaluation(w, c).gate
+    assert d is not None and d["promote"] is False and d["improvement"] == 0.0
+    assert d["resamples"] == 200 and d["champion_version"] == 1
+
+
 def test_gate_against_production(tmp_path: Path) -> None:
     w = world(tmp_path)
     rules, gbdt = w.rules_candidate(), w.xgb_candidate()
     _publish(w, rules)
-    ev = _evaluation(w, gbdt)
-    # the winner's scored rows in another order: the gate pairs rows by key
-    ev = dataclasses.replace(ev, scored=ev.scored.sample(frac=1, random_state=1))
     w.calls.clear()
-    d = register.gate_against_production(w.ctx, Registry(w.storage), ev, w.prepared.test, w.score)
-    assert w.calls and Path(w.calls[0]).parts[-2:] == ("stages", "1")  # production scored it
+    d = _evaluation(w, gbdt).gate
+    assert d is not None
+    assert w.calls and Path(w.calls[1]).parts[-2:] == ("stages", "1")  # production scored it
     assert d["champion_version"] == 1 and d["promote"] is True
-    ours = register.by_row_key(ev.scored)
-    theirs = register.by_row_key(w.score(w.prepared.test, rules.bundle))
+    ours = w.score(w.prepared.test, gbdt.bundle)
+    theirs = w.score(w.prepared.test, rules.bundle)
     expected = gate.decide(
         "binary", "auc", ours["label"].to_numpy(), ours["score"].to_numpy(),
         theirs["score"].to_numpy(), None, **translate.gate_settings(w.spec),
     ).to_dict()  # fmt: skip
-    assert d == {**expected, "champion_version": 1}
+    # the same decision; the point values agree to the AUC bound, the interval to resampling noise
+    assert d["promote"] == expected["promote"] and d["units"] == expected["units"]
+    assert d["challenger"] == pytest.approx(expected["challenger"], abs=1e-4)
+    assert d["champion"] == pytest.approx(expected["champion"], abs=1e-4)
+    width = expected["high"] - expected["low"]
+    assert d["low"] == pytest.approx(expected["low"], abs=0.15 * width)
 
 
 def test_gate_keeps_a_better_production(tmp_path: Path) -> None:
     w = world(tmp_path)
     _publish(w, w.xgb_candidate())
-    ev = _evaluation(w, w.xgb_candidate("worse", flip=True))
-    d = register.gate_against_production(w.ctx, Registry(w.storage), ev, w.prepared.test, w.score)
-    assert d["promote"] is False and d["champion_version"] == 1
+    d = _evaluation(w, w.xgb_candidate("worse", flip=True)).gate
+    assert d is not None and d["promote"] is False and d["champion_version"] == 1
     assert d["reason"].startswith("worse on auc") and d["reason"].endswith("production stays")
 
 
@@ -1003,18 +1023,21 @@ def test_gate_when_production_cannot_score_the_split(tmp_path: Path) -> None:
     w = world(tmp_path)
     c = w.rules_candidate()
     _publish(w, c)
-    ev = _evaluation(w, c)
 
     def fewer_rows(data: Any, bundle: str) -> pd.DataFrame:
-        return w.score(data.iloc[:-1], bundle)
+        scored = w.score(data, bundle)
+        return scored.iloc[:-1] if "registry" in Path(bundle).parts else scored
 
-    d = register.gate_against_production(
-        w.ctx, Registry(w.storage), ev, w.prepared.test, fewer_rows
+    ev = evaluate.evaluate(
+        w.ctx, select.Selection(c, "rules"), w.prepared, 0.5, frame_split_scorer(fewer_rows)
     )
+    d = ev.gate
+    assert d is not None
     assert d["promote"] is False and d["champion_version"] == 1 and d["metric"] == "auc"
     assert d["reason"].startswith(
         "production v1 could not score this test split (ValueError: it scored different rows)"
     )
+    assert ev.rows == 60  # the winner's metrics stand
 
 
 def test_register_end_to_end(tmp_path: Path) -> None:
@@ -1022,9 +1045,7 @@ def test_register_end_to_end(tmp_path: Path) -> None:
     gbdt = w.xgb_candidate()
     selection = select.Selection(gbdt, "gbdt as trained")
     ev = _evaluation(w, gbdt)
-    reg = register.register(
-        w.ctx, str(w.storage), selection, ev, w.prepared, w.feats, w.score, None
-    )
+    reg = register.register(w.ctx, str(w.storage), selection, ev, w.prepared, w.feats, None)
     assert reg.promoted is True and reg.gate["promote"] is True
     v = reg.version
     assert (v.model, v.version, v.aliases) == ("stages", 1, ("production",))
@@ -1040,7 +1061,8 @@ def test_register_end_to_end(tmp_path: Path) -> None:
     # the registered model is the winner's, with the run's transform
     assert bundle.read_bundle_file(v.path, MODEL_FILES["xgboost"]) == gbdt.outcome.model
     scored = ScoreBatch(v.path, kept_columns(w.spec))(w.prepared.test)
-    np.testing.assert_allclose(scored["score"], ev.scored["score"])
+    written = pd.read_parquet(w.ctx.paths.predictions)
+    np.testing.assert_allclose(scored["score"], written["score"])
     assert Path(w.ctx.paths.bundle).is_dir()
     assert w.lines[-1] == f"    promoted to production: {reg.gate['reason']}"
 
@@ -1055,7 +1077,6 @@ def test_register_without_promotion(tmp_path: Path) -> None:
         _evaluation(w, c),
         w.prepared,
         w.feats,
-        w.score,
         "job",
     )
     assert reg.promoted is False and reg.version.aliases == ("candidate",)
@@ -1067,7 +1088,7 @@ def test_register_without_promotion(tmp_path: Path) -> None:
 def test_register_again_in_a_resumed_run(tmp_path: Path) -> None:
     w = world(tmp_path)
     c = w.rules_candidate()
-    args = (select.Selection(c, "rules"), _evaluation(w, c), w.prepared, w.feats, w.score, None)
+    args = (select.Selection(c, "rules"), _evaluation(w, c), w.prepared, w.feats, None)
     register.register(w.ctx, str(w.storage), *args)
     # the run failed after registering (e.g. in serve); `rayline run --resume` registers again
     again = register.register(w.ctx, str(w.storage), *args)
