@@ -26,7 +26,7 @@ from pipelines.run_dir import RunDir, new_run_id, runs_of
 from pipelines.run_report import RunReport
 from pipelines.spec import PipelineSpec
 from pipelines.stages import evaluate, features, prepare, register, select, serve, train
-from pipelines.stages.common import Printer, RunContext, ray_scorer, ray_split_scorer
+from pipelines.stages.common import Printer, RunContext, ray_split_scorer
 from pipelines.timer import StepTimer
 
 
@@ -115,7 +115,7 @@ class Runner:
     def _stages(self, timer: StepTimer) -> None:
         """The recipe: each stage in order, its result kept in ``self.results``."""
         ctx, res, spec = self.ctx, self.results, self.spec
-        score = ray_scorer(spec)
+        score = ray_split_scorer(spec)
         prep = prepare.reusable(ctx, prepare.input_key(ctx))
         stored = self.resume.stored(prep)
         if stored is not None:
@@ -155,9 +155,7 @@ class Runner:
 
         with timer.step("evaluate", "scoring the whole test split with the winner's bundle"):
             res.selection = select.select(ctx, res.candidates, prepared, fitted, tctx, score)
-            res.evaluation = evaluate.evaluate(
-                ctx, res.selection, prepared, tctx.label_mean, ray_split_scorer(spec)
-            )
+            res.evaluation = evaluate.evaluate(ctx, res.selection, prepared, tctx.label_mean, score)
 
         with timer.step("register", f"publishing to the registry as {spec.model_name()!r}"):
             res.registration = register.register(

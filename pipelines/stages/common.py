@@ -7,14 +7,14 @@ import itertools
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-from components import evaluation, uris
+from components import evaluation, gate, metric_parts, split_evaluation, uris
 from components.bundle import Storage
 from components.features import FeatureTransform
 from components.model_bundle import BundleContents, write_model_bundle
@@ -75,20 +75,6 @@ def kept_columns(spec: PipelineSpec) -> list[str]:
         + (["_group"] if d.group else [])
         + ([WEIGHT] if d.weight else [])
     )
-
-
-def ray_scorer(spec: PipelineSpec) -> Scorer:
-    """Score a Ray dataset with an actor pool (half the cluster's CPUs), collected as pandas."""
-
-    def score(data: Any, bundle: str) -> pd.DataFrame:
-        import ray
-
-        from components.steps.score import score_dataset
-
-        actors = max(1, int(ray.cluster_resources().get("CPU", 1) // 2))
-        return score_dataset(data, bundle, kept_columns(spec), actors=actors).to_pandas()
-
-    return score
 
 
 class ScoredSplit(Protocol):
@@ -214,6 +200,80 @@ def frame_split_scorer(score: Scorer, blocks: int = 3) -> SplitScorer:
         return FrameSplit(pd.concat([ours, extra], axis=1), blocks)
 
     return split
+
+
+def plan(ctx: RunContext, label_mean: float, champion: bool) -> split_evaluation.EvalPlan:
+    """What each block of the scored test split contributes."""
+    spec = ctx.spec
+    return split_evaluation.EvalPlan(
+        task=ctx.task,
+        label=ctx.label,
+        eval_kwargs=dict(ctx.eval_kwargs),
+        label_mean=label_mean,
+        num_classes=spec.data.num_classes,
+        guardrails=tuple(g.name for g in spec.guardrails),
+        champion=champion,
+    )
+
+
+def parts_of(split: ScoredSplit, p: split_evaluation.EvalPlan) -> dict[str, Any]:
+    """The merged parts of every block, with the AUC refinement passes (each one more pass over
+    the scored rows) until every AUC is within its bound."""
+    parts = split_evaluation.merge_parts(split.map_blocks(_Blocks(split_evaluation.block_parts, p)))
+    for _ in range(metric_parts.REFINE_PASSES):
+        grids = split_evaluation.refinements(parts)
+        if not grids:
+            break
+        again = split.map_blocks(_Blocks(split_evaluation.block_parts, replace(p, grids=grids)))
+        parts = split_evaluation.with_refined(parts, split_evaluation.merge_parts(again))
+    return parts
+
+
+@dataclass(frozen=True)
+class _Blocks:
+    """``fn(block, arg)`` as a one-argument function that pickles by reference."""
+
+    fn: Any
+    arg: Any
+
+    def __call__(self, block: pd.DataFrame) -> Any:
+        return self.fn(block, self.arg)
+
+
+@dataclass(frozen=True)
+class _Bootstrap:
+    plan: gate.BootstrapPlan
+    label: str
+    weight: str | None
+
+    def __call__(self, block: pd.DataFrame) -> gate.BootstrapPart:
+        return split_evaluation.bootstrap_block(block, self.plan, self.label, self.weight)
+
+
+def gate_decision(
+    ctx: RunContext,
+    split: ScoredSplit,
+    parts: dict[str, Any],
+    champion_version: int | None,
+    champion_name: str = "production",
+) -> dict[str, Any]:
+    """The gate: the winner against the champion's outputs on the same rows (one bootstrap pass
+    over the scored blocks), or promote-when-first without a champion (``champion_version``
+    None; the rule baseline on validation passes 0 and its name)."""
+    settings = translate.gate_settings(ctx.spec)
+    metrics = split_evaluation.finish_parts(parts)
+    challenger = metrics["test"][ctx.metric]
+    rule = {k: settings[k] for k in ("min_improvement", "confidence")}
+    if champion_version is None:
+        return gate.first_model(ctx.task, ctx.metric, challenger, **rule).to_dict()
+    p = split_evaluation.gate_plan(ctx.task, ctx.metric, parts, settings)
+    weight = ctx.eval_kwargs.get("weight")
+    boot = split_evaluation.merge_bootstrap(split.map_blocks(_Bootstrap(p, ctx.label, weight)))
+    champion = metrics["champion"][ctx.metric]
+    decision = gate.decide_from_parts(
+        p, boot, challenger, champion, champion_name=champion_name, **rule
+    ).to_dict()
+    return {**decision, "champion_version": champion_version}
 
 
 def unit(m: ModelSpecType) -> str:

@@ -12,14 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-import pandas as pd
-
-from components import gate, rule_models, split_evaluation
+from components import rule_models, split_evaluation
 from components.registry import Registry, RegistryError
-from components.split_evaluation import EvalPlan
-from pipelines import translate
 from pipelines.spec import GuardrailSpec
-from pipelines.stages.common import RunContext, ScoredSplit, SplitScorer
+from pipelines.stages.common import (
+    RunContext,
+    ScoredSplit,
+    SplitScorer,
+    gate_decision,
+    parts_of,
+    plan,
+)
 from pipelines.stages.prepare import Prepared
 from pipelines.stages.select import Selection
 
@@ -50,75 +53,6 @@ def guardrail_report(
         }
         for g in guardrails
     ]
-
-
-def plan(ctx: RunContext, label_mean: float, champion: bool) -> EvalPlan:
-    """What each block of the scored test split contributes."""
-    spec = ctx.spec
-    return EvalPlan(
-        task=ctx.task,
-        label=ctx.label,
-        eval_kwargs=dict(ctx.eval_kwargs),
-        label_mean=label_mean,
-        num_classes=spec.data.num_classes,
-        guardrails=tuple(g.name for g in spec.guardrails),
-        champion=champion,
-    )
-
-
-def parts_of(split: ScoredSplit, p: EvalPlan) -> dict[str, Any]:
-    """The merged parts of every block, with the AUC refinement passes (each one more pass over
-    the scored rows) until every AUC is within its bound."""
-    from components import metric_parts
-
-    parts = split_evaluation.merge_parts(split.map_blocks(_Blocks(split_evaluation.block_parts, p)))
-    for _ in range(metric_parts.REFINE_PASSES):
-        grids = split_evaluation.refinements(parts)
-        if not grids:
-            break
-        again = split.map_blocks(_Blocks(split_evaluation.block_parts, replace(p, grids=grids)))
-        parts = split_evaluation.with_refined(parts, split_evaluation.merge_parts(again))
-    return parts
-
-
-@dataclass(frozen=True)
-class _Blocks:
-    """``fn(block, arg)`` as a one-argument function that pickles by reference."""
-
-    fn: Any
-    arg: Any
-
-    def __call__(self, block: pd.DataFrame) -> Any:
-        return self.fn(block, self.arg)
-
-
-@dataclass(frozen=True)
-class _Bootstrap:
-    plan: gate.BootstrapPlan
-    label: str
-    weight: str | None
-
-    def __call__(self, block: pd.DataFrame) -> gate.BootstrapPart:
-        return split_evaluation.bootstrap_block(block, self.plan, self.label, self.weight)
-
-
-def gate_decision(
-    ctx: RunContext, split: ScoredSplit, parts: dict[str, Any], champion_version: int | None
-) -> dict[str, Any]:
-    """The gate: the winner against the champion's outputs on the same rows (one bootstrap pass
-    over the scored blocks), or promote-when-first without a champion."""
-    settings = translate.gate_settings(ctx.spec)
-    metrics = split_evaluation.finish_parts(parts)
-    challenger = metrics["test"][ctx.metric]
-    rule = {k: settings[k] for k in ("min_improvement", "confidence")}
-    if champion_version is None:
-        return gate.first_model(ctx.task, ctx.metric, challenger, **rule).to_dict()
-    p = split_evaluation.gate_plan(ctx.task, ctx.metric, parts, settings)
-    weight = ctx.eval_kwargs.get("weight")
-    boot = split_evaluation.merge_bootstrap(split.map_blocks(_Bootstrap(p, ctx.label, weight)))
-    champion = metrics["champion"][ctx.metric]
-    decision = gate.decide_from_parts(p, boot, challenger, champion, **rule).to_dict()
-    return {**decision, "champion_version": champion_version}
 
 
 def production(ctx: RunContext) -> Any:

@@ -12,14 +12,18 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
-
-from components import gate
-from components.evaluation import model_outputs
 from components.metrics import LOWER_IS_BETTER
-from pipelines import trainers, translate
+from pipelines import trainers
 from pipelines.spec import RulesModelSpec, TrainedModelSpec
-from pipelines.stages.common import RunContext, Scorer, unit, write_bundle
+from pipelines.stages.common import (
+    RunContext,
+    SplitScorer,
+    gate_decision,
+    parts_of,
+    plan,
+    unit,
+    write_bundle,
+)
 from pipelines.stages.features import Features
 from pipelines.stages.prepare import Prepared
 from pipelines.stages.train import Candidate
@@ -38,33 +42,16 @@ def best(candidates: list[Candidate], metric: str) -> Candidate:
     return max(candidates, key=lambda c: sign * c.valid[metric])
 
 
-def valid_scores(c: Candidate, prepared: Prepared, score: Scorer) -> pd.DataFrame:
-    """A candidate's validation scores by row key (scored again if reused by --resume)."""
-    scored = c.valid_scored
-    if scored is None:
-        scored = score(prepared.valid, c.bundle)
-    return scored.sort_values("_row_key", kind="stable")
-
-
 def beat_baseline(
-    ctx: RunContext, winner: Candidate, baseline: Candidate, prepared: Prepared, score: Scorer
+    ctx: RunContext, winner: Candidate, baseline: Candidate, prepared: Prepared, score: SplitScorer
 ) -> tuple[Candidate, dict[str, Any]]:
     """The winner if the gate prefers it over the rule baseline on validation, else the
-    baseline; and the gate's decision."""
-    ours, theirs = valid_scores(winner, prepared, score), valid_scores(baseline, prepared, score)
-    groups = ours["_group"].to_numpy() if "_group" in ours else None
+    baseline; and the gate's decision (both scored in one pass, in tasks)."""
+    split = score(prepared.valid, winner.bundle, baseline.bundle)
+    parts = parts_of(split, plan(ctx, 0.0, champion=True))
     name = baseline.name
-    decision = gate.decide(
-        ctx.task,
-        ctx.metric,
-        ours[ctx.label].to_numpy(),
-        model_outputs(ours, ctx.task),
-        model_outputs(theirs, ctx.task),
-        groups,
-        champion_name=f"the rule baseline {name!r}",
-        weights=ctx.weights(ours),
-        **translate.gate_settings(ctx.spec),
-    ).to_dict()
+    decision = gate_decision(ctx, split, parts, 0, champion_name=f"the rule baseline {name!r}")
+    decision.pop("champion_version")
     decision.update(challenger_name=winner.name, baseline=name, split="valid")
     promote = decision["promote"]
     verdict = f"{winner.name} beats" if promote else f"{name} stays the winner over"
@@ -108,7 +95,7 @@ def select(
     prepared: Prepared,
     features: Features,
     tctx: trainers.TrainContext,
-    score: Scorer,
+    score: SplitScorer,
 ) -> Selection:
     """The final model: the best candidate, gated against the rule baseline, maybe refit."""
     metric = ctx.metric

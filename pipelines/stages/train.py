@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from components import bundle, evaluation
+from components import bundle, split_evaluation
 from components.model_bundle import MODEL_FILES
 from components.steps.train_common import TrainOutcome
 from components.tasks import task_info
@@ -28,7 +28,9 @@ from pipelines.spec import (
 )
 from pipelines.stages.common import (
     RunContext,
-    Scorer,
+    SplitScorer,
+    parts_of,
+    plan,
     rules_outcome,
     unit,
     write_bundle,
@@ -54,7 +56,6 @@ class Candidate:
     outcome: TrainOutcome
     bundle: str
     valid: dict[str, float]
-    valid_scored: pd.DataFrame | None = None  # None when reused by --resume
     tuning: dict[str, Any] | None = None  # a tuned model's trials
 
     @property
@@ -162,7 +163,7 @@ def train_candidate(
     tctx: trainers.TrainContext,
     prepared: Prepared,
     features: Features,
-    score: Scorer,
+    score: SplitScorer,
     restore_tune: bool = False,
 ) -> Candidate:
     """Train (tune) model ``i``, write its bundle, score the validation split."""
@@ -175,8 +176,9 @@ def train_candidate(
         outcome = fit(ctx, i, m, tctx, prepared)
     bundle_dir = ctx.paths.candidate(m.name)
     write_bundle(ctx, bundle_dir, m, features.transform, outcome)
-    valid_scores = score(prepared.valid, bundle_dir)
-    valid = evaluation.evaluate(ctx.task, valid_scores, ctx.label, **ctx.eval_kwargs)
+    # scored and measured in tasks, block by block (nothing of the split on the driver)
+    parts = parts_of(score(prepared.valid, bundle_dir, None), plan(ctx, 0.0, champion=False))
+    valid = split_evaluation.finish_parts(parts)["test"]
     metric = ctx.metric
     if metric not in valid:  # mape without a positive label
         raise PipelineError(
@@ -191,7 +193,7 @@ def train_candidate(
             else ""
         )
     )
-    return Candidate(i, m, outcome, bundle_dir, valid, valid_scores, tuning)
+    return Candidate(i, m, outcome, bundle_dir, valid, tuning)
 
 
 def fit(
@@ -301,6 +303,6 @@ def reusable(ctx: RunContext, i: int, m: ModelSpecType, key: str) -> resume.Reus
             f"    models.{i} {m.name}: reused (trained before the run stopped; valid "
             f"{metric} = {doc['valid'][metric]:.4f})"
         )
-        return Candidate(i, spec, outcome, bundle_dir, doc["valid"], None, doc.get("tuning"))
+        return Candidate(i, spec, outcome, bundle_dir, doc["valid"], doc.get("tuning"))
 
     return resume.Reusable((f"models.{i} {m.name}",), folder, key, save, load)

@@ -42,6 +42,7 @@ from pipelines.stages.common import (
     FrameSplit,
     RunContext,
     Scorer,
+    SplitScorer,
     frame_split_scorer,
     kept_columns,
     remove_stale,
@@ -162,10 +163,15 @@ class World:
     calls: list[str]
     score: Scorer
 
+    @property
+    def split(self) -> SplitScorer:
+        """The stages' scorer: both bundles' outputs side by side, in blocks."""
+        return frame_split_scorer(self.score)
+
     def rules_candidate(self) -> train.Candidate:
         i, m = next((i, m) for i, m in enumerate(self.spec.models) if m.kind == "rules")
         return train.train_candidate(
-            self.ctx, i, m, self.tctx, self.prepared, self.feats, self.score
+            self.ctx, i, m, self.tctx, self.prepared, self.feats, self.split
         )
 
     def xgb_candidate(
@@ -188,7 +194,7 @@ class World:
             checkpoint_path=None,
         )
         m = XGBoostModelSpec.model_validate({**GBDT, "name": name})
-        return train.Candidate(index, m, outcome, path, valid, scored)
+        return train.Candidate(index, m, outcome, path, valid)
 
 
 def world(tmp_path: Path, spec: PipelineSpec | None = None, rows: int = 60) -> World:
@@ -584,11 +590,9 @@ def test_train_candidate_for_a_rule_model(tmp_path: Path) -> None:
     # scored once, on the validation split, with the candidate's own bundle
     assert w.calls == [c.bundle]
     expected = ScoreBatch(c.bundle, kept_columns(w.spec))(w.prepared.valid)
-    assert c.valid_scored is not None
-    pd.testing.assert_frame_equal(c.valid_scored, expected)
-    assert c.valid == evaluation.evaluate("binary", expected, "label", threshold=0.5)
     clicks = w.prepared.valid["clicks"].to_numpy()
-    np.testing.assert_allclose(c.valid_scored["score"], np.where(clicks > 3, 0.7, 0.4))
+    np.testing.assert_allclose(expected["score"], np.where(clicks > 3, 0.7, 0.4))
+    assert c.valid == pytest.approx(evaluation.evaluate("binary", expected, "label", threshold=0.5))
     assert w.lines == [
         f"    models.0 rules: 1 rule(s), no training; valid auc = {c.valid['auc']:.4f}"
     ]
@@ -644,7 +648,7 @@ def test_train_candidate_needs_a_computable_metric(tmp_path: Path) -> None:
     valid = w.prepared.valid.assign(label=-np.abs(w.prepared.valid["label"]))  # no positive label
     prepared = dataclasses.replace(w.prepared, valid=valid)
     with pytest.raises(PipelineError, match=r"evaluation\.metric mape cannot be computed"):
-        train.train_candidate(w.ctx, 0, spec.models[0], w.tctx, prepared, w.feats, w.score)
+        train.train_candidate(w.ctx, 0, spec.models[0], w.tctx, prepared, w.feats, w.split)
 
 
 def test_train_reusable_round_trip(tmp_path: Path) -> None:
@@ -655,7 +659,7 @@ def test_train_reusable_round_trip(tmp_path: Path) -> None:
     assert r.folder == w.ctx.paths.candidate_done("rules")
     first = Resume(enabled=True)
     c = first.run(
-        r, lambda: train.train_candidate(w.ctx, 0, m, w.tctx, w.prepared, w.feats, w.score)
+        r, lambda: train.train_candidate(w.ctx, 0, m, w.tctx, w.prepared, w.feats, w.split)
     )
     assert first.reused == []
     doc = resume.stored(r.folder)
@@ -666,7 +670,6 @@ def test_train_reusable_round_trip(tmp_path: Path) -> None:
     assert again.reused == ["models.0 rules"]
     assert loaded.spec == c.spec and loaded.valid == c.valid and loaded.bundle == c.bundle
     assert loaded.outcome == c.outcome  # the model bytes come back from the bundle
-    assert loaded.valid_scored is None  # select scores it again
     assert loaded.summary == c.summary
     assert w.lines[-1] == (
         f"    models.0 rules: reused (trained before the run stopped; valid auc = {c.valid['auc']:.4f})"
@@ -727,7 +730,7 @@ def test_select_a_trained_model_that_beats_the_rule_baseline(tmp_path: Path) -> 
     w = world(tmp_path)
     rules, gbdt = w.rules_candidate(), w.xgb_candidate()
     assert gbdt.valid["auc"] > rules.valid["auc"]
-    s = select.select(w.ctx, [rules, gbdt], w.prepared, w.feats, w.tctx, w.score)
+    s = select.select(w.ctx, [rules, gbdt], w.prepared, w.feats, w.tctx, w.split)
     assert s.winner is gbdt
     assert s.final_model == "gbdt as trained on the training split (its best round by validation)"
     g = s.baseline_gate
@@ -750,7 +753,7 @@ def test_select_keeps_the_rule_baseline_over_a_worse_model(tmp_path: Path) -> No
     w = world(tmp_path)
     rules, worse = w.rules_candidate(), w.xgb_candidate(flip=True)
     assert worse.valid["auc"] < rules.valid["auc"]
-    s = select.select(w.ctx, [rules, worse], w.prepared, w.feats, w.tctx, w.score)
+    s = select.select(w.ctx, [rules, worse], w.prepared, w.feats, w.tctx, w.split)
     assert s.winner is rules
     assert s.final_model == "the rule model rules (no training)"
     g = s.baseline_gate
@@ -765,31 +768,21 @@ def test_select_without_a_baseline_or_with_only_baselines(tmp_path: Path) -> Non
     w = world(tmp_path)
     rules = w.rules_candidate()
     good, bad = w.xgb_candidate("good"), w.xgb_candidate("bad", flip=True, index=2)
-    s = select.select(w.ctx, [bad, good], w.prepared, w.feats, w.tctx, w.score)
+    s = select.select(w.ctx, [bad, good], w.prepared, w.feats, w.tctx, w.split)
     assert s.winner is good and s.baseline_gate is None
     assert s.final_model.startswith("good as trained on the training split")
-    s = select.select(w.ctx, [rules], w.prepared, w.feats, w.tctx, w.score)
+    s = select.select(w.ctx, [rules], w.prepared, w.feats, w.tctx, w.split)
     assert s.winner is rules and s.baseline_gate is None
     assert s.final_model == "the rule model rules (no training)"
 
 
-def test_select_scores_a_reused_candidate_again(tmp_path: Path) -> None:
+def test_select_scores_both_candidates_in_one_pass(tmp_path: Path) -> None:
     w = world(tmp_path)
     rules, gbdt = w.rules_candidate(), w.xgb_candidate()
-    fresh = select.select(w.ctx, [rules, gbdt], w.prepared, w.feats, w.tctx, w.score)
-    reused = [dataclasses.replace(c, valid_scored=None) for c in (rules, gbdt)]
     w.calls.clear()
-    s = select.select(w.ctx, reused, w.prepared, w.feats, w.tctx, w.score)
-    assert sorted(w.calls) == sorted([gbdt.bundle, rules.bundle])
-    assert s.winner.name == "gbdt" and s.baseline_gate == fresh.baseline_gate
-
-
-def test_valid_scores_are_in_row_key_order(tmp_path: Path) -> None:
-    w = world(tmp_path)
-    c = w.rules_candidate()
-    shuffled = dataclasses.replace(c, valid_scored=c.valid_scored.sample(frac=1, random_state=0))  # type: ignore[union-attr]
-    got = select.valid_scores(shuffled, w.prepared, w.score)
-    assert got["_row_key"].is_monotonic_increasing and len(got) == 60
+    s = select.select(w.ctx, [rules, gbdt], w.prepared, w.feats, w.tctx, w.split)
+    assert w.calls == [gbdt.bundle, rules.bundle]  # the winner, then the baseline, once each
+    assert s.baseline_gate is not None and s.baseline_gate["split"] == "valid"
 
 
 # -- evaluate ----------------------------------------------------------------------------------
