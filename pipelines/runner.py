@@ -127,6 +127,8 @@ class Runner:
                 ingested = prepare.ingest(ctx)
             with timer.step("split", f"{spec.split.method} split"):
                 res.prepared = self.resume.run(prep, lambda: prepare.split(ctx, ingested))
+            # the ingested rows are in the splits now: release the object store's copy
+            del ingested
         prepared = res.prepared
 
         feat = features.reusable(ctx, features.input_key(ctx, prep.key))

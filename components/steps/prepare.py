@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass, replace
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import ray
 import ray.data
-from ray.data.expressions import col
 
 from components import splits
-from components.features import FeatureConfig, FeatureTransform, fit_transform, partial_stats
+from components.features import (
+    COLUMN,
+    COUNT,
+    VALUE,
+    FeatureConfig,
+    FeatureTransform,
+    cut_vocabularies,
+    empty_counts,
+    fit_transform,
+    merge_partials,
+    partial_stats,
+    value_counts_long,
+    vocabularies_of,
+)
+from components.hashing import mix64
 
 # Training shards are assigned by `_bucket % num_workers`; 1,024 buckets keep shards even for
 # any worker count up to a few hundred while a query (ranking) stays in one bucket.
@@ -21,70 +39,260 @@ NUM_BUCKETS = 1024
 
 @dataclass
 class Splits:
+    """The three splits (materialized) and what the tasks counted in them."""
+
     train: ray.data.Dataset
     valid: ray.data.Dataset
     test: ray.data.Dataset
     rows: dict[str, int]
     groups: dict[str, int]
+    # rows per class in each split (stratified splits): split name -> {class label: rows}
+    classes: dict[str, dict[float, int]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def class_line(self) -> str | None:
+        """Rows per class in each split, as the split step prints them (None: not stratified)."""
+        if not self.classes:
+            return None
+        shown = "; ".join(
+            f"{name} " + ", ".join(f"{cls:g}: {n:,}" for cls, n in counts.items())
+            for name, counts in self.classes.items()
+        )
+        return f"rows per class: {shown}"
 
 
-def _add_split_columns(batch: pd.DataFrame, plan: splits.SplitPlan, shard_key: str) -> pd.DataFrame:
-    batch = batch.copy()
-    batch["_split"] = splits.assign_splits(batch, plan)
-    batch["_bucket"] = (batch[shard_key].to_numpy() % NUM_BUCKETS).astype(np.int64)
-    return batch
+# The split step runs plain Ray tasks over the dataset's blocks: a Ray Data pass costs ~0.2-0.3 s
+# of fixed overhead here whatever the data's size (the split took five of them), a round of
+# tasks over the same blocks ~0.03 s. Small task results wait in the memory of the process that
+# submitted the task until they are fetched, so the summaries streamed to the driver are
+# submitted IN_FLIGHT at a time, and the group ids are counted under a task of their own.
+IN_FLIGHT = 64
+
+# What a task counted in the rows it made: (rows, rows per class).
+Counts = tuple[int, dict[float, int]]
 
 
-def _add_bucket(batch: pd.DataFrame, shard_key: str) -> pd.DataFrame:
-    batch = batch.copy()
-    batch["_bucket"] = (batch[shard_key].to_numpy() % NUM_BUCKETS).astype(np.int64)
-    return batch
+def _columns(table: pa.Table, names: list[str]) -> pd.DataFrame:
+    """Only the named columns of a block as numpy-backed pandas (the rest is never converted)."""
+    return pd.DataFrame({name: table.column(name).to_numpy() for name in names})
 
 
-def _count_groups(ds: ray.data.Dataset, has_group: bool) -> int:
-    return len(ds.unique("_group")) if has_group else 0
+def _counted(table: pa.Table, label: str | None, shard_key: str) -> tuple[pa.Table, Counts]:
+    """The table with its shard bucket, and its rows and rows per class (with a label)."""
+    if "_bucket" in table.column_names:
+        table = table.drop_columns(["_bucket"])
+    bucket = (table.column(shard_key).to_numpy() % NUM_BUCKETS).astype(np.int64)
+    classes: dict[float, int] = {}
+    if label is not None:
+        values, n = np.unique(table.column(label).to_numpy().astype(np.float64), return_counts=True)
+        classes = {float(v): int(c) for v, c in zip(values, n, strict=True)}
+    return table.append_column("_bucket", pa.array(bucket)), (table.num_rows, classes)
+
+
+def _assign_columns(plan: splits.SplitPlan) -> list[str]:
+    """The columns ``splits.assign_splits`` reads under ``plan``."""
+    if plan.method == "time":
+        return ["_ts"]
+    key = ["_group" if plan.method == "group" else "_row_key"]
+    return [*key, plan.label] if plan.class_cuts else key
+
+
+@ray.remote(num_returns=4)
+def _split_block(
+    block: pa.Table, plan: splits.SplitPlan, shard_key: str, label: str | None
+) -> tuple[pa.Table, pa.Table, pa.Table, list[Counts]]:
+    """A block's train, valid and test rows, each with its shard bucket, and what each holds."""
+    assigned = splits.assign_splits(_columns(block, _assign_columns(plan)), plan)
+    made = [_counted(block.filter(pa.array(assigned == i)), label, shard_key) for i in range(3)]
+    return made[0][0], made[1][0], made[2][0], [counts for _, counts in made]
+
+
+@ray.remote(num_returns=2)
+def _bucket_block(block: pa.Table, shard_key: str, label: str | None) -> tuple[pa.Table, Counts]:
+    return _counted(block, label, shard_key)
+
+
+@ray.remote
+def _summarize_block(
+    block: pa.Table, plan: splits.SplitPlan, windows: list[splits.Window]
+) -> pd.DataFrame:
+    """A block's share of one pass of the stratified cut search (bounded, see components.splits)."""
+    frame = _columns(block, [*_assign_columns(plan), plan.label])
+    return splits.stratify_summary(frame, plan, windows)
+
+
+def _stream(fn: Any, blocks: list[ray.ObjectRef], *args: Any) -> Iterator[Any]:
+    """``fn(block, *args)`` over every block, IN_FLIGHT tasks at a time, results as they end."""
+    pending: list[ray.ObjectRef] = []
+    for block in blocks:
+        pending.append(fn.remote(block, *args))
+        if len(pending) >= IN_FLIGHT:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(done[0])
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        yield ray.get(done[0])
+
+
+@ray.remote
+def _group_ids(block: pa.Table, group: str, partitions: int) -> tuple[np.ndarray, ...]:
+    """A block's distinct group ids in ``partitions`` hash partitions, one object each."""
+    ids = np.unique(block.column(group).to_numpy())
+    part = mix64(ids) % np.uint64(partitions)
+    return tuple(ids[part == j] for j in range(partitions))
+
+
+@ray.remote
+def _distinct(*chunks: np.ndarray) -> int:
+    """Distinct ids of one hash partition, over the chunks every block sent it."""
+    return len(np.unique(np.concatenate(chunks))) if chunks else 0
+
+
+@ray.remote
+def _distinct_in_blocks(group: str, *blocks: pa.Table) -> int:
+    """Distinct group ids of a few blocks, read in one task."""
+    ids = [np.unique(b.column(group).to_numpy()) for b in blocks]
+    return len(np.unique(np.concatenate(ids))) if ids else 0
+
+
+@ray.remote(num_cpus=0)
+def _distinct_partitioned(blocks: list[ray.ObjectRef], group: str, partitions: int) -> int:
+    """Distinct group ids of many blocks: a map over the blocks and a reduce per hash partition
+    of the ids, so no task holds every id (and, the map's results waiting in this task's
+    memory, the driver none)."""
+    outs: list[Any] = [
+        _group_ids.options(num_returns=partitions).remote(b, group, partitions) for b in blocks
+    ]
+    return sum(ray.get([_distinct.remote(*[o[j] for o in outs]) for j in range(partitions)]))
+
+
+# A part of up to this many blocks has its group ids counted by one task; above, by one reducer
+# per this many blocks (at most 64), each holding one hash partition of the ids.
+BLOCKS_PER_REDUCER = 16
+
+
+def _count_groups(blocks: list[ray.ObjectRef], group: str) -> ray.ObjectRef:
+    """The number of distinct group ids in the blocks, counted in tasks (a reference to it)."""
+    partitions = min(len(blocks) // BLOCKS_PER_REDUCER, 64)
+    if partitions < 2:
+        return _distinct_in_blocks.remote(group, *blocks)
+    return _distinct_partitioned.remote(blocks, group, partitions)
+
+
+def _stratified(
+    blocks: list[ray.ObjectRef], plan: splits.SplitPlan
+) -> tuple[splits.SplitPlan, dict[float, tuple[int, int, int]]]:
+    """The plan with its per-class cut points (``splits.StratifiedCutFinder``: two rounds of
+    tasks up to 67M rows per class) and the (train, valid, test) rows they give each class."""
+    finder = splits.StratifiedCutFinder(plan.train, plan.valid)
+    finder.run(lambda windows: _stream(_summarize_block, blocks, plan, windows))
+    return replace(plan, class_cuts=finder.cuts()), finder.planned()
+
+
+# Each split as its blocks (made by tasks) and what the tasks counted in each block.
+Parts = dict[str, tuple[list[ray.ObjectRef], list[Counts]]]
+
+
+def _assign(
+    blocks: list[ray.ObjectRef], plan: splits.SplitPlan, has_group: bool, label: str | None
+) -> Parts:
+    """Every block cut into its train, valid and test rows in one round of tasks."""
+    shard_key = "_group" if has_group else "_row_key"
+    outs: list[Any] = [_split_block.remote(b, plan, shard_key, label) for b in blocks]
+    counts = ray.get([o[3] for o in outs])  # a few numbers per block
+    return {
+        name: ([o[i] for o in outs], [c[i] for c in counts])
+        for i, name in enumerate(splits.SPLIT_NAMES)
+    }
+
+
+def _with_buckets(
+    ds: ray.data.Dataset, has_group: bool, label: str | None = None
+) -> tuple[list[ray.ObjectRef], list[Counts]]:
+    shard_key = "_group" if has_group else "_row_key"
+    outs: list[Any] = [_bucket_block.remote(b, shard_key, label) for b in ds.to_arrow_refs()]
+    return [o[0] for o in outs], ray.get([o[1] for o in outs])
+
+
+def _assigned_names(plan: splits.SplitPlan) -> list[str]:
+    """The splits a plan gives rows to (a carve-out gives none to test)."""
+    fractions = (plan.train, plan.valid, 1.0 - plan.train - plan.valid)
+    return [n for n, f in zip(splits.SPLIT_NAMES, fractions, strict=True) if f > 1e-9]
+
+
+def _check_stratified(
+    classes: dict[str, dict[float, int]],
+    planned: dict[float, tuple[int, int, int]],
+    names: list[str],
+) -> list[str]:
+    """The realised rows per class must be what the cut points give; warnings for classes some
+    split got none of (too few rows to stratify)."""
+    warnings = []
+    for cls, rows in planned.items():
+        want = {n: r for n, r in zip(splits.SPLIT_NAMES, rows, strict=True) if n in names}
+        got = {n: classes[n].get(cls, 0) for n in want}
+        if got != want:
+            raise RuntimeError(
+                f"stratified split: class {cls:g} has rows {got} where its cut points give "
+                f"{want}: the data changed between passes"
+            )
+        missing = [n for n, r in want.items() if r == 0]
+        if missing:
+            shown = ", ".join(f"{n} {r:,}" for n, r in want.items())
+            warnings.append(
+                f"class {cls:g} has {sum(rows):,} row(s), none in {' or '.join(missing)} "
+                f"({shown}): too few to stratify across every split"
+            )
+    return warnings
+
+
+def _result(
+    parts: Parts,
+    has_group: bool,
+    plan: splits.SplitPlan | None = None,
+    planned: dict[float, tuple[int, int, int]] | None = None,
+) -> Splits:
+    """Splits (one materialized dataset each, over the blocks the tasks made) with the tasks'
+    counts; with a stratified ``plan``, its realised rows per class checked."""
+    rows, classes = {}, {}
+    for name, (_, counts) in parts.items():
+        rows[name] = sum(n for n, _ in counts)
+        merged: dict[float, int] = {}
+        for _, per_class in counts:
+            for cls, n in per_class.items():
+                merged[cls] = merged.get(cls, 0) + n
+        classes[name] = dict(sorted(merged.items()))
+    groups = dict.fromkeys(parts, 0)
+    if has_group:
+        names = list(parts)
+        counted = ray.get([_count_groups(parts[n][0], "_group") for n in names])
+        groups = dict(zip(names, counted, strict=True))
+    warnings: list[str] = []
+    if plan is not None and planned is not None:
+        warnings = _check_stratified(classes, planned, _assigned_names(plan))
+    else:
+        classes = {}
+    data = {name: ray.data.from_arrow_refs(blocks) for name, (blocks, _) in parts.items()}
+    return Splits(data["train"], data["valid"], data["test"], rows, groups, classes, warnings)
 
 
 def split_dataset(
     ds: ray.data.Dataset, plan: splits.SplitPlan, has_group: bool, stratify: bool
 ) -> Splits:
-    """Assign every row to train/valid/test (see components.splits) and materialize each part."""
-    shard_key = "_group" if has_group else "_row_key"
+    """Assign every row to train/valid/test in tasks over the dataset's blocks (see
+    components.splits), each split materialized once, and count rows, queries and (stratified)
+    rows per class in those tasks: nothing per row reaches the driver."""
+    blocks = ds.to_arrow_refs()
+    planned = None
     if plan.method == "random" and stratify:
-        keys = ds.select_columns(["_row_key", plan.label]).to_pandas()
-        u = splits.split_unit(keys, plan)
-        cuts = splits.stratified_cuts(
-            u, keys[plan.label].to_numpy(dtype=np.float64), plan.train, plan.valid
-        )
-        plan = replace(plan, class_cuts=cuts)
-    tagged = ds.map_batches(
-        _add_split_columns, batch_format="pandas", fn_kwargs={"plan": plan, "shard_key": shard_key}
-    ).materialize()
-    parts = {
-        name: tagged.filter(expr=col("_split") == i).drop_columns(["_split"]).materialize()
-        for i, name in enumerate(splits.SPLIT_NAMES)
-    }
-    rows = {name: part.count() for name, part in parts.items()}
-    groups = dict.fromkeys(splits.SPLIT_NAMES, 0)
-    if has_group:  # one pass over two narrow columns (each Ray Data execution has a fixed cost)
-        keys = tagged.select_columns(["_split", "_group"]).to_pandas()
-        counts = keys.groupby("_split")["_group"].nunique()
-        groups = {name: int(counts.get(i, 0)) for i, name in enumerate(splits.SPLIT_NAMES)}
-    return Splits(parts["train"], parts["valid"], parts["test"], rows, groups)
+        plan, planned = _stratified(blocks, plan)
+    label = plan.label if planned is not None else None
+    return _result(_assign(blocks, plan, has_group, label), has_group, plan, planned)
 
 
 def explicit_splits(parts: dict[str, ray.data.Dataset], has_group: bool) -> Splits:
     """Separate train/valid/test sources: add shard buckets and count."""
-    shard_key = "_group" if has_group else "_row_key"
-    tagged = {
-        name: ds.map_batches(
-            _add_bucket, batch_format="pandas", fn_kwargs={"shard_key": shard_key}
-        ).materialize()
-        for name, ds in parts.items()
-    }
-    rows = {name: d.count() for name, d in tagged.items()}
-    groups = {name: _count_groups(d, has_group) for name, d in tagged.items()}
-    return Splits(tagged["train"], tagged["valid"], tagged["test"], rows, groups)
+    return _result({name: _with_buckets(ds, has_group) for name, ds in parts.items()}, has_group)
 
 
 def carve_valid(
@@ -92,29 +300,136 @@ def carve_valid(
 ) -> Splits:
     """Explicit train and test sources without a valid one: ``plan`` (components.splits
     ``carve_plan``) holds the valid split out of train; test is taken as it is."""
-    carved = split_dataset(parts["train"], plan, has_group, stratify)
-    shard_key = "_group" if has_group else "_row_key"
-    test = (
-        parts["test"]
-        .map_batches(_add_bucket, batch_format="pandas", fn_kwargs={"shard_key": shard_key})
-        .materialize()
+    blocks = parts["train"].to_arrow_refs()
+    planned = None
+    if plan.method == "random" and stratify:
+        plan, planned = _stratified(blocks, plan)
+    label = plan.label if planned is not None else None
+    held = _assign(blocks, plan, has_group, label)
+    held["test"] = _with_buckets(parts["test"], has_group, label)  # the carve's own is empty
+    return _result(held, has_group, plan, planned)
+
+
+# Feature fitting keeps the driver's memory flat (DESIGN.md, principle 9): per-block statistics
+# are merged in tasks, vocabularies are counted and cut in a distributed aggregation, and the
+# driver receives one merged summary and the kept values only.
+MERGE_FAN_IN = 64  # per-block summaries merged by one task (two levels of merging beyond this)
+
+
+def _partial_row(batch: pd.DataFrame, config: FeatureConfig, groups: int) -> pd.DataFrame:
+    """One block's bounded statistics, keyed by their content (the merge order is by key)."""
+    stats = json.dumps(partial_stats(batch, config, vocabularies=False)).encode()
+    key = int.from_bytes(hashlib.blake2b(stats, digest_size=8).digest(), "little", signed=True)
+    return pd.DataFrame({"_key": [key], "_g": [key % groups], "_stats": [stats]})
+
+
+def _merge_rows(group: pd.DataFrame) -> pd.DataFrame:
+    """Merge a group's statistics in key order, so the result does not depend on which task
+    finished first (a sketch's merge is not order-free). The output is keyed by the group."""
+    ordered = sorted(zip(group["_key"].tolist(), group["_stats"].tolist(), strict=True))
+    merged = merge_partials([json.loads(stats) for _, stats in ordered])
+    g = int(group["_g"].iloc[0])
+    return pd.DataFrame({"_key": [g], "_g": [0], "_stats": [json.dumps(merged).encode()]})
+
+
+def _value_counts_batch(batch: pd.DataFrame, config: FeatureConfig) -> pd.DataFrame:
+    return value_counts_long(batch, config)
+
+
+def _cut_batch(batch: pd.DataFrame, config: FeatureConfig) -> pd.DataFrame:
+    counts = batch.rename(columns={f"sum({COUNT})": COUNT})
+    return cut_vocabularies(counts[[COLUMN, VALUE, COUNT]], config)
+
+
+def _shuffle_partitions(blocks: int) -> int:
+    """Partitions of a shuffle: one per two CPUs of the cluster (more aggregators than CPUs
+    made small shuffles slower here), no more than there are blocks, 1 to 64."""
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    return max(1, min(blocks, cpus // 2, 64))
+
+
+def _num_blocks(ds: ray.data.Dataset) -> int:
+    """Blocks of a materialized dataset; a lazy one's count is unknown before it runs, so it is
+    taken as large (two levels of merging, ``MERGE_FAN_IN`` squared blocks before a task holds
+    more than ``MERGE_FAN_IN`` summaries)."""
+    from ray.data.dataset import MaterializedDataset
+
+    if isinstance(ds, MaterializedDataset):
+        return max(1, ds.num_blocks())
+    return MERGE_FAN_IN * MERGE_FAN_IN
+
+
+def _merged_statistics(train: ray.data.Dataset, config: FeatureConfig) -> dict[str, Any]:
+    """Numeric summaries, row count and sparse maxima of the whole split, merged in tasks: up to
+    ``MERGE_FAN_IN`` blocks in one task, else about sqrt(blocks) groups of blocks, then one."""
+    blocks = _num_blocks(train)
+    groups = 1 if blocks <= MERGE_FAN_IN else math.isqrt(blocks - 1) + 1
+    # Only the columns the statistics read are converted to pandas.
+    needed = [*config.numeric, *(c.name for c in config.sparse)] or [
+        c.name for c in config.categorical[:1]
+    ]
+    merged = (train.select_columns(needed) if needed else train).map_batches(
+        _partial_row,
+        batch_format="pandas",
+        batch_size=None,
+        fn_kwargs={"config": config, "groups": groups},
     )
-    rows = {"train": carved.rows["train"], "valid": carved.rows["valid"], "test": test.count()}
-    groups = {
-        "train": carved.groups["train"],
-        "valid": carved.groups["valid"],
-        "test": _count_groups(test, has_group),
-    }
-    return Splits(carved.train, carved.valid, test, rows, groups)
+    merged = merged.groupby("_g", num_partitions=_shuffle_partitions(groups)).map_groups(
+        _merge_rows, batch_format="pandas"
+    )
+    if groups > 1:
+        merged = merged.groupby("_g", num_partitions=1).map_groups(
+            _merge_rows, batch_format="pandas"
+        )
+    rows = merged.take_all()
+    if not rows:
+        raise ValueError("cannot fit features on an empty training split")
+    result: dict[str, Any] = json.loads(rows[0]["_stats"])
+    return result
 
 
-def _stats_batch(batch: pd.DataFrame, config: FeatureConfig) -> pd.DataFrame:
-    return pd.DataFrame({"stats": [json.dumps(partial_stats(batch, config))]})
+def _vocabularies(train: ray.data.Dataset, config: FeatureConfig) -> dict[str, tuple[str, ...]]:
+    """Every vocabulary column counted in one distributed aggregation (per-block value counts,
+    summed per (column, value) by a hash shuffle), cut per partition by min_frequency and
+    max_vocab_size; only kept values reach the driver, where the partitions' cuts are cut again.
+    The driver holds O(max_vocab_size) values per column, whatever the rows or cardinality."""
+    if not any(c.encoding == "vocab" for c in config.categorical):
+        return {}
+    names = [c.name for c in config.categorical]
+    counted = (
+        train.select_columns(names)
+        .map_batches(
+            _value_counts_batch,
+            batch_format="pandas",
+            batch_size=None,
+            fn_kwargs={"config": config},
+        )
+        .groupby([COLUMN, VALUE], num_partitions=_shuffle_partitions(_num_blocks(train)))
+    )
+    kept = counted.sum(COUNT).map_batches(
+        _cut_batch, batch_format="pandas", batch_size=None, fn_kwargs={"config": config}
+    )
+    limit = sum(c.max_vocab_size for c in config.categorical if c.encoding == "vocab")
+    held: list[pd.DataFrame] = []
+    size = 0
+    for batch in kept.iter_batches(batch_format="pandas", batch_size=None):
+        held.append(batch)
+        size += len(batch)
+        if size > 2 * limit:  # cut again: what is held stays under 3x the vocabularies' size
+            held = [cut_vocabularies(pd.concat(held, ignore_index=True), config)]
+            size = len(held[0])
+    counts = pd.concat(held, ignore_index=True) if held else empty_counts()
+    return vocabularies_of(cut_vocabularies(counts, config), config)
 
 
 def fit_features(train: ray.data.Dataset, config: FeatureConfig) -> FeatureTransform:
-    """Per-block statistics in parallel, merged on the driver into one fitted transform."""
-    rows: list[dict[str, Any]] = train.map_batches(
-        _stats_batch, batch_format="pandas", batch_size=None, fn_kwargs={"config": config}
-    ).take_all()
-    return fit_transform([json.loads(r["stats"]) for r in rows], config)
+    """Fit the transform on the training split without collecting it: bounded per-block
+    statistics merged in tasks, vocabularies counted and cut in Ray Data (see above)."""
+    from ray.data.dataset import MaterializedDataset
+
+    # An empty block gets no schema from the per-block step, and a shuffle of only such blocks
+    # fails on a missing key column: say what is wrong instead.
+    if isinstance(train, MaterializedDataset) and train.count() == 0:
+        raise ValueError("cannot fit features on an empty training split")
+    statistics = _merged_statistics(train, config)
+    return fit_transform([statistics], config, _vocabularies(train, config))

@@ -173,6 +173,10 @@ def split(ctx: RunContext, ingested: Ingested) -> Prepared:
     check_not_empty(sp.rows)
     q = f", queries {sp.groups}" if has_group else ""
     ctx.out(f"    rows {sp.rows}{q}")
+    if sp.class_line():  # stratified: realised rows per class, and classes too small to split
+        ctx.out(f"    {sp.class_line()}")
+    for warning in sp.warnings:
+        ctx.out(f"    warning: {warning}")
     return Prepared(sp.train, sp.valid, sp.test, sp.rows, sp.groups, ingested.data)
 
 

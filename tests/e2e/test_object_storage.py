@@ -191,8 +191,8 @@ def test_serving_and_promote_rollback_from_the_bucket(
     expected = Predictor.load(mv.path).predict(row)
     assert [p["score"] for p in resp.json()["predictions"]] == pytest.approx(expected, abs=1e-6)
     # a second version, then the running deployment follows promote and rollback
-    second = [f"registry.model_name={MODEL}"]  # trained in-process: only a second version is needed
-    assert main(["run", SPEC, "--storage", bucket_run["storage"], *second]) == 0
+    # a second version: the run's bundle published again, object to object within the bucket
+    assert Registry(storage).publish(MODEL, mv.path, aliases=["candidate"]).version == 2
     assert main(["promote", MODEL, "1", "--storage", bucket_run["storage"]]) == 0
     capsys.readouterr()
     assert main(["promote", MODEL, "2", "--storage", bucket_run["storage"]]) == 0

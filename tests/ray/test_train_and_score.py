@@ -54,7 +54,7 @@ def test_fit_features_through_ray_equals_pandas(ranking_splits: prepare.Splits) 
     via_ray = prepare.fit_features(ranking_splits.train, config)
     via_pandas = fit_transform([partial_stats(ranking_splits.train.to_pandas(), config)], config)
     for a, b in zip(via_ray.numeric, via_pandas.numeric, strict=True):
-        assert a.median == b.median  # exact: the same values, merged from per-block samples
+        assert a.median == b.median  # 3 exact block sketches merge into the one-pass sketch
         assert a.mean == pytest.approx(b.mean, rel=1e-12) and a.std == pytest.approx(
             b.std, rel=1e-12
         )

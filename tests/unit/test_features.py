@@ -181,3 +181,79 @@ def test_request_columns_transform_like_a_dataframe() -> None:
     np.testing.assert_array_equal(t.transform(columns), t.transform(rows))
     with pytest.raises(KeyError, match=r"missing feature column\(s\) \['h'\]"):
         t.transform({k: v for k, v in columns.items() if k != "h"})
+
+
+def _rule(counts: dict[str, int], min_frequency: int, max_size: int) -> tuple[str, ...]:
+    """The vocabulary rule written out plainly: frequent enough, most frequent first (ties by
+    value), cut, then coded in sorted order."""
+    kept = sorted(
+        ((v, n) for v, n in counts.items() if n >= min_frequency), key=lambda vn: (-vn[1], vn[0])
+    )
+    return tuple(sorted(v for v, _ in kept[:max_size]))
+
+
+def test_vocabulary_cut_follows_the_rule_and_can_run_per_partition() -> None:
+    from components.features import COLUMN, COUNT, VALUE, cut_vocabularies, vocabularies_of
+
+    rng = np.random.default_rng(7)
+    config = FeatureConfig(
+        numeric=(),
+        categorical=(
+            CategoricalConfig("u", min_frequency=3, max_vocab_size=40),
+            CategoricalConfig("skip", encoding="hash", hash_buckets=8),
+            CategoricalConfig("v", min_frequency=1, max_vocab_size=7),
+        ),
+    )
+    counts = {
+        "u": {f"u{i}": int(n) for i, n in enumerate(rng.integers(1, 8, 500))},  # many ties
+        "v": {str(i): int(n) for i, n in enumerate(rng.integers(1, 4, 60))},  # "10" < "2"
+    }
+    long = pd.concat(
+        [
+            pd.DataFrame({COLUMN: j, VALUE: list(counts[name]), COUNT: list(counts[name].values())})
+            for j, name in ((0, "u"), (2, "v"))
+        ],
+        ignore_index=True,
+    )
+    whole = vocabularies_of(cut_vocabularies(long, config), config)
+    assert whole == {"u": _rule(counts["u"], 3, 40), "v": _rule(counts["v"], 1, 7)}
+    # cut per partition of the values (what each shuffle partition does), then again on the union
+    part = rng.integers(0, 5, len(long))
+    union = pd.concat([cut_vocabularies(long[part == p], config) for p in range(5)])
+    assert vocabularies_of(cut_vocabularies(union, config), config) == whole
+
+
+def test_given_vocabularies_replace_counting() -> None:
+    df = data()
+    counted = fit_transform([partial_stats(df, CONFIG)], CONFIG)
+    parts = [partial_stats(df.iloc[i : i + 300], CONFIG, vocabularies=False) for i in (0, 300, 600)]
+    given = fit_transform(
+        [*parts, partial_stats(df.iloc[900:], CONFIG, vocabularies=False)],
+        CONFIG,
+        vocabularies={"c": ("z", "x", "y")},
+    )
+    assert given.categorical == counted.categorical  # sorted on the way in
+    for a, b in zip(given.numeric, counted.numeric, strict=True):
+        assert a.median == b.median  # 1,000 values: the sketches are exact
+        assert a.mean == pytest.approx(b.mean, rel=1e-14) and a.std == pytest.approx(b.std)
+    with pytest.raises(ValueError, match="categorical feature 'c': no value counts"):
+        fit_transform(parts, CONFIG)
+
+
+def test_numeric_statistics_stay_small_and_close_on_large_columns() -> None:
+    import json
+
+    rng = np.random.default_rng(8)
+    n = 200_000
+    a = 1e6 + rng.lognormal(0, 1, n)
+    a[::7] = np.nan
+    df = pd.DataFrame({"a": a})
+    config = FeatureConfig(numeric=("a",), categorical=())
+    parts = [partial_stats(df.iloc[i : i + 20_000], config) for i in range(0, n, 20_000)]
+    assert max(len(json.dumps(p)) for p in parts) < 100_000  # not 20,000 values a block
+    p = fit_transform(parts, config).numeric[0]
+    ok = np.sort(a[np.isfinite(a)])
+    assert p.mean == pytest.approx(ok.mean(), rel=1e-14)
+    assert p.std == pytest.approx(ok.std(), rel=1e-9)
+    rank = np.searchsorted(ok, p.median, side="right") / ok.size
+    assert abs(rank - 0.5) <= 2e-3
