@@ -95,7 +95,7 @@ def merge_parts(blocks: Iterable[dict[str, Any]]) -> dict[str, Any]:
                     total[g] = total.get(g, 0) + n
             else:
                 pending.setdefault(name, []).append(value)
-                if len(pending[name]) >= 64:  # keep what is held bounded
+                if len(pending[name]) > 1:  # merged as they come: one part per name is held
                     pending[name] = [evaluation.merge(pending[name])]
     for name, values in pending.items():
         merged[name] = evaluation.merge(values)
