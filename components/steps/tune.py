@@ -256,9 +256,7 @@ def run_search(
             trainable,
             param_space=to_tune(space),
             tune_config=tune_config(settings, watch),
-            run_config=tune.RunConfig(
-                name=name, **storage, verbose=0, callbacks=[_Printer(watch)]
-            ),
+            run_config=tune.RunConfig(name=name, **storage, verbose=0, callbacks=[_Printer(watch)]),
         )
     grid = off_main_thread(tuner.fit)  # Tune's SIGINT handler would swallow Ctrl-C
     trials: list[Trial] = []
