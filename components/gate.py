@@ -650,12 +650,6 @@ def first_model(
     task: str, metric: str, value: float, confidence: float = 0.95, min_improvement: float = 0.0
 ) -> GateDecision:
     """The decision when there is no production version: the first model is promoted."""
-    return _first(task, metric, value, confidence, min_improvement)
-
-
-def _first(
-    task: str, metric: str, value: float, confidence: float, min_improvement: float
-) -> GateDecision:
     return GateDecision(
         metric=metric,
         unit=task_info(task).unit,
@@ -753,7 +747,7 @@ def decide(
     }
     value = _value(task, metric, y, challenger, groups, **kwargs)
     if champion is None:
-        return _first(task, metric, value, confidence, min_improvement)
+        return first_model(task, metric, value, confidence, min_improvement)
     point, low, high, unit, units = paired_bootstrap(
         task, metric, y, challenger, champion, groups, resamples, confidence, seed, **kwargs,
         keys=keys,
@@ -778,7 +772,7 @@ def decide_from_parts(
     no champion) and both models' metric values on all units (``metric_parts.finish``): the same
     rule, with the improvement ``sign * (challenger - champion)``."""
     if champion is None or part is None:
-        return _first(plan.task, plan.metric, challenger, confidence, min_improvement)
+        return first_model(plan.task, plan.metric, challenger, confidence, min_improvement)
     point = plan.sign * (challenger - champion)
     low, high = interval(plan, part, point, confidence)
     return _rule(

@@ -15,7 +15,7 @@ against, that version's with the :data:`CHAMPION` prefix.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -177,16 +177,3 @@ def merge_bootstrap(parts: Iterable[gate.BootstrapPart]) -> gate.BootstrapPart |
     for p in parts:
         total = p if total is None else gate.merge_bootstrap([total, p])
     return total
-
-
-def evaluate_frames(blocks: Sequence[pd.DataFrame], plan: EvalPlan) -> dict[str, Any]:
-    """The whole evaluation over frames in memory (with the AUC refinement passes): what the
-    Ray adapter does over a dataset's blocks."""
-    parts = merge_parts(block_parts(b, plan) for b in blocks)
-    for _ in range(metric_parts.REFINE_PASSES):
-        grids = refinements(parts)
-        if not grids:
-            break
-        again = replace(plan, grids=grids)
-        parts = with_refined(parts, merge_parts(block_parts(b, again) for b in blocks))
-    return parts
