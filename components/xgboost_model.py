@@ -6,7 +6,7 @@ Predictor calls ``load_booster``/``predict`` — one implementation for every pa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -88,35 +88,161 @@ def sort_by_group(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values("_group", kind="stable").reset_index(drop=True)
 
 
-def dmatrix(
-    frame: pd.DataFrame, transform: FeatureTransform, task: str, label: str | None
-) -> xgboost.DMatrix:
-    """A DMatrix with categorical codes typed 'c' (native categorical splits) and qids for a
-    grouped task (ranking)."""
-    grouped = task_info(task).grouped
-    if grouped:
-        frame = sort_by_group(frame)
+def matrix_inputs(
+    frame: pd.DataFrame,
+    transform: FeatureTransform,
+    task: str,
+    label: str | None,
+    first_query: int = 0,
+) -> dict[str, Any]:
+    """One batch's XGBoost inputs (the keywords of ``DMatrix`` and ``DataIter``'s
+    ``input_data``): the feature matrix with categorical codes typed 'c' (missing ones NaN), the
+    label, sample weights and, for a grouped task, query ids.
+
+    A grouped frame must hold its queries' rows contiguously; their ids become dense
+    ``first_query``, ``first_query + 1``, ... in row order: XGBoost stores qids as 32-bit, and
+    group keys (hashes of string ids, generator ids) can exceed that and wrap out of order.
+    """
     x = mark_missing_categories(transform.transform(frame), transform)
     # sparse features: one CSR matrix, the dense columns then each sparse column (NaN = absent)
     data = sparse.model_matrix(x, frame, transform.sparse) if transform.sparse else x
-    kwargs: dict[str, Any] = {}
+    out: dict[str, Any] = {
+        "data": data,
+        "feature_names": transform.feature_names,
+        "feature_types": transform.feature_types,
+    }
     if label is not None:
-        kwargs["label"] = frame[label].to_numpy(dtype=np.float32)
-    if grouped and "_group" in frame:
-        # Dense 0..G-1 ids in row order: XGBoost stores qids as 32-bit, and group keys
-        # (hashes of string ids, generator ids) can exceed that and wrap out of order.
-        kwargs["qid"] = pd.factorize(frame["_group"].to_numpy())[0].astype(np.uint32)
+        out["label"] = frame[label].to_numpy(dtype=np.float32)
+    if task_info(task).grouped and "_group" in frame:
+        qid = pd.factorize(frame["_group"].to_numpy())[0].astype(np.uint32)
+        out["qid"] = qid + np.uint32(first_query)
     if WEIGHT in frame:
         w = frame[WEIGHT].to_numpy(dtype=np.float32)
-        kwargs["weight"] = query_weights(w, kwargs["qid"]) if "qid" in kwargs else w
+        out["weight"] = query_weights(w, out["qid"]) if "qid" in out else w
+    return out
+
+
+def dmatrix(
+    frame: pd.DataFrame, transform: FeatureTransform, task: str, label: str | None
+) -> xgboost.DMatrix:
+    """A DMatrix of a whole frame (``matrix_inputs``; a grouped task's rows sorted by query)."""
+    if task_info(task).grouped:
+        frame = sort_by_group(frame)
     return xgboost.DMatrix(
-        data,
-        feature_names=transform.feature_names,
-        feature_types=transform.feature_types,
-        enable_categorical=True,
-        missing=np.nan,
-        **kwargs,
+        **matrix_inputs(frame, transform, task, label), enable_categorical=True, missing=np.nan
     )
+
+
+class FrameBatches(xgboost.DataIter):
+    """Feeds XGBoost a stream of frames one batch at a time, for ``QuantileDMatrix`` (or
+    ``ExtMemQuantileDMatrix`` with ``cache_prefix``): no frame of the whole stream is ever built.
+
+    ``batches()`` starts the stream again on every call: XGBoost reads it more than once (the
+    quantile sketch, then the binned pages). For a grouped task the stream must be sorted by
+    ``_group`` (``whole_queries`` cuts it at query boundaries, so each batch holds whole
+    queries). ``rows`` and ``queries`` count the last complete pass.
+    """
+
+    def __init__(
+        self,
+        batches: Callable[[], Iterable[pd.DataFrame]],
+        transform: FeatureTransform,
+        task: str,
+        label: str | None,
+        cache_prefix: str | None = None,
+    ) -> None:
+        self._batches = batches
+        self._transform = transform
+        self._task = task
+        self._label = label
+        self._stream: Iterator[pd.DataFrame] | None = None
+        self._rows = self._queries = 0
+        self._empty_fed = False
+        self.rows = self.queries = 0
+        super().__init__(cache_prefix=cache_prefix, release_data=True)
+
+    def _start(self) -> Iterator[pd.DataFrame]:
+        frames = (b for b in self._batches() if len(b))
+        return whole_queries(frames) if task_info(self._task).grouped else frames
+
+    def next(self, input_data: Callable[..., None]) -> bool:
+        if self._stream is None:
+            self._stream = self._start()
+            self._rows = self._queries = 0
+            self._empty_fed = False
+        frame = next(self._stream, None)
+        if frame is None and self._rows == 0 and not self._empty_fed:
+            # XGBoost refuses a stream of no batches; a worker whose shard is empty still
+            # takes part in every all-reduce, so it gets one empty batch
+            self._empty_fed = True
+            input_data(**self._empty())
+            return True
+        if frame is None:
+            self.rows, self.queries = self._rows, self._queries
+            return False
+        inputs = matrix_inputs(frame, self._transform, self._task, self._label, self._queries)
+        self._rows += len(frame)
+        if "qid" in inputs:
+            self._queries = int(inputs["qid"][-1]) + 1
+        input_data(**inputs)
+        return True
+
+    def reset(self) -> None:
+        self._stream = None
+
+    def _empty(self) -> dict[str, Any]:
+        t = self._transform
+        out: dict[str, Any] = {
+            "data": np.empty((0, len(t.feature_names)), np.float32),
+            "feature_names": t.feature_names,
+            "feature_types": t.feature_types,
+        }
+        if self._label is not None:
+            out["label"] = np.empty(0, np.float32)
+        if task_info(self._task).grouped:
+            out["qid"] = np.empty(0, np.uint32)
+        return out
+
+
+def whole_queries(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Re-cut a stream of frames sorted by ``_group`` so that no query spans two of them (the
+    last query of each batch is held back and leads the next); a ValueError if the stream is not
+    sorted (its rows would not form contiguous queries)."""
+    held: pd.DataFrame | None = None
+    for batch in batches:
+        frame = batch if held is None else pd.concat([held, batch], ignore_index=True)
+        g = frame["_group"].to_numpy()
+        if (g[1:] < g[:-1]).any():
+            raise ValueError("training rows are not sorted by query (_group)")
+        cut = int(np.searchsorted(g, g[-1], side="left"))  # the last query's first row
+        if cut > 0:
+            yield frame.iloc[:cut]
+        held = frame.iloc[cut:]
+    if held is not None and len(held):
+        yield held
+
+
+def quantile_dmatrix(
+    train: FrameBatches,
+    valid: FrameBatches | None,
+    params: dict[str, Any],
+    external_memory: bool = False,
+) -> tuple[xgboost.DMatrix, xgboost.DMatrix | None]:
+    """The training matrix from ``train``'s batches (``ExtMemQuantileDMatrix`` with pages in
+    ``train``'s cache folder when ``external_memory``), and the validation matrix binned with
+    the training matrix's cut points (``ref``), as XGBoost requires."""
+    common: dict[str, Any] = {"missing": np.nan, "enable_categorical": True}
+    if "max_bin" in params:
+        common["max_bin"] = int(params["max_bin"])
+    if "nthread" in params:
+        common["nthread"] = int(params["nthread"])
+    dtrain: xgboost.DMatrix
+    if external_memory:
+        dtrain = xgboost.ExtMemQuantileDMatrix(train, **common)
+    else:
+        dtrain = xgboost.QuantileDMatrix(train, **common)
+    dvalid = xgboost.QuantileDMatrix(valid, ref=dtrain, **common) if valid is not None else None
+    return dtrain, dvalid
 
 
 def query_weights(weights: np.ndarray, qid: np.ndarray) -> np.ndarray:

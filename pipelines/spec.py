@@ -424,6 +424,10 @@ class ScalingSpec(_Strict):
     label_selector: dict[str, str] | None = None
     # A GPU type (e.g. H100, A10G): workers only go to nodes with that accelerator.
     accelerator_type: str | None = None
+    # XGBoost: build the training matrix with ExtMemQuantileDMatrix, its binned pages cached on
+    # each worker's local disk (for shards larger than the workers' memory). Torch models
+    # reject it.
+    external_memory: bool = False
 
     @model_validator(mode="after")
     def _accelerator_needs_gpu(self) -> ScalingSpec:
@@ -493,6 +497,15 @@ class TorchModelSpec(_Strict):
     seed: int = 0
     scaling: ScalingSpec = ScalingSpec()
     search: dict[str, Any] | None = None  # as for XGBoost models
+
+    @model_validator(mode="after")
+    def _no_external_memory(self) -> TorchModelSpec:
+        if self.scaling.external_memory:
+            raise ValueError(
+                "scaling.external_memory is an XGBoost setting; torch models read their shard "
+                "in batches"
+            )
+        return self
 
     def loss_for(self, task: str) -> str:
         """The loss to train with: ``loss``, or for ``auto`` the task's default loss."""

@@ -66,6 +66,7 @@ def _xgboost_job(ctx: TrainContext, m: Any) -> Any:
         num_boost_round=m.num_boost_round,
         early_stopping_rounds=m.early_stopping_rounds,
         report_every=m.report_every,
+        external_memory=m.scaling.external_memory,
         features_json=ctx.features_json,
         **translate.worker_scaling(m.scaling),
     )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pandas as pd
 
 
 class Shard:
-    """A dataset shard: ``materialize().to_pandas()`` gives the frame."""
+    """A dataset shard: ``materialize().to_pandas()`` gives the frame, ``iter_batches`` its
+    rows in order."""
 
     def __init__(self, frame: pd.DataFrame) -> None:
         self.frame = frame
@@ -16,6 +19,11 @@ class Shard:
 
     def to_pandas(self) -> pd.DataFrame:
         return self.frame
+
+    def iter_batches(self, *, batch_size: int, batch_format: str) -> Iterator[pd.DataFrame]:
+        assert batch_format == "pandas"
+        for i in range(0, len(self.frame), batch_size):
+            yield self.frame.iloc[i : i + batch_size].reset_index(drop=True)
 
 
 class Context:

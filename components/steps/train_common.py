@@ -23,6 +23,8 @@ from ray.train.v2.api.config import CheckpointConfig, FailureConfig, RunConfig, 
 # checkers would see the V1 ScalingConfig (no label_selector).
 from components import uris
 from components.features import FeatureTransform
+from components.readers import SOURCE_FILE, SOURCE_ROW
+from components.tasks import task_info
 
 R = TypeVar("R")
 J = TypeVar("J", bound="WorkerJob")
@@ -43,23 +45,40 @@ class TrainOutcome:
 
 
 def shard_datasets(
-    train: ray.data.Dataset, valid: ray.data.Dataset, num_workers: int
+    train: ray.data.Dataset, valid: ray.data.Dataset, num_workers: int, grouped: bool = False
 ) -> dict[str, ray.data.Dataset]:
-    """One training dataset per rank (whole buckets, so whole queries) plus the full validation set."""
-    if num_workers <= 1:
-        return {train_shard(0, num_workers): train, "valid": valid}
-    shards = {
-        train_shard(r, num_workers): train.filter(
-            expr=(col("_bucket") % num_workers) == r
-        ).materialize()
-        for r in range(num_workers)
-    }
-    return {**shards, "valid": valid}
+    """One training and one validation dataset per rank (whole buckets, so whole queries), plus
+    the whole validation split as ``valid`` (for adapters that evaluate it on every rank).
+
+    For a grouped task each dataset is sorted by query (then by source file and row: the order
+    within a query is the input's), so a worker can stream it in whole queries.
+    """
+    n = max(num_workers, 1)
+
+    def part(ds: ray.data.Dataset, r: int) -> ray.data.Dataset:
+        if n > 1:
+            ds = ds.filter(expr=(col("_bucket") % n) == r)
+        if grouped:
+            names = ds.schema().names
+            ds = ds.sort(["_group"] + [c for c in (SOURCE_FILE, SOURCE_ROW) if c in names])
+        # materialized: a lazy dataset starves when the workers hold every CPU
+        return ds.materialize() if n > 1 or grouped else ds
+
+    out = {}
+    for r in range(n):
+        out[train_shard(r, num_workers)] = part(train, r)
+        out[valid_shard(r, num_workers)] = part(valid, r)
+    return {**out, "valid": valid}
 
 
 def train_shard(rank: int, num_workers: int) -> str:
     """The name of the training dataset rank ``rank`` reads (one for all when num_workers <= 1)."""
     return f"train_r{rank}" if num_workers > 1 else "train_r0"
+
+
+def valid_shard(rank: int, num_workers: int) -> str:
+    """The name of rank ``rank``'s share of the validation split (all of it when num_workers <= 1)."""
+    return f"valid_r{rank}" if num_workers > 1 else "valid_r0"
 
 
 @dataclass(kw_only=True)
@@ -125,15 +144,23 @@ def checkpoint_dir() -> Iterator[str]:
         yield tmp
 
 
+# Rows per batch a worker reads from its shard: a bounded slice of the shard in memory at a
+# time (~15 MB of float32 features at 50 columns), and few enough calls that the per-batch cost
+# is small next to the work on it.
+BATCH_ROWS = 65_536
+
+
 @dataclass(frozen=True)
 class WorkerStart(Generic[R]):
-    """What each training worker starts from (see ``worker_start``)."""
+    """What each training worker starts from (see ``worker_start``). The data are Ray Data
+    shards (``DataIterator``): read them in batches (``batches``), or whole (``frame``)."""
 
     rank: int
     world_size: int
     transform: FeatureTransform  # parsed once per worker
-    train: pd.DataFrame  # this rank's training rows
-    valid: pd.DataFrame  # the whole validation split
+    train: Any  # this rank's training rows
+    valid: Any  # this rank's share of the validation split
+    whole_valid: Any  # the whole validation split (the same on every rank)
     restored: R | None  # what the last attempt's checkpoint held; None on a first attempt
 
     def report(self, metrics: dict[str, Any], write: Callable[[str], None]) -> None:
@@ -147,17 +174,23 @@ class WorkerStart(Generic[R]):
             ray.train.report(metrics, checkpoint=checkpoint)
 
 
+def batches(shard: Any, rows: int = BATCH_ROWS) -> Callable[[], Iterator[pd.DataFrame]]:
+    """A function that streams ``shard`` from its start as pandas frames of ``rows`` rows, in the
+    shard's order (each call starts again)."""
+    return lambda: iter(shard.iter_batches(batch_size=rows, batch_format="pandas"))
+
+
+def frame(shard: Any) -> pd.DataFrame:
+    """All of ``shard`` as one frame (for adapters that hold their rows in memory)."""
+    return shard.materialize().to_pandas()
+
+
 def worker_start(job: WorkerJob, restore: Callable[[str], R]) -> WorkerStart[R]:
     """Inside a Ray Train worker (or the driver when num_workers is 0): this rank, its data and
     transform, and ``restore(directory)`` of the checkpoint a restarted worker group resumes from.
     """
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
-    transform = FeatureTransform.from_json(job.features_json)
-    train = (
-        ray.train.get_dataset_shard(train_shard(rank, job.num_workers)).materialize().to_pandas()
-    )
-    valid = ray.train.get_dataset_shard("valid").materialize().to_pandas()
     restored = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -166,9 +199,10 @@ def worker_start(job: WorkerJob, restore: Callable[[str], R]) -> WorkerStart[R]:
     return WorkerStart(
         rank=rank,
         world_size=ctx.get_world_size(),
-        transform=transform,
-        train=train,
-        valid=valid,
+        transform=FeatureTransform.from_json(job.features_json),
+        train=ray.train.get_dataset_shard(train_shard(rank, job.num_workers)),
+        valid=ray.train.get_dataset_shard(valid_shard(rank, job.num_workers)),
+        whole_valid=ray.train.get_dataset_shard("valid"),
         restored=restored,
     )
 
@@ -265,7 +299,7 @@ class Fit(Generic[J]):
         trainer = self.trainer(
             self.train_fn,
             train_loop_config={"job": asdict(job)},
-            datasets=shard_datasets(train, valid, job.num_workers),
+            datasets=shard_datasets(train, valid, job.num_workers, task_info(job.task).grouped),
             dataset_config=DataConfig(datasets_to_split=[]),
             scaling_config=job.scaling_config(),
             run_config=job.run_config(run_name, storage_path, callbacks),

@@ -31,6 +31,7 @@ from components.losses import RANKING_LOSSES
 from components.steps.train_common import (
     Fit,
     WorkerJob,
+    frame,
     where,
     worker_start,
 )
@@ -86,14 +87,15 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Runs on every Ray Train worker (or in the driver when num_workers is 0)."""
     job = TorchJob(**config["job"])
     setup = worker_start(job, _load)
-    world, transform, va = setup.world_size, setup.transform, setup.valid
-    x, y, g, w = _arrays(setup.train, transform, job)
+    world, transform = setup.world_size, setup.transform
+    tr, va = frame(setup.train), frame(setup.whole_valid)
+    x, y, g, w = _arrays(tr, transform, job)
     arch = ArchitectureSpec.from_json(job.arch_json)
     if task_info(job.task).standardized_label:  # see ArchitectureSpec
         y = ((y - arch.target_mean) / arch.target_scale).astype(np.float32)
     xv = transform.transform(va)
     # sparse columns: one CSR matrix per column for the shard (batches cut their rows from it)
-    xs = torch_training.sparse_matrices(setup.train, arch)
+    xs = torch_training.sparse_matrices(tr, arch)
     xvs = torch_training.sparse_matrices(va, arch)
     device = torch.device("cuda" if job.use_gpu and torch.cuda.is_available() else "cpu")
     if world > 1:

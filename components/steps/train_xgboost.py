@@ -1,9 +1,16 @@
 """XGBoost on Ray Train V2: our own per-worker function around components.xgboost_model.
 
-Sharding: worker r reads the rows whose ``_bucket % num_workers == r``. Buckets come from the
-query id for ranking, so each query lands whole on one worker (Ray's default split can cut a
-query in two), and no row is dropped to equalise shards. Every worker gets the whole validation
-split, so validation metrics are computed on whole queries. ``num_workers: 0`` runs in-process.
+Sharding: worker r reads the rows whose ``_bucket % num_workers == r``, of the training and of
+the validation split. Buckets come from the query id for ranking, so each query lands whole on
+one worker (Ray's default split can cut a query in two), and no row is dropped to equalise
+shards. ``num_workers: 0`` runs in-process.
+
+Data: each worker streams its shards in batches into a ``QuantileDMatrix`` (binned features,
+about a byte per feature per row; no frame of the shard is ever built), or an
+``ExtMemQuantileDMatrix`` whose pages are cached on the worker's local disk
+(``scaling.external_memory``). Validation metrics per round are XGBoost's own, all-reduced over
+the workers' validation shards (they steer early stopping; the reported validation metrics are
+rayline's exact ones, computed after training).
 
 Reporting: every ``report_every`` rounds (a Ray Train report costs a controller round trip),
 with a checkpoint from rank 0 so a restarted worker group resumes from the last one.
@@ -12,6 +19,7 @@ with a checkpoint from rank 0 so a restarted worker group resumes from the last 
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +32,7 @@ from components.steps.train_common import (
     Fit,
     WorkerJob,
     WorkerStart,
+    batches,
     where,
     worker_start,
 )
@@ -39,6 +48,7 @@ class XGBoostJob(WorkerJob):
     num_boost_round: int
     early_stopping_rounds: int | None
     report_every: int
+    external_memory: bool = False  # ExtMemQuantileDMatrix, pages under the worker's temp folder
 
 
 def _metrics_at(history: dict[str, dict[str, list[float]]], i: int) -> dict[str, float]:
@@ -76,11 +86,29 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Runs on every Ray Train worker (or in the driver when num_workers is 0)."""
     job = XGBoostJob(**config["job"])
     setup = worker_start(job, _load)
-    dtrain = xgboost_model.dmatrix(setup.train, setup.transform, job.task, job.label)
-    dvalid = xgboost_model.dmatrix(setup.valid, setup.transform, job.task, job.label)
     params = dict(job.params)
     if job.resources_per_worker and "nthread" not in params:
         params["nthread"] = max(1, int(job.resources_per_worker.get("CPU", 1)))
+    with tempfile.TemporaryDirectory(prefix="rayline-xgb-pages-") as pages:
+        cache = os.path.join(pages, "train") if job.external_memory else None
+        train = xgboost_model.FrameBatches(
+            batches(setup.train), setup.transform, job.task, job.label, cache_prefix=cache
+        )
+        valid = xgboost_model.FrameBatches(
+            batches(setup.valid), setup.transform, job.task, job.label
+        )
+        dtrain, dvalid = xgboost_model.quantile_dmatrix(train, valid, params, job.external_memory)
+        return _train(job, setup, params, dtrain, dvalid, train.rows)
+
+
+def _train(
+    job: XGBoostJob,
+    setup: WorkerStart[xgboost.Booster],
+    params: dict[str, Any],
+    dtrain: xgboost.DMatrix,
+    dvalid: xgboost.DMatrix | None,
+    train_rows: int,
+) -> dict[str, Any]:
     init = setup.restored  # a restarted worker group continues from the last checkpoint
     reporter = ReportEvery(job.report_every, setup)
     start = time.time()
@@ -97,7 +125,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         "round": rounds,
         "best_iteration": best,
         "world_size": setup.world_size,
-        "train_rows": len(setup.train),
+        "train_rows": train_rows,
         **(reporter.history[best] if best < len(reporter.history) else {}),
     }
     _report(setup, final, booster)

@@ -60,11 +60,18 @@ def test_fit_features_through_ray_equals_pandas(ranking_splits: prepare.Splits) 
         )
 
 
-def test_shards_keep_queries_whole_and_drop_nothing(ranking_splits: prepare.Splits) -> None:
-    shards = train_common.shard_datasets(ranking_splits.train, ranking_splits.valid, 2)
-    a, b = shards["train_r0"].to_pandas(), shards["train_r1"].to_pandas()
-    assert len(a) + len(b) == ranking_splits.rows["train"]
-    assert not set(a["_group"]) & set(b["_group"])
+def test_shards_keep_queries_whole_sorted_and_drop_nothing(ranking_splits: prepare.Splits) -> None:
+    shards = train_common.shard_datasets(
+        ranking_splits.train, ranking_splits.valid, 2, grouped=True
+    )
+    for split in ("train", "valid"):
+        a, b = shards[f"{split}_r0"].to_pandas(), shards[f"{split}_r1"].to_pandas()
+        assert len(a) + len(b) == ranking_splits.rows[split]
+        assert not set(a["_group"]) & set(b["_group"])
+        for part in (a, b):  # streamable in whole queries, the input's order within each
+            keys = list(zip(part["_group"], part["_source_file"], part["_source_row"], strict=True))
+            assert keys == sorted(keys)
+    assert shards["valid"].count() == ranking_splits.rows["valid"]
 
 
 def _job(sp: prepare.Splits, workers: int) -> train_xgboost.XGBoostJob:
@@ -95,6 +102,16 @@ def test_xgboost_adapter_trains_and_scores(
     assert 1 <= out.rounds <= 20 and out.history and "valid-ndcg@10" in out.history[-1]
     if workers:  # local mode keeps no checkpoint on storage
         assert out.checkpoint_path and Path(out.checkpoint_path, "model.ubj").exists()
+    else:  # streamed into a QuantileDMatrix: the trees of one DMatrix of the whole split
+        t = FeatureTransform.from_json(job.features_json)
+        train, valid = (
+            xgboost_model.dmatrix(d.to_pandas(), t, "ranking", "label")
+            for d in (sp.train, sp.valid)
+        )
+        plain = xgboost_model.train(job.params, train, valid, 20, 5)
+        ours = xgboost_model.load_booster(out.model)
+        assert ours.num_boosted_rounds() == plain.num_boosted_rounds()
+        np.testing.assert_array_equal(ours.predict(valid), plain.predict(valid))
     # Bundle it and score the test split through Ray Data; compare with the pandas Predictor.
     bdir = tmp_path / "bundle"
     write_model_bundle(

@@ -38,6 +38,7 @@ def _fake_worker(
 ) -> list[tuple[dict[str, Any], Any]]:
     """Make this process look like rank ``rank`` of ``world``; returns the reports it makes."""
     shards = {f"train_r{r}": Shard(pd.DataFrame({"x": [float(r)]})) for r in range(world)}
+    shards.update({f"valid_r{r}": Shard(pd.DataFrame({"x": [10.0 + r]})) for r in range(world)})
     shards["valid"] = Shard(pd.DataFrame({"x": [9.0, 9.0]}))
     reports: list[tuple[dict[str, Any], Any]] = []
 
@@ -66,9 +67,10 @@ def test_each_rank_reads_the_shard_shard_datasets_names(
     rank: int, num_workers: int, name: str
 ) -> None:
     assert train_common.train_shard(rank, num_workers) == name
+    assert train_common.valid_shard(rank, num_workers) == name.replace("train", "valid")
 
 
-def test_worker_start_reads_this_ranks_shard_the_whole_valid_split_and_parses_once(
+def test_worker_start_reads_this_ranks_shards_the_whole_valid_split_and_parses_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _fake_worker(monkeypatch, rank=1, world=2)
@@ -79,8 +81,9 @@ def test_worker_start_reads_this_ranks_shard_the_whole_valid_split_and_parses_on
     )
     setup = train_common.worker_start(_job(2), restore=lambda d: pytest.fail("no checkpoint"))
     assert (setup.rank, setup.world_size, setup.restored) == (1, 2, None)
-    assert setup.train["x"].tolist() == [1.0]
-    assert len(setup.valid) == 2
+    assert train_common.frame(setup.train)["x"].tolist() == [1.0]
+    assert train_common.frame(setup.valid)["x"].tolist() == [11.0]
+    assert len(train_common.frame(setup.whole_valid)) == 2
     assert setup.transform == TRANSFORM
     assert len(calls) == 1  # parsed once, in worker_start: a field, not a property
 
@@ -114,6 +117,13 @@ def test_other_ranks_report_without_a_checkpoint_and_write_nothing(
     setup: WorkerStart[str] = train_common.worker_start(_job(2), restore=str)
     setup.report({"round": 1}, lambda d: pytest.fail("rank 1 wrote a checkpoint"))
     assert reports == [({"round": 1}, None)]
+
+
+def test_batches_stream_a_shard_in_order_and_start_again_on_every_call() -> None:
+    shard = Shard(pd.DataFrame({"x": [float(i) for i in range(5)]}))
+    stream = train_common.batches(shard, rows=2)
+    for _ in range(2):  # XGBoost reads a stream more than once
+        assert [b["x"].tolist() for b in stream()] == [[0.0, 1.0], [2.0, 3.0], [4.0]]
 
 
 def test_the_checkpoint_directory_is_removed_on_errors_too() -> None:
