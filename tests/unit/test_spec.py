@@ -290,6 +290,15 @@ def test_loss_that_does_not_fit_the_task() -> None:
     assert "models.0.loss 'listwise' does not fit task binary" in _error(doc)
 
 
+def test_external_memory_is_an_xgboost_setting() -> None:
+    doc = _base()
+    doc["models"][0]["scaling"] = {"external_memory": True}
+    spec = spec_from_dict(doc)
+    assert spec.models[0].scaling.external_memory is True  # type: ignore[union-attr]
+    doc["models"] = [{"kind": "torch.mlp", "scaling": {"external_memory": True}}]
+    assert "scaling.external_memory is an XGBoost setting" in _error(doc)
+
+
 def test_scaling_placement_fields() -> None:
     doc = _base()
     doc["models"][0]["scaling"] = {
