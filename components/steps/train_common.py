@@ -45,10 +45,15 @@ class TrainOutcome:
 
 
 def shard_datasets(
-    train: ray.data.Dataset, valid: ray.data.Dataset, num_workers: int, grouped: bool = False
+    train: ray.data.Dataset,
+    valid: ray.data.Dataset,
+    num_workers: int,
+    grouped: bool = False,
+    shard_valid: bool = True,
 ) -> dict[str, ray.data.Dataset]:
-    """One training and one validation dataset per rank (whole buckets, so whole queries), plus
-    the whole validation split as ``valid`` (for adapters that evaluate it on every rank).
+    """One training dataset per rank (whole buckets, so whole queries), one validation dataset
+    per rank the same way when ``shard_valid`` (adapters that evaluate the whole split on every
+    rank, as torch does, skip that work), and the whole validation split as ``valid``.
 
     For a grouped task each dataset is sorted by query (then by source file and row: the order
     within a query is the input's), so a worker can stream it in whole queries.
@@ -67,7 +72,8 @@ def shard_datasets(
     out = {}
     for r in range(n):
         out[train_shard(r, num_workers)] = part(train, r)
-        out[valid_shard(r, num_workers)] = part(valid, r)
+        if shard_valid:
+            out[valid_shard(r, num_workers)] = part(valid, r)
     return {**out, "valid": valid}
 
 
@@ -159,7 +165,7 @@ class WorkerStart(Generic[R]):
     world_size: int
     transform: FeatureTransform  # parsed once per worker
     train: Any  # this rank's training rows
-    valid: Any  # this rank's share of the validation split
+    valid: Any  # this rank's share of the validation split (None when not sharded)
     whole_valid: Any  # the whole validation split (the same on every rank)
     restored: R | None  # what the last attempt's checkpoint held; None on a first attempt
 
@@ -185,9 +191,12 @@ def frame(shard: Any) -> pd.DataFrame:
     return shard.materialize().to_pandas()
 
 
-def worker_start(job: WorkerJob, restore: Callable[[str], R]) -> WorkerStart[R]:
+def worker_start(
+    job: WorkerJob, restore: Callable[[str], R], shard_valid: bool = True
+) -> WorkerStart[R]:
     """Inside a Ray Train worker (or the driver when num_workers is 0): this rank, its data and
     transform, and ``restore(directory)`` of the checkpoint a restarted worker group resumes from.
+    ``shard_valid``: as given to ``shard_datasets`` (False: ``valid`` is None).
     """
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
@@ -201,7 +210,9 @@ def worker_start(job: WorkerJob, restore: Callable[[str], R]) -> WorkerStart[R]:
         world_size=ctx.get_world_size(),
         transform=FeatureTransform.from_json(job.features_json),
         train=ray.train.get_dataset_shard(train_shard(rank, job.num_workers)),
-        valid=ray.train.get_dataset_shard(valid_shard(rank, job.num_workers)),
+        valid=(
+            ray.train.get_dataset_shard(valid_shard(rank, job.num_workers)) if shard_valid else None
+        ),
         whole_valid=ray.train.get_dataset_shard("valid"),
         restored=restored,
     )
@@ -286,6 +297,7 @@ class Fit(Generic[J]):
     trainer: Callable[..., Any]
     train_fn: Callable[[dict[str, Any]], dict[str, Any]]
     options: Callable[[J], dict[str, Any]] | None = None
+    shard_valid: bool = True  # False: the adapter reads the whole validation split on every rank
 
     def __call__(
         self,
@@ -299,7 +311,9 @@ class Fit(Generic[J]):
         trainer = self.trainer(
             self.train_fn,
             train_loop_config={"job": asdict(job)},
-            datasets=shard_datasets(train, valid, job.num_workers, task_info(job.task).grouped),
+            datasets=shard_datasets(
+                train, valid, job.num_workers, task_info(job.task).grouped, self.shard_valid
+            ),
             dataset_config=DataConfig(datasets_to_split=[]),
             scaling_config=job.scaling_config(),
             run_config=job.run_config(run_name, storage_path, callbacks),

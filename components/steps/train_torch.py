@@ -86,7 +86,7 @@ def _save(state: dict[str, Any], directory: str) -> None:
 def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Runs on every Ray Train worker (or in the driver when num_workers is 0)."""
     job = TorchJob(**config["job"])
-    setup = worker_start(job, _load)
+    setup = worker_start(job, _load, shard_valid=False)  # every rank evaluates the whole split
     world, transform = setup.world_size, setup.transform
     tr, va = frame(setup.train), frame(setup.whole_valid)
     x, y, g, w = _arrays(tr, transform, job)
@@ -199,4 +199,4 @@ def _options(job: TorchJob) -> dict[str, Any]:
 
 
 # Run the TorchTrainer and return the best epoch's weights and the metric history.
-fit = Fit[TorchJob](TorchTrainer, train_fn_per_worker, _options)
+fit = Fit[TorchJob](TorchTrainer, train_fn_per_worker, _options, shard_valid=False)

@@ -72,6 +72,10 @@ def test_shards_keep_queries_whole_sorted_and_drop_nothing(ranking_splits: prepa
             keys = list(zip(part["_group"], part["_source_file"], part["_source_row"], strict=True))
             assert keys == sorted(keys)
     assert shards["valid"].count() == ranking_splits.rows["valid"]
+    whole = train_common.shard_datasets(
+        ranking_splits.train, ranking_splits.valid, 2, grouped=True, shard_valid=False
+    )
+    assert sorted(whole) == ["train_r0", "train_r1", "valid"]  # no per-rank validation copies
 
 
 def _job(sp: prepare.Splits, workers: int) -> train_xgboost.XGBoostJob:

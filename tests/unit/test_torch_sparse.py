@@ -275,7 +275,7 @@ def test_the_train_worker_function_trains_on_sparse_columns(
     assert isinstance(train["ids"].dtype, pd.ArrowDtype)
     transform = bundles.features(train, numeric=("age",), categorical=("country",), sparse=("ids",))
     arch = _arch(kind, cardinalities=(transform.categorical[0].cardinality,))
-    shards = {"train_r0": Shard(train), "valid_r0": Shard(valid), "valid": Shard(valid)}
+    shards = {"train_r0": Shard(train), "valid": Shard(valid)}
     reports: list[dict[str, Any]] = []
     monkeypatch.setattr(ray.train, "get_context", lambda: Context())
     monkeypatch.setattr(ray.train, "get_dataset_shard", lambda name: shards[name])
