@@ -146,41 +146,46 @@ class FeatureTransform:
         n = num_rows(frame)
         out = np.empty((n, len(self.numeric) + len(self.categorical)), dtype=np.float32)
         if self.numeric:
-            # One block conversion for all numeric columns (a per-column loop dominates small
-            # requests); columns holding non-numbers take the slow, coercing path.
-            names = [p.name for p in self.numeric]
-            try:
-                if isinstance(frame, pd.DataFrame):
-                    values = frame[names].to_numpy(dtype=np.float64, na_value=np.nan)
-                else:  # None -> NaN
-                    values = np.column_stack(
-                        [np.asarray(frame[c], dtype=np.float64) for c in names]
-                    )
-            except (TypeError, ValueError):
-                values = np.column_stack(
-                    [
-                        pd.to_numeric(pd.Series(frame[c]), errors="coerce").to_numpy(
-                            dtype=np.float64, na_value=np.nan
-                        )
-                        for c in names
-                    ]
-                )
-            logged = [j for j, p in enumerate(self.numeric) if p.log1p]
-            if logged:  # a copy: to_numpy may return a view of the caller's frame
-                values = values.copy()
-                values[:, logged] = signed_log1p(values[:, logged])
-            median = np.array([p.median for p in self.numeric])
-            if self.impute == "median":
-                values = np.where(np.isnan(values), median, values)
-            if self.standardize:
-                mean = np.array([p.mean for p in self.numeric])
-                std = np.array([p.std if p.std > 0 else 1.0 for p in self.numeric])
-                values = (values - mean) / std
-            out[:, : len(names)] = values
+            out[:, : len(self.numeric)] = self.numeric_matrix(frame)
         base = len(self.numeric)
         for j, c in enumerate(self.categorical):
             out[:, base + j] = self.codes(c, frame[c.name])
         return out
+
+    def numeric_matrix(self, frame: pd.DataFrame | Columns) -> np.ndarray:
+        """The numeric columns after the transform (logged, imputed, standardised), float64
+        (rows, numeric columns); the first columns of ``transform``'s matrix."""
+        if not self.numeric:
+            return np.empty((num_rows(frame), 0), np.float64)
+        # One block conversion for all numeric columns (a per-column loop dominates small
+        # requests); columns holding non-numbers take the slow, coercing path.
+        names = [p.name for p in self.numeric]
+        try:
+            if isinstance(frame, pd.DataFrame):
+                values = frame[names].to_numpy(dtype=np.float64, na_value=np.nan)
+            else:  # None -> NaN
+                values = np.column_stack([np.asarray(frame[c], dtype=np.float64) for c in names])
+        except (TypeError, ValueError):
+            values = np.column_stack(
+                [
+                    pd.to_numeric(pd.Series(frame[c]), errors="coerce").to_numpy(
+                        dtype=np.float64, na_value=np.nan
+                    )
+                    for c in names
+                ]
+            )
+        logged = [j for j, p in enumerate(self.numeric) if p.log1p]
+        if logged:  # a copy: to_numpy may return a view of the caller's frame
+            values = values.copy()
+            values[:, logged] = signed_log1p(values[:, logged])
+        median = np.array([p.median for p in self.numeric])
+        if self.impute == "median":
+            values = np.where(np.isnan(values), median, values)
+        if self.standardize:
+            mean = np.array([p.mean for p in self.numeric])
+            std = np.array([p.std if p.std > 0 else 1.0 for p in self.numeric])
+            values = (values - mean) / std
+        return values
 
     def codes(self, p: CategoricalParams, values: pd.Series | np.ndarray) -> np.ndarray:
         """Integer codes of one categorical column (0 = missing or out of vocabulary)."""

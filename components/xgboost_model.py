@@ -14,6 +14,7 @@ import pandas as pd
 import xgboost
 
 from components import sparse
+from components.encoded import encoded_matrix
 from components.features import Columns, FeatureTransform
 from components.tasks import metric_family, task_info
 from components.validation import WEIGHT
@@ -94,6 +95,7 @@ def matrix_inputs(
     task: str,
     label: str | None,
     first_query: int = 0,
+    encoded: bool = False,
 ) -> dict[str, Any]:
     """One batch's XGBoost inputs (the keywords of ``DMatrix`` and ``DataIter``'s
     ``input_data``): the feature matrix with categorical codes typed 'c' (missing ones NaN), the
@@ -102,8 +104,10 @@ def matrix_inputs(
     A grouped frame must hold its queries' rows contiguously; their ids become dense
     ``first_query``, ``first_query + 1``, ... in row order: XGBoost stores qids as 32-bit, and
     group keys (hashes of string ids, generator ids) can exceed that and wrap out of order.
+    ``encoded``: the frame holds ``components.encoded`` columns, not raw ones.
     """
-    x = mark_missing_categories(transform.transform(frame), transform)
+    x = encoded_matrix(frame, transform) if encoded else transform.transform(frame)
+    x = mark_missing_categories(x, transform)
     # sparse features: one CSR matrix, the dense columns then each sparse column (NaN = absent)
     data = sparse.model_matrix(x, frame, transform.sparse) if transform.sparse else x
     out: dict[str, Any] = {
@@ -140,7 +144,9 @@ class FrameBatches(xgboost.DataIter):
     ``batches()`` starts the stream again on every call: XGBoost reads it more than once (the
     quantile sketch, then the binned pages). For a grouped task the stream must be sorted by
     ``_group`` (``whole_queries`` cuts it at query boundaries, so each batch holds whole
-    queries). ``rows`` and ``queries`` count the last complete pass.
+    queries). ``rows`` and ``queries`` count the last complete pass. ``encoded``: the frames
+    hold ``components.encoded`` columns (XGBoost 3 reads the stream four times: encoding once,
+    before, saves three transforms of every row).
     """
 
     def __init__(
@@ -150,8 +156,10 @@ class FrameBatches(xgboost.DataIter):
         task: str,
         label: str | None,
         cache_prefix: str | None = None,
+        encoded: bool = False,
     ) -> None:
         self._batches = batches
+        self._encoded = encoded
         self._transform = transform
         self._task = task
         self._label = label
@@ -180,7 +188,9 @@ class FrameBatches(xgboost.DataIter):
         if frame is None:
             self.rows, self.queries = self._rows, self._queries
             return False
-        inputs = matrix_inputs(frame, self._transform, self._task, self._label, self._queries)
+        inputs = matrix_inputs(
+            frame, self._transform, self._task, self._label, self._queries, self._encoded
+        )
         self._rows += len(frame)
         if "qid" in inputs:
             self._queries = int(inputs["qid"][-1]) + 1

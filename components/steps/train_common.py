@@ -22,9 +22,11 @@ from ray.train.v2.api.config import CheckpointConfig, FailureConfig, RunConfig, 
 # The V2 classes by their own module: `ray.train` re-exports them only at runtime, so type
 # checkers would see the V1 ScalingConfig (no label_selector).
 from components import uris
+from components.encoded import encode_table
 from components.features import FeatureTransform
 from components.readers import SOURCE_FILE, SOURCE_ROW
 from components.tasks import task_info
+from components.validation import WEIGHT
 
 R = TypeVar("R")
 J = TypeVar("J", bound="WorkerJob")
@@ -66,15 +68,43 @@ def shard_datasets(
         if grouped:
             names = ds.schema().names
             ds = ds.sort(["_group"] + [c for c in (SOURCE_FILE, SOURCE_ROW) if c in names])
-        # materialized: a lazy dataset starves when the workers hold every CPU
-        return ds.materialize() if n > 1 or grouped else ds
+        # materialized: a lazy dataset starves when the workers hold every CPU, and a worker
+        # reads its shard more than once (XGBoost: four times)
+        return ds.materialize()
 
+    if n > 1:  # read (and encoded) once, then cut per rank
+        train = train.materialize()
+        valid = valid.materialize() if shard_valid else valid
     out = {}
     for r in range(n):
         out[train_shard(r, num_workers)] = part(train, r)
         if shard_valid:
             out[valid_shard(r, num_workers)] = part(valid, r)
     return {**out, "valid": valid}
+
+
+def encode_splits(
+    train: ray.data.Dataset, valid: ray.data.Dataset, job: WorkerJob
+) -> tuple[ray.data.Dataset, ray.data.Dataset]:
+    """Both splits in the compact form the workers read (``components.encoded``): the job's
+    features encoded, the label, weight, query, bucket, row key and sparse columns kept, the rest
+    dropped (the source file and row too, except for a grouped task: its shards are sorted by
+    them)."""
+    transform = FeatureTransform.from_json(job.features_json)
+    keep = [job.label, WEIGHT, "_group", "_bucket", "_row_key"] + [p.name for p in transform.sparse]
+    if task_info(job.task).grouped:
+        keep += [SOURCE_FILE, SOURCE_ROW]
+
+    def encode(ds: ray.data.Dataset) -> ray.data.Dataset:
+        return ds.map_batches(
+            encode_table,
+            batch_format="pyarrow",
+            batch_size=None,  # a whole block: each distinct value encoded once per block
+            zero_copy_batch=True,
+            fn_kwargs={"transform": transform, "keep": keep},
+        )
+
+    return encode(train), encode(valid)
 
 
 def train_shard(rank: int, num_workers: int) -> str:
@@ -308,6 +338,7 @@ class Fit(Generic[J]):
         run_name: str,
         callbacks: Sequence[Any] = (),
     ) -> TrainOutcome:
+        train, valid = encode_splits(train, valid, job)
         trainer = self.trainer(
             self.train_fn,
             train_loop_config={"job": asdict(job)},

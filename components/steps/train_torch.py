@@ -26,6 +26,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from torch.distributed.algorithms.join import Join
 
 from components import evaluation, torch_training
+from components.encoded import encoded_matrix
 from components.features import FeatureTransform
 from components.losses import RANKING_LOSSES
 from components.steps.train_common import (
@@ -64,7 +65,7 @@ def _arrays(
     frame: pd.DataFrame, transform: FeatureTransform, job: TorchJob
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Features, labels, query ids (zeros without groups) and sample weights (or None)."""
-    x = transform.transform(frame)
+    x = encoded_matrix(frame, transform)  # the shards hold the encoded columns
     y = frame[job.label].to_numpy(dtype=np.float32)
     g = (
         frame["_group"].to_numpy(dtype=np.int64)
@@ -93,7 +94,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     arch = ArchitectureSpec.from_json(job.arch_json)
     if task_info(job.task).standardized_label:  # see ArchitectureSpec
         y = ((y - arch.target_mean) / arch.target_scale).astype(np.float32)
-    xv = transform.transform(va)
+    xv = encoded_matrix(va, transform)
     # sparse columns: one CSR matrix per column for the shard (batches cut their rows from it)
     xs = torch_training.sparse_matrices(tr, arch)
     xvs = torch_training.sparse_matrices(va, arch)

@@ -5,7 +5,8 @@ the validation split. Buckets come from the query id for ranking, so each query 
 one worker (Ray's default split can cut a query in two), and no row is dropped to equalise
 shards. ``num_workers: 0`` runs in-process.
 
-Data: each worker streams its shards in batches into a ``QuantileDMatrix`` (binned features,
+Data: the splits are encoded once in Ray Data (``components.encoded``: float32 features, int32
+categorical codes, nothing else of the raw rows); each worker streams its shards in batches into a ``QuantileDMatrix`` (binned features,
 about a byte per feature per row; no frame of the shard is ever built), or an
 ``ExtMemQuantileDMatrix`` whose pages are cached on the worker's local disk
 (``scaling.external_memory``). Validation metrics per round are XGBoost's own, all-reduced over
@@ -91,12 +92,11 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         params["nthread"] = max(1, int(job.resources_per_worker.get("CPU", 1)))
     with tempfile.TemporaryDirectory(prefix="rayline-xgb-pages-") as pages:
         cache = os.path.join(pages, "train") if job.external_memory else None
+        t, task, label = setup.transform, job.task, job.label
         train = xgboost_model.FrameBatches(
-            batches(setup.train), setup.transform, job.task, job.label, cache_prefix=cache
+            batches(setup.train), t, task, label, cache_prefix=cache, encoded=True
         )
-        valid = xgboost_model.FrameBatches(
-            batches(setup.valid), setup.transform, job.task, job.label
-        )
+        valid = xgboost_model.FrameBatches(batches(setup.valid), t, task, label, encoded=True)
         dtrain, dvalid = xgboost_model.quantile_dmatrix(train, valid, params, job.external_memory)
         return _train(job, setup, params, dtrain, dvalid, train.rows)
 
