@@ -35,7 +35,9 @@ def encode_table(table: pa.Table, transform: FeatureTransform, keep: Sequence[st
     columns: dict[str, pa.Array] = {}
     if transform.numeric:
         names = [p.name for p in transform.numeric]
-        values = transform.numeric_matrix(table.select(names).to_pandas())
+        # without the schema's pandas metadata, which may describe columns not selected
+        numeric = table.select(names).replace_schema_metadata()
+        values = transform.numeric_matrix(numeric.to_pandas())
         for j, name in enumerate(names):
             columns[name] = pa.array(values[:, j].astype(np.float32))
     for p in transform.categorical:

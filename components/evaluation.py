@@ -145,10 +145,12 @@ def evaluate_blocks(
     blocks: Callable[[], Iterable[pd.DataFrame]],
     label: str,
     tolerance: float = metric_parts.AUC_TOLERANCE,
+    gather: Callable[[Any], Sequence[Any]] = metric_parts.alone,
     **eval_kwargs: Any,
 ) -> dict[str, float]:
     """``evaluate`` over the blocks ``blocks()`` yields (called again for each AUC refinement
-    pass), part by part: what a distributed evaluation does, on frames in memory."""
+    pass), part by part: what a distributed evaluation does, on frames in memory. ``gather``:
+    see ``metric_parts.metrics_of_blocks`` (processes holding a share of the blocks each)."""
 
     def rows() -> Iterable[metric_parts.Block]:
         for frame in blocks():
@@ -164,7 +166,7 @@ def evaluate_blocks(
     options = {k: v for k, v in eval_kwargs.items() if k != "weight"}
     if "ks" in options:
         options["ks"] = tuple(options["ks"])
-    values, _ = metric_parts.metrics_of_blocks(task, rows, tolerance, **options)
+    values, _ = metric_parts.metrics_of_blocks(task, rows, tolerance, gather, **options)
     return values
 
 

@@ -826,28 +826,48 @@ def finish(part: Part) -> dict[str, float]:
     return _finish_ranking(part)
 
 
+def alone(part: Any) -> list[Any]:
+    """``metrics_of_blocks``'s ``gather`` for one process: its own part is all there is."""
+    return [part]
+
+
 def metrics_of_blocks(
     task: str,
     blocks: Callable[[], Iterable[Block]],
     tolerance: float = AUC_TOLERANCE,
+    gather: Callable[[Any], Sequence[Any]] = alone,
     **options: Any,
 ) -> tuple[dict[str, float], Part]:
     """The metrics over every block that ``blocks()`` yields, computed part by part, with the
     AUC grid refined (one more call of ``blocks()`` per pass) until its bound is within
     ``tolerance``; also the final part (``auc_bound`` of it says how close AUC is). ``options``
     are ``partial``'s keyword arguments. This is the driver's loop of a distributed evaluation,
-    written for blocks in memory."""
-    part = merge(partial(task, y, out, g, w, **options) for y, out, g, w in blocks())
+    written for blocks in memory.
+
+    ``gather(part)``: every process's part, for processes that each hold some of the blocks
+    (training ranks): called the same number of times in each, and the merged parts, hence
+    every decision and the result, are the same in each. ``blocks()`` may yield nothing.
+    """
+
+    def merged(local: list[Any], merge_fn: Callable[[Sequence[Any]], Any]) -> Any:
+        mine = merge_fn(local) if local else None
+        found = [p for p in gather(mine) if p is not None]
+        if not found:
+            raise ValueError("no rows to evaluate")
+        return merge_fn(found)
+
+    part = merged([partial(task, y, out, g, w, **options) for y, out, g, w in blocks()], merge)
     if isinstance(part, BinaryPart):
         for _ in range(REFINE_PASSES):
             grid = refine(part, tolerance)
             if grid is None:
                 break
-            auc = merge_auc(
+            auc = merged(
                 [
                     auc_partial(np.asarray(y).astype(np.int64), out, w, grid)
                     for y, out, _, w in blocks()
-                ]
+                ],
+                merge_auc,
             )
             part = replace(part, auc=auc)
     return finish(part), part

@@ -259,6 +259,24 @@ def row_batches(
         yield _batch(x, y, zeros, order[start : start + batch_size], weights, sparse)
 
 
+Window: TypeAlias = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, Sequence[CSR]]
+"""One window of a shard: features, labels, query ids, weights (or None), sparse CSR matrices."""
+
+
+def window_batches(
+    windows: Iterable[Window], batch_size: int, seed: int, by_query: bool
+) -> Iterator[Batch]:
+    """The batches of each window in turn: a local shuffle, not a global permutation. Rows
+    (whole queries when ``by_query``, as ``group_batches`` cuts them) are shuffled within each
+    window, seeded by ``seed`` and the window's position, so an epoch is reproducible."""
+    for i, (x, y, g, w, sparse) in enumerate(windows):
+        s = int(np.random.default_rng([seed, i]).integers(2**31))
+        if by_query:
+            yield from group_batches(x, y, g, batch_size, seed=s, weights=w, sparse=sparse)
+        else:
+            yield from row_batches(x, y, batch_size, seed=s, weights=w, sparse=sparse)
+
+
 def save_state(model: nn.Module) -> bytes:
     """The model's ``state_dict`` (moved to CPU) as ``torch.save`` bytes."""
     buf = io.BytesIO()

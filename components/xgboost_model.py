@@ -16,6 +16,7 @@ import xgboost
 from components import sparse
 from components.encoded import encoded_matrix
 from components.features import Columns, FeatureTransform
+from components.shard_stream import whole_queries
 from components.tasks import metric_family, task_info
 from components.validation import WEIGHT
 
@@ -212,24 +213,6 @@ class FrameBatches(xgboost.DataIter):
         if task_info(self._task).grouped:
             out["qid"] = np.empty(0, np.uint32)
         return out
-
-
-def whole_queries(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """Re-cut a stream of frames sorted by ``_group`` so that no query spans two of them (the
-    last query of each batch is held back and leads the next); a ValueError if the stream is not
-    sorted (its rows would not form contiguous queries)."""
-    held: pd.DataFrame | None = None
-    for batch in batches:
-        frame = batch if held is None else pd.concat([held, batch], ignore_index=True)
-        g = frame["_group"].to_numpy()
-        if (g[1:] < g[:-1]).any():
-            raise ValueError("training rows are not sorted by query (_group)")
-        cut = int(np.searchsorted(g, g[-1], side="left"))  # the last query's first row
-        if cut > 0:
-            yield frame.iloc[:cut]
-        held = frame.iloc[cut:]
-    if held is not None and len(held):
-        yield held
 
 
 def quantile_dmatrix(

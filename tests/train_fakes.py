@@ -5,6 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pandas as pd
+import pyarrow as pa
+
+from components.encoded import encode_table
+from components.features import FeatureTransform
+from components.validation import WEIGHT
 
 
 class Shard:
@@ -37,3 +42,14 @@ class Context:
 
     def get_world_size(self) -> int:
         return self.world
+
+
+def encoded_shard(frame: pd.DataFrame, transform: FeatureTransform, label: str = "label") -> Shard:
+    """The shard a worker gets of ``frame``: encoded as ``train_common.encode_splits`` encodes
+    it (label, query, weight, row key and sparse columns kept), the sparse columns Arrow-backed
+    as Ray Data's pandas batches give them."""
+    keep = [label, "_group", WEIGHT, "_row_key"] + [p.name for p in transform.sparse]
+    out = encode_table(pa.Table.from_pandas(frame), transform, keep).to_pandas()
+    for p in transform.sparse:
+        out[p.name] = frame[p.name].reset_index(drop=True)
+    return Shard(out)

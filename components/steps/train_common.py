@@ -51,11 +51,9 @@ def shard_datasets(
     valid: ray.data.Dataset,
     num_workers: int,
     grouped: bool = False,
-    shard_valid: bool = True,
 ) -> dict[str, ray.data.Dataset]:
-    """One training dataset per rank (whole buckets, so whole queries), one validation dataset
-    per rank the same way when ``shard_valid`` (adapters that evaluate the whole split on every
-    rank, as torch does, skip that work), and the whole validation split as ``valid``.
+    """One training and one validation dataset per rank, each of whole buckets (so whole
+    queries): no rank holds another's rows, and more workers means less data per worker.
 
     For a grouped task each dataset is sorted by query (then by source file and row: the order
     within a query is the input's), so a worker can stream it in whole queries.
@@ -69,18 +67,16 @@ def shard_datasets(
             names = ds.schema().names
             ds = ds.sort(["_group"] + [c for c in (SOURCE_FILE, SOURCE_ROW) if c in names])
         # materialized: a lazy dataset starves when the workers hold every CPU, and a worker
-        # reads its shard more than once (XGBoost: four times)
+        # reads its shard more than once (XGBoost: four times; torch: once per epoch)
         return ds.materialize()
 
     if n > 1:  # read (and encoded) once, then cut per rank
-        train = train.materialize()
-        valid = valid.materialize() if shard_valid else valid
+        train, valid = train.materialize(), valid.materialize()
     out = {}
     for r in range(n):
         out[train_shard(r, num_workers)] = part(train, r)
-        if shard_valid:
-            out[valid_shard(r, num_workers)] = part(valid, r)
-    return {**out, "valid": valid}
+        out[valid_shard(r, num_workers)] = part(valid, r)
+    return out
 
 
 def encode_splits(
@@ -188,15 +184,15 @@ BATCH_ROWS = 65_536
 
 @dataclass(frozen=True)
 class WorkerStart(Generic[R]):
-    """What each training worker starts from (see ``worker_start``). The data are Ray Data
-    shards (``DataIterator``): read them in batches (``batches``), or whole (``frame``)."""
+    """What each training worker starts from (see ``worker_start``). The data are this rank's
+    Ray Data shards (``DataIterator``) of the encoded splits (``encode_splits``): read them in
+    batches (``batches``), or whole (``frame``)."""
 
     rank: int
     world_size: int
     transform: FeatureTransform  # parsed once per worker
     train: Any  # this rank's training rows
-    valid: Any  # this rank's share of the validation split (None when not sharded)
-    whole_valid: Any  # the whole validation split (the same on every rank)
+    valid: Any  # this rank's share of the validation split
     restored: R | None  # what the last attempt's checkpoint held; None on a first attempt
 
     def report(self, metrics: dict[str, Any], write: Callable[[str], None]) -> None:
@@ -221,12 +217,9 @@ def frame(shard: Any) -> pd.DataFrame:
     return shard.materialize().to_pandas()
 
 
-def worker_start(
-    job: WorkerJob, restore: Callable[[str], R], shard_valid: bool = True
-) -> WorkerStart[R]:
+def worker_start(job: WorkerJob, restore: Callable[[str], R]) -> WorkerStart[R]:
     """Inside a Ray Train worker (or the driver when num_workers is 0): this rank, its data and
     transform, and ``restore(directory)`` of the checkpoint a restarted worker group resumes from.
-    ``shard_valid``: as given to ``shard_datasets`` (False: ``valid`` is None).
     """
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
@@ -240,10 +233,7 @@ def worker_start(
         world_size=ctx.get_world_size(),
         transform=FeatureTransform.from_json(job.features_json),
         train=ray.train.get_dataset_shard(train_shard(rank, job.num_workers)),
-        valid=(
-            ray.train.get_dataset_shard(valid_shard(rank, job.num_workers)) if shard_valid else None
-        ),
-        whole_valid=ray.train.get_dataset_shard("valid"),
+        valid=ray.train.get_dataset_shard(valid_shard(rank, job.num_workers)),
         restored=restored,
     )
 
@@ -327,7 +317,6 @@ class Fit(Generic[J]):
     trainer: Callable[..., Any]
     train_fn: Callable[[dict[str, Any]], dict[str, Any]]
     options: Callable[[J], dict[str, Any]] | None = None
-    shard_valid: bool = True  # False: the adapter reads the whole validation split on every rank
 
     def __call__(
         self,
@@ -342,9 +331,7 @@ class Fit(Generic[J]):
         trainer = self.trainer(
             self.train_fn,
             train_loop_config={"job": asdict(job)},
-            datasets=shard_datasets(
-                train, valid, job.num_workers, task_info(job.task).grouped, self.shard_valid
-            ),
+            datasets=shard_datasets(train, valid, job.num_workers, task_info(job.task).grouped),
             dataset_config=DataConfig(datasets_to_split=[]),
             scaling_config=job.scaling_config(),
             run_config=job.run_config(run_name, storage_path, callbacks),

@@ -1,18 +1,29 @@
 """PyTorch models (MLP, DLRM) on Ray Train V2: TorchTrainer around components.torch_training.
 
-Sharding and each worker's start are shared with the XGBoost adapter (train_common: whole
-buckets, so whole queries, per rank; nothing dropped); every rank evaluates the whole validation
-split after each epoch, so all ranks agree on early stopping. Ranks may hold different numbers of batches: DDP's ``Join`` lets the ranks that run out
-early shadow the others' all-reduces instead of hanging. A checkpoint every epoch (model,
-optimizer, epoch, best weights so far, RNG states) lets a restarted worker group resume.
-Sparse columns become one CSR matrix per column for the rank's shard (and the validation split);
-each batch cuts its rows' entries from it as EmbeddingBag inputs.
+Sharding and each worker's start are shared with the XGBoost adapter (train_common: the splits
+encoded once, whole buckets, so whole queries, per rank; nothing dropped).
+
+Data: each epoch a rank streams its training shard (65,536-row batches, whole queries for a
+grouped task) into windows of ``shuffle_rows`` rows, and shuffles rows (or whole queries, for
+ranking losses) within each window: a local shuffle, not a global permutation, with memory
+bounded by the window, not the shard. Ranks may hold different numbers of batches: DDP's
+``Join`` lets the ranks that run out early shadow the others' all-reduces instead of hanging.
+Sparse columns become one CSR matrix per column for each window; each batch cuts its rows'
+entries from it as EmbeddingBag inputs.
+
+Validation: each rank scores its own share of the validation split after each epoch; the
+metrics' mergeable parts (components.metric_parts) are gathered from every rank and merged, so
+every rank computes the same metrics of the whole split and they agree on early stopping.
+
+A checkpoint every epoch (model, optimizer, epoch, best weights so far, RNG states) lets a
+restarted worker group resume; it starts the interrupted epoch again.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -25,13 +36,16 @@ import torch
 from ray.train.torch import TorchConfig, TorchTrainer
 from torch.distributed.algorithms.join import Join
 
-from components import evaluation, torch_training
+from components import evaluation, metric_parts, shard_stream, torch_training
 from components.encoded import encoded_matrix
 from components.features import FeatureTransform
 from components.losses import RANKING_LOSSES
+from components.shard_stream import whole_queries
 from components.steps.train_common import (
     Fit,
     WorkerJob,
+    WorkerStart,
+    batches,
     frame,
     where,
     worker_start,
@@ -41,6 +55,9 @@ from components.torch_models import ArchitectureSpec, build_model
 from components.validation import WEIGHT
 
 STATE_FILE = "state.pt"
+# Rows per local-shuffle window (``TorchJob.shuffle_rows``): ~40 MB of float32 features at 40
+# columns, and enough rows that a batch of 4,096 mixes rows from all over the window.
+SHUFFLE_ROWS = 262_144
 
 
 @dataclass(kw_only=True)
@@ -59,6 +76,7 @@ class TorchJob(WorkerJob):
     bf16: bool = False
     seed: int = 0
     eval_kwargs: dict[str, Any] = field(default_factory=dict)
+    shuffle_rows: int = SHUFFLE_ROWS  # the local shuffle's window
 
 
 def _arrays(
@@ -84,20 +102,46 @@ def _save(state: dict[str, Any], directory: str) -> None:
     torch.save(state, os.path.join(directory, STATE_FILE))
 
 
+def _windows(
+    setup: WorkerStart[Any], job: TorchJob, arch: ArchitectureSpec, seen: list[int]
+) -> Iterator[torch_training.Window]:
+    """This rank's training shard, streamed as ``job.shuffle_rows``-row windows of arrays
+    (whole queries for a grouped task); ``seen[0]`` counts the rows."""
+    frames: Iterator[pd.DataFrame] = (f for f in batches(setup.train)() if len(f))
+    if task_info(job.task).grouped:
+        frames = whole_queries(frames)
+    for window in shard_stream.windows(frames, job.shuffle_rows):
+        x, y, g, w = _arrays(window, setup.transform, job)
+        if task_info(job.task).standardized_label:  # see ArchitectureSpec
+            y = ((y - arch.target_mean) / arch.target_scale).astype(np.float32)
+        seen[0] += len(x)
+        yield x, y, g, w, torch_training.sparse_matrices(window, arch)
+
+
+def _gather(world: int) -> Callable[[Any], Sequence[Any]]:
+    """Every rank's object, in rank order (what merging metrics parts across ranks needs)."""
+    if world == 1:
+        return metric_parts.alone
+
+    def gather(obj: Any) -> list[Any]:
+        out: list[Any] = [None] * world
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    return gather
+
+
 def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Runs on every Ray Train worker (or in the driver when num_workers is 0)."""
     job = TorchJob(**config["job"])
-    setup = worker_start(job, _load, shard_valid=False)  # every rank evaluates the whole split
+    setup = worker_start(job, _load)
     world, transform = setup.world_size, setup.transform
-    tr, va = frame(setup.train), frame(setup.whole_valid)
-    x, y, g, w = _arrays(tr, transform, job)
     arch = ArchitectureSpec.from_json(job.arch_json)
-    if task_info(job.task).standardized_label:  # see ArchitectureSpec
-        y = ((y - arch.target_mean) / arch.target_scale).astype(np.float32)
+    # this rank's share of the validation split, held (encoded) for every epoch's scoring
+    va = frame(setup.valid)
     xv = encoded_matrix(va, transform)
-    # sparse columns: one CSR matrix per column for the shard (batches cut their rows from it)
-    xs = torch_training.sparse_matrices(tr, arch)
     xvs = torch_training.sparse_matrices(va, arch)
+    gather = _gather(world)
     device = torch.device("cuda" if job.use_gpu and torch.cuda.is_available() else "cpu")
     if world > 1:
         device = ray.train.torch.get_device()
@@ -121,24 +165,23 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     autocast = torch.bfloat16 if job.bf16 and device.type == "cuda" else None
     started = time.time()
     for epoch in range(start, job.epochs):
-        if job.loss in RANKING_LOSSES:
-            batches = torch_training.group_batches(
-                x, y, g, job.batch_size, seed=job.seed + epoch, weights=w, sparse=xs
-            )
-        else:
-            batches = torch_training.row_batches(
-                x, y, job.batch_size, seed=job.seed + epoch, weights=w, sparse=xs
-            )
+        seen = [0]
+        stream = torch_training.window_batches(
+            _windows(setup, job, arch, seen),
+            job.batch_size,
+            seed=job.seed + epoch,
+            by_query=job.loss in RANKING_LOSSES,
+        )
         timings: dict[str, float] = {}
         epoch_started = time.perf_counter()
         if world > 1:
             with Join([model]):  # type: ignore[list-item]
                 loss = torch_training.train_epoch(
-                    model, batches, job.loss, optimizer, device, autocast, timings
+                    model, stream, job.loss, optimizer, device, autocast, timings
                 )
         else:
             loss = torch_training.train_epoch(
-                model, batches, job.loss, optimizer, device, autocast, timings
+                model, stream, job.loss, optimizer, device, autocast, timings
             )
         train_seconds = time.perf_counter() - epoch_started
         scored = va[[job.label] + [c for c in ("_group", "_row_key", WEIGHT) if c in va]].copy()
@@ -148,7 +191,10 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                 scored[f"proba_{k}"] = out[:, k]
         else:
             scored["score"] = out
-        metrics = evaluation.evaluate(job.task, scored, job.label, **job.eval_kwargs)
+        # this rank's part merged with every other rank's: the whole split's metrics, on each
+        metrics = evaluation.evaluate_blocks(
+            job.task, partial(list, [scored]), job.label, gather=gather, **job.eval_kwargs
+        )
         value = metrics[job.metric]
         improved = best["value"] is None or (
             value > best["value"] if job.maximize else value < best["value"]
@@ -164,7 +210,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             # this rank's training pass: its rows and where the time went (backward includes
             # the DDP all-reduce)
             "train_seconds": train_seconds,
-            "train_rows": float(len(x)),
+            "train_rows": float(seen[0]),
             **{f"time_{k}": v for k, v in timings.items()},
             **{f"valid-{k}": v for k, v in metrics.items()},
         }
@@ -200,4 +246,4 @@ def _options(job: TorchJob) -> dict[str, Any]:
 
 
 # Run the TorchTrainer and return the best epoch's weights and the metric history.
-fit = Fit[TorchJob](TorchTrainer, train_fn_per_worker, _options, shard_valid=False)
+fit = Fit[TorchJob](TorchTrainer, train_fn_per_worker, _options)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from components import evaluation, xgboost_model
+from components.encoded import encoded_matrix
 from components.features import FeatureConfig, FeatureTransform, fit_transform, partial_stats
 from components.model_bundle import BundleContents, write_model_bundle
 from components.predictor import Predictor
@@ -71,11 +72,26 @@ def test_shards_keep_queries_whole_sorted_and_drop_nothing(ranking_splits: prepa
         for part in (a, b):  # streamable in whole queries, the input's order within each
             keys = list(zip(part["_group"], part["_source_file"], part["_source_row"], strict=True))
             assert keys == sorted(keys)
-    assert shards["valid"].count() == ranking_splits.rows["valid"]
-    whole = train_common.shard_datasets(
-        ranking_splits.train, ranking_splits.valid, 2, grouped=True, shard_valid=False
-    )
-    assert sorted(whole) == ["train_r0", "train_r1", "valid"]  # no per-rank validation copies
+    assert sorted(shards) == ["train_r0", "train_r1", "valid_r0", "valid_r1"]
+
+
+def test_workers_read_the_splits_encoded_once(ranking_splits: prepare.Splits) -> None:
+    """What the workers read: the features as the transform encodes the raw rows, the
+    columns training needs, none of the raw ones."""
+    job = _job(ranking_splits, 2)
+    transform = FeatureTransform.from_json(job.features_json)
+    train, _ = train_common.encode_splits(ranking_splits.train, ranking_splits.valid, job)
+    got = train.to_pandas().sort_values(["_group", "_source_file", "_source_row"])
+    raw = ranking_splits.train.to_pandas().sort_values(["_group", "_source_file", "_source_row"])
+    assert set(got.columns) == set(transform.feature_names) | {
+        "label",
+        "_group",
+        "_bucket",
+        "_row_key",
+        "_source_file",
+        "_source_row",
+    }
+    np.testing.assert_array_equal(encoded_matrix(got, transform), transform.transform(raw))
 
 
 def _job(sp: prepare.Splits, workers: int) -> train_xgboost.XGBoostJob:

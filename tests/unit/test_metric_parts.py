@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import pickle
+import threading
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -252,3 +254,61 @@ def test_evaluate_blocks_equals_evaluate_on_the_whole_frame() -> None:
     assert evaluation.finish(evaluation.merge(parts)) == pytest.approx(
         evaluation.evaluate("binary", binary, "label"), rel=1e-12
     )
+
+
+def _ranks_gather(world: int) -> list[Any]:
+    """``gather`` functions for ``world`` threads standing in for training ranks: each call
+    returns every rank's object, once all have called (as ``all_gather_object`` does)."""
+    barrier = threading.Barrier(world)
+    slots: list[Any] = [None] * world
+    calls = [0] * world
+
+    def for_rank(r: int) -> Any:
+        def gather(obj: Any) -> list[Any]:
+            slots[r] = obj
+            calls[r] += 1
+            barrier.wait()
+            out = list(slots)
+            barrier.wait()  # nobody overwrites a slot before all have read
+            return out
+
+        return gather
+
+    return [for_rank(r) for r in range(world)]
+
+
+@pytest.mark.parametrize("task", ["binary", "ranking", "regression"])
+def test_ranks_merging_their_parts_get_the_whole_sets_metrics(task: str) -> None:
+    """Three ranks each holding a share of the rows (one holds none) all get the metrics of
+    every row, the same in each: what training ranks compute for early stopping."""
+    rng = np.random.default_rng(3)
+    n = 3000
+    groups = np.repeat(np.arange(300), 10)
+    y = rng.integers(0, 2 if task == "binary" else 4, n).astype(np.float64)
+    out = np.clip(y / 4 + rng.normal(0, 0.3, n), 1e-6, 1 - 1e-6)
+    owner = np.where(groups % 3 == 2, 1, 0)  # rank 2 holds nothing
+    blocks = [
+        [(y[owner == r], out[owner == r], groups[owner == r], None)] if r < 2 else []
+        for r in range(3)
+    ]
+    gathers = _ranks_gather(3)
+    results: list[dict[str, float]] = [{}] * 3
+
+    def rank(r: int) -> None:
+        results[r] = metric_parts.metrics_of_blocks(task, lambda: blocks[r], gather=gathers[r])[0]
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    expected = metric_parts.metrics_of_blocks(task, lambda: [(y, out, groups, None)])[0]
+    assert results[0] == results[1] == results[2]
+    _close(results[0], expected)
+    if task == "binary":
+        assert abs(results[0]["auc"] - metrics.binary_metrics(y, out)["auc"]) < 1e-4
+
+
+def test_merging_nothing_from_every_rank_is_refused() -> None:
+    with pytest.raises(ValueError, match="no rows to evaluate"):
+        metric_parts.metrics_of_blocks("regression", lambda: [])

@@ -8,10 +8,12 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import ndcg_score, roc_auc_score
 
+from components import shard_stream
 from components.losses import (
     LOSSES,
     bce_loss,
@@ -23,12 +25,14 @@ from components.losses import (
 )
 from components.torch_models import DLRM, MLP, ArchitectureSpec, build_model
 from components.torch_training import (
+    Window,
     group_batches,
     load_state,
     predict,
     row_batches,
     save_state,
     train_epoch,
+    window_batches,
 )
 
 torch.set_num_threads(2)
@@ -387,3 +391,39 @@ def test_regression_losses_against_references() -> None:
     # a pointwise loss ignores query ids
     g = torch.tensor([0, 0, 1, 1])
     assert float(mse_loss(out, y, g)) == float(mse_loss(out, y))
+
+
+def test_window_batches_shuffle_within_windows_each_row_once() -> None:
+    """A shard streamed in windows: every row once per epoch, rows mixed only within their
+    window, whole queries for ranking, the same order for the same seed."""
+    n = 1000
+    x = np.arange(n, dtype=np.float32)[:, None]
+    y = np.zeros(n, np.float32)
+    groups = np.repeat(np.arange(100), 10)
+    cuts = [(0, 400), (400, 800), (800, 1000)]
+
+    def windows() -> list[Window]:
+        return [(x[a:b], y[a:b], groups[a:b], None, []) for a, b in cuts]
+
+    for by_query in (False, True):
+        batches = list(window_batches(windows(), 64, seed=1, by_query=by_query))
+        rows = torch.cat([b["x"][:, 0] for b in batches]).long().numpy()
+        assert sorted(rows.tolist()) == list(range(n))
+        # the first window's rows come first, shuffled among themselves
+        assert sorted(rows[:400].tolist()) == list(range(400)) and rows[:400].tolist() != list(
+            range(400)
+        )
+        if by_query:
+            for b in batches:
+                q = b["group"].numpy()
+                assert all((q == g).sum() == 10 for g in np.unique(q))
+        again = torch.cat([b["x"][:, 0] for b in window_batches(windows(), 64, 1, by_query)])
+        other = torch.cat([b["x"][:, 0] for b in window_batches(windows(), 64, 2, by_query)])
+        assert again.long().tolist() == rows.tolist() and other.long().tolist() != rows.tolist()
+
+
+def test_shard_windows_join_frames_without_cutting_them() -> None:
+    frames = [pd.DataFrame({"v": range(k)}) for k in (5, 0, 7, 3, 9, 2)]
+    sizes = [len(w) for w in shard_stream.windows(iter(frames), 10)]
+    assert sizes == [12, 12, 2]
+    assert list(shard_stream.windows(iter([]), 10)) == []

@@ -32,7 +32,7 @@ from components.torch_training import (
     train_epoch,
 )
 from tests import bundles
-from tests.train_fakes import Context, Shard
+from tests.train_fakes import Context, encoded_shard
 
 torch.set_num_threads(2)
 
@@ -275,7 +275,10 @@ def test_the_train_worker_function_trains_on_sparse_columns(
     assert isinstance(train["ids"].dtype, pd.ArrowDtype)
     transform = bundles.features(train, numeric=("age",), categorical=("country",), sparse=("ids",))
     arch = _arch(kind, cardinalities=(transform.categorical[0].cardinality,))
-    shards = {"train_r0": Shard(train), "valid": Shard(valid)}
+    shards = {
+        "train_r0": encoded_shard(train, transform),
+        "valid_r0": encoded_shard(valid, transform),
+    }
     reports: list[dict[str, Any]] = []
     monkeypatch.setattr(ray.train, "get_context", lambda: Context())
     monkeypatch.setattr(ray.train, "get_dataset_shard", lambda name: shards[name])

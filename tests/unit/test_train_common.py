@@ -39,7 +39,6 @@ def _fake_worker(
     """Make this process look like rank ``rank`` of ``world``; returns the reports it makes."""
     shards = {f"train_r{r}": Shard(pd.DataFrame({"x": [float(r)]})) for r in range(world)}
     shards.update({f"valid_r{r}": Shard(pd.DataFrame({"x": [10.0 + r]})) for r in range(world)})
-    shards["valid"] = Shard(pd.DataFrame({"x": [9.0, 9.0]}))
     reports: list[tuple[dict[str, Any], Any]] = []
 
     def report(metrics: dict[str, Any], checkpoint: Any = None) -> None:
@@ -70,7 +69,7 @@ def test_each_rank_reads_the_shard_shard_datasets_names(
     assert train_common.valid_shard(rank, num_workers) == name.replace("train", "valid")
 
 
-def test_worker_start_reads_this_ranks_shards_the_whole_valid_split_and_parses_once(
+def test_worker_start_reads_this_ranks_shards_and_parses_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _fake_worker(monkeypatch, rank=1, world=2)
@@ -83,7 +82,6 @@ def test_worker_start_reads_this_ranks_shards_the_whole_valid_split_and_parses_o
     assert (setup.rank, setup.world_size, setup.restored) == (1, 2, None)
     assert train_common.frame(setup.train)["x"].tolist() == [1.0]
     assert train_common.frame(setup.valid)["x"].tolist() == [11.0]
-    assert len(train_common.frame(setup.whole_valid)) == 2
     assert setup.transform == TRANSFORM
     assert len(calls) == 1  # parsed once, in worker_start: a field, not a property
 

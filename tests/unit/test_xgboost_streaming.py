@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import xgboost
 
-from components import xgboost_model
+from components import shard_stream, xgboost_model
 from components.features import (
     CategoricalConfig,
     FeatureConfig,
@@ -79,7 +79,7 @@ def test_missing_and_unseen_categories_reach_xgboost_as_nan() -> None:
 
 def test_queries_are_never_cut_between_batches_and_ids_run_on() -> None:
     frame = _frame(2_000, queries=150)
-    cut = list(xgboost_model.whole_queries(_chunks(frame, 37)))
+    cut = list(shard_stream.whole_queries(_chunks(frame, 37)))
     assert sum(len(b) for b in cut) == 2_000
     firsts = [b["_group"].iloc[0] for b in cut]
     lasts = [b["_group"].iloc[-1] for b in cut]
@@ -97,7 +97,7 @@ def test_queries_are_never_cut_between_batches_and_ids_run_on() -> None:
 def test_an_unsorted_ranking_stream_is_refused_by_name() -> None:
     frame = _frame(100, queries=10).iloc[::-1].reset_index(drop=True)
     with pytest.raises(ValueError, match=r"not sorted by query \(_group\)"):
-        list(xgboost_model.whole_queries(_chunks(frame, 30)))
+        list(shard_stream.whole_queries(_chunks(frame, 30)))
 
 
 def test_ranking_weights_per_query_survive_batching() -> None:
