@@ -31,7 +31,7 @@ lint: $(STAMP)
 # front of the replicas changes (autoscaling is the controller's, the same behind either; a version
 # switch under load through HAProxy is the cluster tier's promote test); the cluster tier, which
 # starts its own multi-node Ray with `ray start`.
-HAPROXY_TESTS := ingress or killing or api_key
+HAPROXY_TESTS := ingress or killing or api_key or logged
 test: lint
 	$(VENV)/bin/pytest -m "not gpu and not cluster" --durations=15
 	RAY_SERVE_ENABLE_HA_PROXY=1 $(VENV)/bin/pytest tests/e2e/test_serve.py -m e2e -k "$(HAPROXY_TESTS)" --durations=5

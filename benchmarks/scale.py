@@ -688,6 +688,21 @@ def tables(results: list[dict[str, Any]]) -> list[str]:
                 p.get("split", outcome(p)),
             ]
         )
+    rates = []
+    for r in results:
+        first, p, n = r["rayline"][0], r["plain"], r["rows"]
+        s, ph = first["step_seconds"], p.get("phase_seconds", {})
+        rates.append(
+            [
+                f"{n:,}",
+                *(fmt_rate(n, s.get(k)) for k in ("ingest", "split", "features", "train")),
+                fmt_rate(n, first["seconds"]) if ok(first) else "-",
+                fmt_bytes_per_row(first.get("machine_increase"), n),
+                fmt_rate(n, ph.get("quantile_dmatrix_train")),
+                fmt_rate(n, p.get("seconds")),
+                fmt_bytes_per_row(p.get("peak_rss"), n),
+            ]
+        )
     return [
         md_table(
             [
@@ -721,7 +736,31 @@ def tables(results: list[dict[str, Any]]) -> list[str]:
             ],
             phases,
         ),
+        "Rows per second (thousands of the N rows per second of each step) and memory per row:",
+        md_table(
+            [
+                "rows",
+                "rayline ingest",
+                "split",
+                "features",
+                "train",
+                "rayline whole run",
+                "rayline machine B/row",
+                "plain QuantileDMatrix + train",
+                "plain whole run",
+                "plain peak RSS B/row",
+            ],
+            rates,
+        ),
     ]
+
+
+def fmt_rate(rows: int, seconds: float | None) -> str:
+    return f"{rows / seconds / 1e3:,.0f}k" if seconds else "-"
+
+
+def fmt_bytes_per_row(total: float | None, rows: int) -> str:
+    return f"{total / rows:,.0f}" if total else "-"
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:

@@ -2,7 +2,8 @@
 
 All serve the same model bundles through the same Predictor on 127.0.0.1:
 - rayline: the real application (FastAPI ingress, request checks, @serve.batch, autoscaling off
-  here: one replica, so the comparison is per replica);
+  here: one replica, so the comparison is per replica), its prediction log on (the default);
+- rayline_no_log: the same with ``serve.prediction_log.share: 0`` (what logging costs);
 - minimal Serve: what a user writes by hand, one class with ``__call__``, no batching;
 - bare FastAPI: one uvicorn process that loads the bundles and predicts request by request.
 
@@ -197,6 +198,9 @@ def run_phase(
         for model in ("tiny-classification", "tiny-ranking"):
             info = deploy(ServeArgs.model_validate({**common, "model": model}))
             assert info["ingress"] == ingress, f"asked for {ingress}, Serve uses {info['ingress']}"
+            # the same application without its prediction log (on by default): what logging costs
+            off = {"route_prefix": f"/no-log/{model}", "prediction_log": {"share": 0}}
+            deploy(ServeArgs.model_validate({**common, "model": model, **off}))
         serve.run(
             minimal_serve_app(predict_bundle, rank_bundle), name="minimal", route_prefix="/minimal"
         )
@@ -206,6 +210,10 @@ def run_phase(
             "rayline": {
                 "predict": f"{base}/tiny-classification/predict",
                 "rank": f"{base}/tiny-ranking/rank",
+            },
+            "rayline_no_log": {
+                "predict": f"{base}/no-log/tiny-classification/predict",
+                "rank": f"{base}/no-log/tiny-ranking/rank",
             },
             "minimal_serve": {"predict": f"{base}/minimal/predict", "rank": f"{base}/minimal/rank"},
             "bare_fastapi": {"predict": f"{bare_url}/predict", "rank": f"{bare_url}/rank"},
@@ -249,18 +257,20 @@ def table(results: list[dict[str, Any]]) -> str:
     index = {(r["ingress"], r["endpoint"], r["concurrency"], r["server"]): r for r in results}
     lines = [
         "| endpoint | clients | server | ingress | req/s | p50 ms | p99 ms | errors "
-        "| vs bare FastAPI | vs minimal Serve (proxy) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| vs bare FastAPI | vs minimal Serve (proxy) | log on / off |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         bare = index[(r["ingress"], r["endpoint"], r["concurrency"], "bare_fastapi")]["rps"]
         minimal = index.get(("proxy", r["endpoint"], r["concurrency"], "minimal_serve"))
         vs_minimal = f"{r['rps'] / minimal['rps']:.2f}" if minimal else "-"
         ingress = "-" if r["server"] == "bare_fastapi" else r["ingress"]
+        off = index.get((r["ingress"], r["endpoint"], r["concurrency"], "rayline_no_log"))
+        vs_off = f"{r['rps'] / off['rps']:.2f}" if off and r["server"] == "rayline" else "-"
         lines.append(
             f"| /{r['endpoint']} | {r['concurrency']} | {r['server']} | {ingress} "
             f"| {r['rps']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} "
-            f"| {r['rps'] / bare:.2f} | {vs_minimal} |"
+            f"| {r['rps'] / bare:.2f} | {vs_minimal} | {vs_off} |"
         )
     return "\n".join(lines) + "\n"
 

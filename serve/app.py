@@ -7,10 +7,18 @@ The bundle to serve travels in ``user_config``: a new version reaches running re
 
 Endpoints (under the route prefix): POST /predict, POST /rank, GET /healthz, GET /model,
 and FastAPI's /docs and /openapi.json.
+
+Every answer carries Serve's ``X-Request-Id`` header: the client's own ``X-Request-Id``, or one
+Serve generated; the log keys records by it. Answered requests go to the prediction
+log (``serve.prediction_log``; components.prediction_log) unless the request has an
+``X-Rayline-No-Log`` header; its counts are in ``/model`` and in Serve's metrics
+(``rayline_prediction_log_records_total`` by outcome).
 """
 
 import logging
 import os
+import time
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,9 +29,10 @@ from ray import serve
 from starlette.exceptions import HTTPException
 
 from components.features import Columns
+from components.prediction_log import LogSettings, LogStats, PredictionLog, Record, new_request_id
 from components.predictor import Scored
 from components.registry import Registry
-from serve.config import ServeArgs
+from serve.config import PredictionLogOptions, ServeArgs
 from serve.guards import BodyLimit, GuardSettings, RequireKey
 from serve.schemas import (
     BatchingStats,
@@ -91,6 +100,57 @@ def _json(body: Body) -> Response:
     return Response(body_json(body), media_type="application/json")
 
 
+REQUEST_ID = "x-request-id"
+NO_LOG = "x-rayline-no-log"
+
+
+def request_id(request: Request) -> str:
+    """This request's id: Serve's (the client's ``X-Request-Id``, or one Serve generated and
+    puts on the response), under either ingress."""
+    # Serve's proxy, HAProxy and the replica's own ingress put it in the request's headers
+    return request.headers.get(REQUEST_ID) or new_request_id()
+
+
+def no_log(request: Request) -> bool:
+    """Whether the request asks to stay out of the prediction log (any value but 0/false/no)."""
+    value = request.headers.get(NO_LOG)
+    return value is not None and value.strip().lower() not in ("0", "false", "no")
+
+
+def log_settings(options: PredictionLogOptions) -> LogSettings:
+    return LogSettings(
+        share=options.share,
+        queue_records=options.queue_records,
+        flush_records=max(1, min(10_000, options.queue_records // 2)),
+        flush_seconds=options.flush_seconds,
+        drop_fields=tuple(options.drop_fields),
+    )
+
+
+class LogMetrics:
+    """Serve (Ray) metrics of a replica's prediction log: records by outcome, as counters."""
+
+    OUTCOMES = ("written", "dropped", "not_sampled", "not_logged")
+
+    def __init__(self, model: str) -> None:
+        from ray.util.metrics import Counter
+
+        self.counter = Counter(
+            "rayline_prediction_log_records",
+            description="prediction log records by outcome",
+            tag_keys=("model", "outcome"),
+        )
+        self.model = model
+        self.last = LogStats()
+
+    def __call__(self, stats: LogStats) -> None:
+        for outcome in self.OUTCOMES:
+            delta = getattr(stats, outcome) - getattr(self.last, outcome)
+            if delta > 0:
+                self.counter.inc(delta, tags={"model": self.model, "outcome": outcome})
+        self.last = stats
+
+
 def read_api_key(args: ServeArgs) -> bytes | None:
     """The replica's API key (None with auth none), from the key file if one is set, else the
     environment variable. A missing or empty source raises ReplicaConfigError naming it: with
@@ -133,6 +193,7 @@ class ModelServer:
         self.batching = BatchingStats()
         self.auth = "api_key"
         self.config: dict[str, Any] = {}
+        self.log: PredictionLog | None = None
         if config:
             self.reconfigure(config)
 
@@ -175,7 +236,62 @@ class ModelServer:
         batcher: Any = self._score  # serve.batch's wrapper carries the setters
         batcher.set_max_batch_size(args.max_batch_size)
         batcher.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
+        self._configure_log(args)
         self.config = dict(config)
+
+    def _configure_log(self, args: ServeArgs) -> None:
+        """A new log when where or how it logs changed (the old one writes what it holds)."""
+        settings = log_settings(args.prediction_log)
+        old = self.log
+        if old is not None and (old.storage, old.model, old.settings) == (
+            args.storage,
+            args.model,
+            settings,
+        ):
+            return
+        if old is not None:
+            old.close()
+        self.log = None
+        if settings.share > 0:
+            self.log = PredictionLog(
+                args.storage, args.model, settings, on_written=LogMetrics(args.model)
+            ).start()
+
+    def __del__(self) -> None:
+        # Serve calls this when it stops the replica: what is queued is written first
+        log = getattr(self, "log", None)
+        if log is not None:
+            log.close()
+
+    def _answer(
+        self,
+        request: Request,
+        started: float,
+        route: str,
+        rows: int,
+        body: Any,
+        out: Body,
+    ) -> Response:
+        """The response, with its request id, and the request handed to the log."""
+        rid = request_id(request)
+        response = _json(out)
+        scorer = self.scorer
+        if self.log is not None and scorer is not None:
+            self.log.offer(
+                Record(
+                    request_id=rid,
+                    ts=time.time() - (time.perf_counter() - started),
+                    model=scorer.model,
+                    version=scorer.version,
+                    route=route,
+                    rows=rows,
+                    features=body,
+                    outputs=out,
+                    latency_ms=(time.perf_counter() - started) * 1e3,
+                ),
+                no_log=no_log(request),
+            )
+        return response
 
     def check_health(self) -> None:
         if self.scorer is None:
@@ -199,19 +315,23 @@ class ModelServer:
         return score_frames(self.scorer.predictor, frames)
 
     @api.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
-    async def predict(self, body: PredictRequest) -> Response:
+    async def predict(self, body: PredictRequest, request: Request) -> Response:
+        started = time.perf_counter()
         scorer = self._loaded()
         frame = scorer.frame(body.rows, "rows", scorer.limits.max_rows)
-        return _json(scorer.predict_response(await self._score(frame)))
+        out = scorer.predict_response(await self._score(frame))
+        return self._answer(request, started, "predict", len(body.rows), body, out)
 
     @api.post("/rank", response_model=RankResponse, response_model_exclude_none=True)
-    async def rank(self, body: RankRequest) -> Response:
+    async def rank(self, body: RankRequest, request: Request) -> Response:
+        started = time.perf_counter()
         scorer = self._loaded()
         if len(body.candidates) > scorer.limits.max_candidates:
             scorer.frame(body.candidates, "candidates", scorer.limits.max_candidates)  # raises 413
         rows = scorer.merge_query(body.query, body.candidates)
         frame = scorer.frame(rows, "candidates", scorer.limits.max_candidates)
-        return _json(scorer.rank_response(await self._score(frame), body.top_k))
+        out = scorer.rank_response(await self._score(frame), body.top_k)
+        return self._answer(request, started, "rank", len(body.candidates), body, out)
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
@@ -231,6 +351,8 @@ class ModelServer:
         # built once at load (the bundle hash, trimmed metrics and lineage): nothing read here
         info = self._loaded().info()  # a fresh copy
         info.batching = self.batching.model_copy()
+        if self.log is not None:
+            info.prediction_log = asdict(self.log.snapshot())
         return info
 
 

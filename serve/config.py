@@ -19,7 +19,26 @@ USER_CONFIG_FIELDS = (
     "auth",
     "api_key_env",
     "api_key_file",
+    "prediction_log",
 )
+
+
+class PredictionLogOptions(BaseModel):
+    """What a replica writes of the requests it answers (components.prediction_log): to
+    ``<storage>/logs/<model>/date=.../`` as Parquet, in batches, off the request's path."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    share: float = Field(
+        default=1.0, ge=0, le=1, description="requests logged: 1 all, 0 none (by request id)"
+    )
+    drop_fields: tuple[str, ...] = Field(
+        default=(), description="features never written (e.g. personal data)"
+    )
+    # Records waiting in memory; beyond it new ones are dropped and counted (a request is never
+    # slowed or failed by its log). ~1-2 KB each for a one-row request.
+    queue_records: int = Field(default=100_000, ge=1)
+    flush_seconds: float = Field(default=5.0, gt=0, le=3600)
 
 
 class ServeOptions(BaseModel):
@@ -75,6 +94,7 @@ class ServeOptions(BaseModel):
     api_key_file: str | None = None
     # Ray node labels the replicas' nodes must carry, e.g. {node-type: gpu} with num_gpus: 1
     label_selector: dict[str, str] | None = None
+    prediction_log: PredictionLogOptions = PredictionLogOptions()
 
     @model_validator(mode="after")
     def _consistent(self) -> ServeOptions:
@@ -116,7 +136,7 @@ class ServeArgs(ServeOptions):
     alias: str = "production"
 
     def user_config(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in USER_CONFIG_FIELDS}
+        return self.model_dump(mode="json", include=set(USER_CONFIG_FIELDS))
 
     def prefix(self) -> str:
         return self.route_prefix or f"/{self.model}"

@@ -134,3 +134,8 @@ class ModelInfo(BaseModel):
     batching: BatchingStats | None = Field(
         default=None, description="the answering replica's batches (one replica of several)"
     )
+    prediction_log: dict[str, int | str] | None = Field(
+        default=None,
+        description="the answering replica's prediction log: records offered, written, "
+        "dropped (queue full or unwritable), not sampled, not logged (X-Rayline-No-Log)",
+    )

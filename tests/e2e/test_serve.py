@@ -514,6 +514,70 @@ def test_fuzzed_requests_never_get_a_server_error(served: dict) -> None:
         check()
 
 
+def _logged(storage: str, model: str) -> pd.DataFrame:
+    import pyarrow.dataset as pds
+
+    folder = Path(storage, "logs", model)
+    if not folder.exists():
+        return pd.DataFrame({"request_id": []})
+    return pds.dataset(folder, format="parquet", partitioning="hive").to_table().to_pandas()
+
+
+def test_every_answered_request_is_logged_once_under_load(served: dict) -> None:
+    """4 clients, 400 requests: each logged request is in the Parquet log exactly once with
+    what was sent and answered; X-Rayline-No-Log keeps a request out; ids are echoed."""
+    url, model = str(served["tiny-classification"]), "tiny-classification"
+    before = httpx.get(f"{url}/model").json()["prediction_log"]
+    answers: dict[str, tuple[int, dict, dict]] = {}
+    skipped: set[str] = set()
+
+    def client(t: int) -> None:
+        with httpx.Client(timeout=30) as c:
+            for i in range(100):
+                rid = f"log-{t}-{i}"
+                row = {**_row(), "num_0": t + i / 100}
+                headers = {"X-Request-Id": rid}
+                if i % 10 == 0:
+                    headers["X-Rayline-No-Log"] = "1"
+                    skipped.add(rid)
+                r = c.post(f"{url}/predict", json={"rows": [row]}, headers=headers)
+                assert r.headers["x-request-id"] == rid
+                answers[rid] = (r.status_code, row, r.json())
+
+    threads = [threading.Thread(target=client, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert {s for s, _, _ in answers.values()} == {200} and len(answers) == 400
+    generated = httpx.post(f"{url}/predict", json={"rows": [_row()]}).headers["x-request-id"]
+    assert generated and generated not in answers
+    deadline = time.time() + 30  # the writer flushes every 5 s
+    while True:
+        stats = httpx.get(f"{url}/model").json()["prediction_log"]
+        done = stats["written"] + stats["dropped"] - before["written"] - before["dropped"]
+        if done >= 361 or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert stats["not_logged"] - before["not_logged"] == 40
+    assert stats["dropped"] == before["dropped"] and stats["queued"] == 0
+    logs = _logged(str(served["storage"]), model)
+    mine = logs[logs["request_id"].str.startswith("log-")]
+    assert mine["request_id"].is_unique and set(mine["request_id"]) == set(answers) - skipped
+    assert generated in set(logs["request_id"])
+    for rec in mine.itertuples():
+        _, row, body = answers[rec.request_id]
+        assert json.loads(rec.features)["rows"] == [row]
+        assert json.loads(rec.outputs) == body
+        assert (rec.model, rec.version, rec.route, rec.answered_by) == (
+            model,
+            1,
+            "predict",
+            "production",
+        )
+        assert rec.latency_ms > 0
+
+
 def test_switching_versions_under_load_drops_nothing(served: dict) -> None:
     storage = str(served["storage"])
     reg = Registry(storage)
