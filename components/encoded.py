@@ -60,8 +60,13 @@ def column_codes(
         encoded = pc.dictionary_encode(array)
     except pa.ArrowNotImplementedError:  # a type Arrow cannot hash: value by value
         return transform.codes(p, as_pandas(array)).astype(np.int32)
-    # the dictionary's values keep the column's type, so their text is the column's
-    per_value = transform.codes(p, as_pandas(encoded.dictionary)).astype(np.int32)
+    values = encoded.dictionary
+    if pa.types.is_integer(values.type) and array.null_count:
+        # pandas reads an integer column with nulls as float64 (beyond 2**53 rounded); the
+        # transform was fitted, and rows are transformed, on what pandas reads
+        values = values.cast(pa.float64(), safe=False)
+    # otherwise the dictionary keeps the column's type, so its values read as the column's do
+    per_value = transform.codes(p, as_pandas(values)).astype(np.int32)
     index = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     out = np.zeros(len(array), np.int32)
     present = index >= 0

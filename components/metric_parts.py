@@ -849,25 +849,45 @@ def metrics_of_blocks(
     every decision and the result, are the same in each. ``blocks()`` may yield nothing.
     """
 
-    def merged(local: list[Any], merge_fn: Callable[[Sequence[Any]], Any]) -> Any:
-        mine = merge_fn(local) if local else None
+    def merged(local: Callable[[], list[Any]], merge_fn: Callable[[Sequence[Any]], Any]) -> Any:
+        # A bad block on one process must fail them all, not leave the others waiting in the
+        # gather: the error travels as that process's part and every process raises it.
+        mine: Any
+        try:
+            parts = local()
+            mine = merge_fn(parts) if parts else None
+        except ValueError as e:
+            mine = _Failed(str(e))
         found = [p for p in gather(mine) if p is not None]
+        failed = [p.message for p in found if isinstance(p, _Failed)]
+        if failed:
+            raise ValueError(failed[0])
         if not found:
             raise ValueError("no rows to evaluate")
         return merge_fn(found)
 
-    part = merged([partial(task, y, out, g, w, **options) for y, out, g, w in blocks()], merge)
+    part = merged(
+        lambda: [partial(task, y, out, g, w, **options) for y, out, g, w in blocks()], merge
+    )
     if isinstance(part, BinaryPart):
         for _ in range(REFINE_PASSES):
             grid = refine(part, tolerance)
             if grid is None:
                 break
-            auc = merged(
-                [
+
+            def auc_parts(grid: AucGrid = grid) -> list[Any]:
+                return [
                     auc_partial(np.asarray(y).astype(np.int64), out, w, grid)
                     for y, out, _, w in blocks()
-                ],
-                merge_auc,
-            )
+                ]
+
+            auc = merged(auc_parts, merge_auc)
             part = replace(part, auc=auc)
     return finish(part), part
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A process's part when its blocks were refused (``metrics_of_blocks``'s gather)."""
+
+    message: str

@@ -197,7 +197,10 @@ class PredictionLog:
 
     def __post_init__(self) -> None:
         self._queue: deque[Record] = deque()
-        self._lock = threading.Lock()  # counters and the sequence; the deque is thread-safe
+        self._lock = threading.Lock()  # the queue, the counters, the sequence
+        self._flushing = threading.Lock()  # one flush at a time (writer thread, close())
+        self._inflight = 0  # records taken off the queue by a flush and not yet settled
+        self._closed = False
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -211,6 +214,9 @@ class PredictionLog:
         to be, or dropped because the queue is full)."""
         with self._lock:
             self.stats.offered += 1
+            if self._closed:  # the replica moved on to a new log; never queued forever
+                self.stats.dropped += 1
+                return False
             if no_log:
                 self.stats.not_logged += 1
                 return False
@@ -229,19 +235,21 @@ class PredictionLog:
     # -- the writer's side --------------------------------------------------------------------
     def flush(self) -> int:
         """Write what is queued (and retry what failed last time); the records written."""
-        records: list[Record] = []
-        while self._queue:
-            records.append(self._queue.popleft())
-        retry, self._retry = self._retry, []
-        written = 0
-        for p in retry:
-            written += self._write(p, last_try=True)
-        by_day: dict[str, list[Record]] = {}
-        for r in records:
-            by_day.setdefault(_day(r.ts), []).append(r)
-        for day, batch in by_day.items():
-            written += self._write(_Pending(day, batch, self._next_name()), last_try=False)
-        if self.on_written is not None and (records or retry):
+        with self._flushing:
+            with self._lock:
+                records = list(self._queue)
+                self._queue.clear()
+                retry, self._retry = self._retry, []
+                self._inflight = len(records) + sum(len(p.records) for p in retry)
+            written = 0
+            for p in retry:
+                written += self._write(p, last_try=True)
+            by_day: dict[str, list[Record]] = {}
+            for r in records:
+                by_day.setdefault(_day(r.ts), []).append(r)
+            for day, batch in by_day.items():
+                written += self._write(_Pending(day, batch, self._next_name()), last_try=False)
+        if self.on_written is not None:  # every flush: the metrics follow every count
             self.on_written(self.snapshot())
         return written
 
@@ -251,20 +259,24 @@ class PredictionLog:
             return f"{self.writer}-{self._seq:06d}.parquet"
 
     def _write(self, p: _Pending, last_try: bool) -> int:
+        rel = f"date={p.day}/{p.name}"
         try:
             sink = pa.BufferOutputStream()
             pq.write_table(to_table(p.records, self.settings.drop_fields), sink)
-            self._store.write_bytes(f"date={p.day}/{p.name}", sink.getvalue().to_pybytes())
+            self._store.write_bytes(rel, sink.getvalue().to_pybytes())
         except Exception as e:  # a log must never take the replica down
             with self._lock:
+                self._inflight -= len(p.records)
                 self.stats.write_errors += 1
-                self.stats.last_error = f"{type(e).__name__}: {e}"[:500]
+                where = f"{log_folder(self.storage, self.model)}/{rel}"
+                self.stats.last_error = f"{where}: {type(e).__name__}: {e}"[:500]
                 if last_try:
                     self.stats.dropped += len(p.records)
-            if not last_try:
-                self._retry.append(p)
+                else:
+                    self._retry.append(p)
             return 0
         with self._lock:
+            self._inflight -= len(p.records)
             self.stats.written += len(p.records)
             self.stats.files += 1
         return len(p.records)
@@ -273,7 +285,9 @@ class PredictionLog:
         """The counts now (a copy)."""
         with self._lock:
             out = LogStats(**asdict(self.stats))
-        out.queued = len(self._queue) + sum(len(p.records) for p in self._retry)
+            out.queued = (
+                len(self._queue) + self._inflight + sum(len(p.records) for p in self._retry)
+            )
         return out
 
     def start(self) -> PredictionLog:
@@ -290,13 +304,16 @@ class PredictionLog:
             self.flush()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Write everything queued and stop the writer thread."""
+        """Stop taking records (later offers count as dropped), write everything queued and
+        stop the writer thread. Blocks while it writes: call it off a request's event loop."""
+        with self._lock:
+            self._closed = True
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        self.flush()
+        self.flush()  # safe beside a writer still busy: flushes take turns
         if self._retry:  # one more try for what just failed, then it counts as dropped
             self.flush()
 

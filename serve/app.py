@@ -17,6 +17,7 @@ log (``serve.prediction_log``; components.prediction_log) unless the request has
 
 import logging
 import os
+import threading
 import time
 from dataclasses import asdict
 from typing import Any
@@ -249,8 +250,8 @@ class ModelServer:
             settings,
         ):
             return
-        if old is not None:
-            old.close()
+        if old is not None:  # it writes what it holds in a thread: reconfigure does not wait
+            threading.Thread(target=old.close, name="rayline-log-close", daemon=True).start()
         self.log = None
         if settings.share > 0:
             self.log = PredictionLog(
@@ -267,16 +268,17 @@ class ModelServer:
         self,
         request: Request,
         started: float,
+        scorer: ModelScorer,
         route: str,
         rows: int,
         body: Any,
         out: Body,
     ) -> Response:
-        """The response, with its request id, and the request handed to the log."""
+        """The response, and the request handed to the log (``scorer``: the one that answered,
+        not whichever a reconfigure installed since)."""
         rid = request_id(request)
         response = _json(out)
-        scorer = self.scorer
-        if self.log is not None and scorer is not None:
+        if self.log is not None:
             self.log.offer(
                 Record(
                     request_id=rid,
@@ -320,7 +322,7 @@ class ModelServer:
         scorer = self._loaded()
         frame = scorer.frame(body.rows, "rows", scorer.limits.max_rows)
         out = scorer.predict_response(await self._score(frame))
-        return self._answer(request, started, "predict", len(body.rows), body, out)
+        return self._answer(request, started, scorer, "predict", len(body.rows), body, out)
 
     @api.post("/rank", response_model=RankResponse, response_model_exclude_none=True)
     async def rank(self, body: RankRequest, request: Request) -> Response:
@@ -331,7 +333,7 @@ class ModelServer:
         rows = scorer.merge_query(body.query, body.candidates)
         frame = scorer.frame(rows, "candidates", scorer.limits.max_candidates)
         out = scorer.rank_response(await self._score(frame), body.top_k)
-        return self._answer(request, started, "rank", len(body.candidates), body, out)
+        return self._answer(request, started, scorer, "rank", len(body.candidates), body, out)
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:

@@ -131,16 +131,38 @@ def _gather(world: int) -> Callable[[Any], Sequence[Any]]:
     return gather
 
 
+def _scored(
+    model: torch.nn.Module,
+    va: pd.DataFrame,
+    xv: np.ndarray | None,
+    xvs: Sequence[Any],
+    job: TorchJob,
+    device: torch.device,
+) -> list[pd.DataFrame]:
+    """This rank's validation rows with the model's outputs (none when it holds no rows)."""
+    if xv is None:
+        return []
+    scored = va[[job.label] + [c for c in ("_group", "_row_key", WEIGHT) if c in va]].copy()
+    out = torch_training.predict(model, xv, job.task, device=device, sparse=xvs)
+    if task_info(job.task).proba:
+        for k in range(out.shape[1]):
+            scored[f"proba_{k}"] = out[:, k]
+    else:
+        scored["score"] = out
+    return [scored]
+
+
 def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Runs on every Ray Train worker (or in the driver when num_workers is 0)."""
     job = TorchJob(**config["job"])
     setup = worker_start(job, _load)
     world, transform = setup.world_size, setup.transform
     arch = ArchitectureSpec.from_json(job.arch_json)
-    # this rank's share of the validation split, held (encoded) for every epoch's scoring
+    # this rank's share of the validation split, held (encoded) for every epoch's scoring; a
+    # rank may hold none of it (fewer queries than ranks): it still joins every gather
     va = frame(setup.valid)
-    xv = encoded_matrix(va, transform)
-    xvs = torch_training.sparse_matrices(va, arch)
+    xv = encoded_matrix(va, transform) if len(va) else None
+    xvs = torch_training.sparse_matrices(va, arch) if len(va) else []
     gather = _gather(world)
     device = torch.device("cuda" if job.use_gpu and torch.cuda.is_available() else "cpu")
     if world > 1:
@@ -184,16 +206,10 @@ def train_fn_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                 model, stream, job.loss, optimizer, device, autocast, timings
             )
         train_seconds = time.perf_counter() - epoch_started
-        scored = va[[job.label] + [c for c in ("_group", "_row_key", WEIGHT) if c in va]].copy()
-        out = torch_training.predict(plain, xv, job.task, device=device, sparse=xvs)
-        if task_info(job.task).proba:
-            for k in range(out.shape[1]):
-                scored[f"proba_{k}"] = out[:, k]
-        else:
-            scored["score"] = out
+        scored = _scored(plain, va, xv, xvs, job, device)
         # this rank's part merged with every other rank's: the whole split's metrics, on each
         metrics = evaluation.evaluate_blocks(
-            job.task, partial(list, [scored]), job.label, gather=gather, **job.eval_kwargs
+            job.task, partial(list, scored), job.label, gather=gather, **job.eval_kwargs
         )
         value = metrics[job.metric]
         improved = best["value"] is None or (

@@ -112,6 +112,21 @@ def test_raw_columns_are_dropped_and_empty_batches_keep_the_schema(
     assert empty.num_rows == 0 and empty.schema == out.schema
 
 
+def test_large_integer_ids_with_nulls_code_as_the_transform_reads_them() -> None:
+    """pandas reads an int64 column with nulls as float64: the encoded path must agree with
+    the transform fitted and applied on that reading, also beyond 2**53."""
+    config = FeatureConfig(
+        numeric=(),
+        categorical=(CategoricalConfig("uid"), CategoricalConfig("hid", "hash", hash_buckets=97)),
+    )
+    ids = [2**60 + 1, None, 2**60 + 1, 7, 2**53 + 1]
+    raw = pa.table({"uid": pa.array(ids, pa.int64()), "hid": pa.array(ids, pa.int64())})
+    t = fit_transform([partial_stats(raw.to_pandas(), config)], config)
+    out = encode_table(raw, t, keep=[]).to_pandas()
+    np.testing.assert_array_equal(encoded_matrix(out, t), t.transform(raw.to_pandas()))
+    assert out["uid"].tolist()[0] > 0  # in the vocabulary, as fitted
+
+
 def test_a_missing_feature_column_is_named(transform: FeatureTransform) -> None:
     with pytest.raises(KeyError, match=r"\['h'\]"):
         encode_table(table(10, 3).drop_columns(["h"]), transform, keep=[])

@@ -312,3 +312,26 @@ def test_ranks_merging_their_parts_get_the_whole_sets_metrics(task: str) -> None
 def test_merging_nothing_from_every_rank_is_refused() -> None:
     with pytest.raises(ValueError, match="no rows to evaluate"):
         metric_parts.metrics_of_blocks("regression", lambda: [])
+
+
+def test_a_rank_with_bad_rows_fails_every_rank_instead_of_leaving_them_waiting() -> None:
+    gathers = _ranks_gather(2)
+    errors: list[str] = ["", ""]
+    good = (np.array([0.0, 1.0]), np.array([0.2, 0.9]), None, None)
+    bad = (np.array([0.0, 3.0]), np.array([0.2, 0.9]), None, None)  # 3 is no binary label
+
+    def rank(r: int) -> None:
+        try:
+            metric_parts.metrics_of_blocks(
+                "binary", lambda: [good if r == 0 else bad], gather=gathers[r]
+            )
+        except ValueError as e:
+            errors[r] = str(e)
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert errors[0] == errors[1] != ""

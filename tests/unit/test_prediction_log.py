@@ -171,3 +171,21 @@ def test_share_bounds(tmp_path: Path, share: float) -> None:
     log.offer(record(1))
     log.close()
     assert len(read_logs(tmp_path)) == int(share)
+
+
+def test_offers_after_close_are_counted_as_dropped_never_left_queued(tmp_path: Path) -> None:
+    log = PredictionLog(str(tmp_path), "ctr").start()
+    log.offer(record(1))
+    log.close()
+    assert not log.offer(record(2))
+    s = log.snapshot()
+    assert (s.offered, s.written, s.dropped, s.queued) == (2, 1, 1, 0)
+    log.close()  # twice is harmless
+
+
+def test_a_failed_write_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "logs").write_text("blocked")
+    log = PredictionLog(str(tmp_path), "ctr", writer="w1")
+    log.offer(record(1))
+    log.flush()
+    assert "logs/ctr/date=2025-12-02/w1-000001.parquet" in log.snapshot().last_error
