@@ -126,11 +126,9 @@ class Runner:
             with timer.step("ingest", "reading and validating with Ray Data"):
                 ingested = prepare.ingest(ctx)
             with timer.step("split", f"{spec.split.method} split"):
-                split = self.resume.run(prep, lambda: prepare.split(ctx, ingested))
-            # the splits are in Parquet now: continue from there and release the object
-            # store's copy of the ingested rows
+                res.prepared = self.resume.run(prep, lambda: prepare.split(ctx, ingested))
+            # the ingested rows are in the splits now: release the object store's copy
             del ingested
-            res.prepared = prepare.stored(ctx, split)
         prepared = res.prepared
 
         feat = features.reusable(ctx, features.input_key(ctx, prep.key))

@@ -76,8 +76,7 @@ class Ingested:
 
 @dataclass(frozen=True)
 class Prepared:
-    """The three splits (Ray datasets), their sizes, and what ingest saw. Once stored, the
-    splits are read from their Parquet files (``stored``), not held in the object store."""
+    """The three splits (materialized Ray datasets), their sizes, and what ingest saw."""
 
     train: Any
     valid: Any
@@ -181,18 +180,6 @@ def split(ctx: RunContext, ingested: Ingested) -> Prepared:
     return Prepared(sp.train, sp.valid, sp.test, sp.rows, sp.groups, ingested.data)
 
 
-def stored(ctx: RunContext, p: Prepared) -> Prepared:
-    """``p`` with its splits read from the run's ``prepared/`` Parquet (written by the split
-    step): later steps stream them from there, so the object store lets go of the ingested rows
-    (at 10M CTR rows ~6 GB) and holds only what training encodes."""
-    from components.steps import parquet_io
-
-    def read(name: str) -> Any:
-        return parquet_io.read(ctx.paths.prepared_split(name))
-
-    return dataclasses.replace(p, train=read("train"), valid=read("valid"), test=read("test"))
-
-
 def reusable(ctx: RunContext, key: str) -> resume.Reusable[Prepared]:
     """The prepared splits as Parquet under the run's ``prepared/`` folder."""
     paths = ctx.paths
@@ -207,8 +194,13 @@ def reusable(ctx: RunContext, key: str) -> resume.Reusable[Prepared]:
         return {"data": p.data.to_dict(), "rows": p.rows, "groups": p.groups, "splits": p.summary}
 
     def load(doc: dict[str, Any]) -> Prepared:
+        from components.steps import parquet_io
+
+        parts = {
+            name: parquet_io.read(paths.prepared_split(name)).materialize() for name in SPLIT_NAMES
+        }
         data = DataSummary(**doc["data"])
         ctx.out(f"    reused: {data.rows_used:,} rows, splits {doc['rows']}")
-        return stored(ctx, Prepared(None, None, None, doc["rows"], doc["groups"], data))
+        return Prepared(**parts, rows=doc["rows"], groups=doc["groups"], data=data)
 
     return resume.Reusable(("ingest", "split"), paths.prepared, key, save, load)
