@@ -24,6 +24,7 @@ fields), ``outputs`` (JSON: the response body), ``latency_ms`` (arrival to respo
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 import uuid
@@ -95,8 +96,8 @@ class Record:
     version: int
     route: str
     rows: int
-    features: Any  # the request body (JSON-able: dicts, lists, pydantic models)
-    outputs: Any  # the response body
+    features: Any  # the request body: its JSON bytes, or JSON-able (dicts, pydantic models)
+    outputs: Any  # the response body (the same kinds)
     latency_ms: float
     answered_by: str = "production"
     shadow_version: int | None = None
@@ -143,10 +144,16 @@ def to_table(records: list[Record], drop: Iterable[str] = ()) -> pa.Table:
     drop = tuple(drop)
 
     def js(v: Any) -> str | None:
+        if isinstance(v, bytes | bytearray):  # already JSON (the bytes sent or answered)
+            return bytes(v).decode("utf-8", errors="replace")
         return None if v is None else pydantic_core.to_json(v, inf_nan_mode="null").decode()
 
-    def plain(v: Any) -> Any:  # request models (pydantic) as dicts, so fields can be dropped
-        return pydantic_core.to_jsonable_python(v) if drop else v
+    def plain(v: Any) -> Any:  # bodies as dicts, so fields can be dropped
+        if not drop:
+            return v
+        if isinstance(v, bytes | bytearray):
+            return json.loads(v)
+        return pydantic_core.to_jsonable_python(v)
 
     return pa.table(
         {

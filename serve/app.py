@@ -271,11 +271,13 @@ class ModelServer:
         scorer: ModelScorer,
         route: str,
         rows: int,
-        body: Any,
+        body: bytes,
         out: Body,
     ) -> Response:
         """The response, and the request handed to the log (``scorer``: the one that answered,
-        not whichever a reconfigure installed since)."""
+        not whichever a reconfigure installed since). ``body``: the request's JSON bytes (read
+        once already, to parse it); the log takes them and the response's bytes as they are, so
+        nothing is serialised again for it."""
         rid = request_id(request)
         response = _json(out)
         if self.log is not None:
@@ -288,7 +290,7 @@ class ModelServer:
                     route=route,
                     rows=rows,
                     features=body,
-                    outputs=out,
+                    outputs=bytes(response.body),
                     latency_ms=(time.perf_counter() - started) * 1e3,
                 ),
                 no_log=no_log(request),
@@ -322,7 +324,8 @@ class ModelServer:
         scorer = self._loaded()
         frame = scorer.frame(body.rows, "rows", scorer.limits.max_rows)
         out = scorer.predict_response(await self._score(frame))
-        return self._answer(request, started, scorer, "predict", len(body.rows), body, out)
+        raw = await request.body()  # cached: FastAPI read it to parse the body
+        return self._answer(request, started, scorer, "predict", len(body.rows), raw, out)
 
     @api.post("/rank", response_model=RankResponse, response_model_exclude_none=True)
     async def rank(self, body: RankRequest, request: Request) -> Response:
@@ -333,7 +336,8 @@ class ModelServer:
         rows = scorer.merge_query(body.query, body.candidates)
         frame = scorer.frame(rows, "candidates", scorer.limits.max_candidates)
         out = scorer.rank_response(await self._score(frame), body.top_k)
-        return self._answer(request, started, scorer, "rank", len(body.candidates), body, out)
+        raw = await request.body()
+        return self._answer(request, started, scorer, "rank", len(body.candidates), raw, out)
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:

@@ -189,3 +189,19 @@ def test_a_failed_write_names_the_file(tmp_path: Path) -> None:
     log.offer(record(1))
     log.flush()
     assert "logs/ctr/date=2025-12-02/w1-000001.parquet" in log.snapshot().last_error
+
+
+def test_bodies_given_as_json_bytes_are_written_as_sent(tmp_path: Path) -> None:
+    sent = b'{"rows": [{"age": 1, "email": "x@y"}]}'
+    answered = b'{"model":"ctr","version":3,"predictions":[{"score":0.5}]}'
+    for drop, expected in (
+        ((), {"rows": [{"age": 1, "email": "x@y"}]}),
+        (("email",), {"rows": [{"age": 1}]}),
+    ):
+        folder = tmp_path / f"drop{len(drop)}"
+        log = PredictionLog(str(folder), "ctr", LogSettings(drop_fields=drop))
+        log.offer(record(1, features=sent, outputs=answered))
+        log.flush()
+        (row,) = read_logs(folder)
+        assert json.loads(str(row["features"])) == expected
+        assert row["outputs"] == answered.decode()
