@@ -1,0 +1,136 @@
+"""Prediction logs as rows to evaluate: what each logged request was answered, row by row,
+joined with labels that arrive later (no Ray: a monitor runs these per block of the log).
+
+``logged_rows`` turns log records (components.prediction_log's columns) into one row per scored
+row: the request's id and the row's position in it (its ``rows`` for /predict, ``candidates``
+for /rank), when, which model version answered, the model's output as components.evaluation
+reads it (``score``, or ``proba_0..`` for a multiclass model, ``value`` as ``score`` for
+regression) and the row's features (a /rank request's ``query`` features on every candidate).
+A /rank request is one query: ``_group`` is its request id, and candidates a guardrail filtered
+out rank below every kept one, as they were never shown. ``join_labels`` matches labels by
+request id and row and counts what did not match; ``metrics_by`` computes the task's metrics
+per version (or any other columns).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from components import evaluation
+from components.tasks import task_info
+
+KEYS = ("request_id", "row")
+META = ("request_id", "row", "ts", "model", "version", "answered_by", "route")
+
+
+def logged_rows(log: pa.Table | pd.DataFrame, task: str, features: bool = True) -> pd.DataFrame:
+    """One row per scored row of every record in ``log`` (see the module doc). A record whose
+    bodies cannot be read raises a ValueError naming its request id."""
+    frame = log.to_pandas() if isinstance(log, pa.Table) else log
+    out: list[dict[str, Any]] = []
+    for rec in frame.itertuples(index=False):
+        try:
+            out.extend(_rows_of(rec, task, features))
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            raise ValueError(
+                f"prediction log record {rec.request_id!r}: cannot read its bodies ({e})"
+            ) from None
+    if not out:
+        return pd.DataFrame({c: [] for c in (*META, "score")})
+    return pd.DataFrame(out)
+
+
+def _rows_of(rec: Any, task: str, features: bool) -> Iterable[dict[str, Any]]:
+    body = json.loads(rec.features) if rec.features is not None else {}
+    answer = json.loads(rec.outputs)
+    meta = {k: getattr(rec, k) for k in META if k not in ("row",)}
+    if rec.route == "rank":
+        query = body.get("query") or {}
+        candidates = body.get("candidates") or [{} for _ in range(int(rec.rows))]
+        scores = {int(r["index"]): float(r["score"]) for r in answer["ranked"]}
+        dropped = {int(r["index"]) for r in answer.get("filtered") or []}
+        floor = min(scores.values(), default=0.0) - 1.0  # filtered: below every shown one
+        for i, cand in enumerate(candidates):
+            row = {**meta, "row": i, "_group": rec.request_id, "filtered": i in dropped}
+            row["score"] = scores.get(i, floor)
+            if features:
+                row.update({**query, **cand})
+            yield row
+        return
+    field = task_info(task).response_field
+    rows = body.get("rows") or [{} for _ in range(int(rec.rows))]
+    for i, (feats, pred) in enumerate(zip(rows, answer["predictions"], strict=True)):
+        row = {**meta, "row": i}
+        if field == "probabilities":
+            for k, p in enumerate(pred["probabilities"]):
+                row[f"proba_{k}"] = float(p)
+        else:
+            row["score"] = float(pred[field])
+        if features:
+            row.update(feats)
+        yield row
+
+
+@dataclass(frozen=True)
+class JoinCounts:
+    """How logged rows and labels matched."""
+
+    logged: int  # logged rows
+    labelled: int  # of those, with a label
+    labels: int  # label rows given
+    labels_unmatched: int  # labels for no logged row (not logged, not sampled, or a wrong key)
+
+
+def join_labels(
+    rows: pd.DataFrame, labels: pd.DataFrame, label: str, keys: Sequence[str] = KEYS
+) -> tuple[pd.DataFrame, JoinCounts]:
+    """The logged rows that have a label (column ``label`` of ``labels``, matched on
+    ``keys``), and the counts. A ValueError names a missing key or label column, or a key
+    labelled twice."""
+    keys = list(keys)
+    for name, frame, needed in (("labels", labels, [*keys, label]), ("logged rows", rows, keys)):
+        missing = [c for c in needed if c not in frame]
+        if missing:
+            raise ValueError(f"{name}: no column(s) {missing}")
+    twice = labels.duplicated(keys, keep=False)
+    if twice.any():
+        first = labels.loc[twice, keys].iloc[0].to_dict()
+        raise ValueError(f"labels: the key {first} is labelled more than once")
+    given = labels[[*keys, label]]
+    joined = rows.drop(columns=[label], errors="ignore").merge(given, on=keys, how="inner")
+    counts = JoinCounts(
+        logged=len(rows),
+        labelled=len(joined),
+        labels=len(labels),
+        labels_unmatched=len(labels) - len(joined),
+    )
+    return joined, counts
+
+
+def metrics_by(
+    joined: pd.DataFrame,
+    task: str,
+    label: str,
+    by: Sequence[str] = ("version",),
+    **eval_kwargs: Any,
+) -> dict[tuple[Any, ...], dict[str, float]]:
+    """The task's metrics (components.evaluation.evaluate) of each group of ``joined`` by the
+    ``by`` columns, e.g. per version, or per version and day."""
+    out: dict[tuple[Any, ...], dict[str, float]] = {}
+    for key, part in joined.groupby(list(by), sort=True):
+        k = key if isinstance(key, tuple) else (key,)
+        out[k] = evaluation.evaluate(task, part, label, **eval_kwargs)
+    return out
+
+
+def row_scores(rows: pd.DataFrame, task: str) -> np.ndarray:
+    """The logged model outputs of ``rows`` as evaluation reads them (for comparing with the
+    same rows scored again offline)."""
+    return evaluation.model_outputs(rows, task)
