@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pydantic_core
 
+from components import uris
 from components.bundle import Storage
 
 SCHEMA = pa.schema(
@@ -115,8 +116,9 @@ def sampled(request_id: str, share: float) -> bool:
 
 
 def log_folder(storage: str, model: str) -> str:
-    """Where ``model``'s prediction logs live, relative to nothing: ``<storage>/logs/<model>``."""
-    return f"{storage.rstrip('/')}/logs/{model}"
+    """Where ``model``'s prediction logs live: ``<storage>/logs/<model>`` (a URI's query, e.g.
+    an S3 endpoint, stays at the end)."""
+    return uris.join(storage, "logs", model)
 
 
 def without_fields(body: Any, drop: Iterable[str]) -> Any:
@@ -213,7 +215,7 @@ class PredictionLog:
         self._thread: threading.Thread | None = None
         self._retry: list[_Pending] = []
         self._seq = 0
-        self._store = Storage(log_folder(self.storage, self.model))
+        self._store: Storage | None = None  # opened at the first write: a log never fails a start
 
     # -- the request's side: never blocks, never raises ----------------------------------------
     def offer(self, record: Record, no_log: bool = False) -> bool:
@@ -270,12 +272,14 @@ class PredictionLog:
         try:
             sink = pa.BufferOutputStream()
             pq.write_table(to_table(p.records, self.settings.drop_fields), sink)
+            if self._store is None:
+                self._store = Storage(log_folder(self.storage, self.model))
             self._store.write_bytes(rel, sink.getvalue().to_pybytes())
         except Exception as e:  # a log must never take the replica down
             with self._lock:
                 self._inflight -= len(p.records)
                 self.stats.write_errors += 1
-                where = f"{log_folder(self.storage, self.model)}/{rel}"
+                where = uris.display(uris.join(log_folder(self.storage, self.model), rel))
                 self.stats.last_error = f"{where}: {type(e).__name__}: {e}"[:500]
                 if last_try:
                     self.stats.dropped += len(p.records)

@@ -205,3 +205,13 @@ def test_bodies_given_as_json_bytes_are_written_as_sent(tmp_path: Path) -> None:
         (row,) = read_logs(folder)
         assert json.loads(str(row["features"])) == expected
         assert row["outputs"] == answered.decode()
+
+
+def test_the_log_folder_of_an_object_store_uri_keeps_its_query() -> None:
+    from components.prediction_log import log_folder
+
+    uri = "s3://bucket/team/rayline?endpoint_override=127.0.0.1%3A9000&scheme=http"
+    assert log_folder(uri, "ctr") == (
+        "s3://bucket/team/rayline/logs/ctr?endpoint_override=127.0.0.1%3A9000&scheme=http"
+    )
+    assert log_folder("/data/rayline/", "ctr") == "/data/rayline/logs/ctr"
