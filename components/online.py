@@ -19,7 +19,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -128,9 +127,3 @@ def metrics_by(
         k = key if isinstance(key, tuple) else (key,)
         out[k] = evaluation.evaluate(task, part, label, **eval_kwargs)
     return out
-
-
-def row_scores(rows: pd.DataFrame, task: str) -> np.ndarray:
-    """The logged model outputs of ``rows`` as evaluation reads them (for comparing with the
-    same rows scored again offline)."""
-    return evaluation.model_outputs(rows, task)

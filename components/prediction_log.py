@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -331,7 +330,3 @@ class PredictionLog:
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
-
-
-def now() -> float:
-    return time.time()
