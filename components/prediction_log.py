@@ -18,7 +18,9 @@ Columns (``SCHEMA``): ``request_id``, ``ts`` (UTC, when the request arrived), ``
 ``version``, ``route`` (predict, rank), ``answered_by`` (production, canary), ``rows`` (how many
 rows or candidates), ``features`` (JSON: the request body as received, minus the dropped
 fields), ``outputs`` (JSON: the response body), ``latency_ms`` (arrival to response built),
-``shadow_version`` and ``shadow_outputs`` (null without a shadow).
+``shadow_version``, ``shadow_outputs`` and ``shadow_error``: the other version scored on the same
+request (a shadow beside production, or production beside a canary; serve/routing.py), its
+response body, or why it has none (null without one).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ SCHEMA = pa.schema(
         ("latency_ms", pa.float64()),
         ("shadow_version", pa.int64()),
         ("shadow_outputs", pa.string()),
+        ("shadow_error", pa.string()),
     ]
 )
 
@@ -102,6 +105,7 @@ class Record:
     answered_by: str = "production"
     shadow_version: int | None = None
     shadow_outputs: Any = None
+    shadow_error: str | None = None
 
 
 def sampled(request_id: str, share: float) -> bool:
@@ -172,6 +176,7 @@ def to_table(records: list[Record], drop: Iterable[str] = ()) -> pa.Table:
             "latency_ms": [float(r.latency_ms) for r in records],
             "shadow_version": pa.array([r.shadow_version for r in records], pa.int64()),
             "shadow_outputs": [js(r.shadow_outputs) for r in records],
+            "shadow_error": [r.shadow_error for r in records],
         },
         schema=SCHEMA,
     )
@@ -217,6 +222,11 @@ class PredictionLog:
         self._store: Storage | None = None  # opened at the first write: a log never fails a start
 
     # -- the request's side: never blocks, never raises ----------------------------------------
+    def would_log(self, request_id: str, no_log: bool = False) -> bool:
+        """Whether ``offer`` would queue this request now (before anything else is computed
+        for its record, e.g. a shadow's outputs); counts nothing."""
+        return not (self._closed or no_log) and sampled(request_id, self.settings.share)
+
     def offer(self, record: Record, no_log: bool = False) -> bool:
         """Queue ``record`` for writing; False when it is not logged (not sampled, asked not
         to be, or dropped because the queue is full)."""

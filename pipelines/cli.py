@@ -142,6 +142,23 @@ def _parser() -> argparse.ArgumentParser:
     dep.add_argument(
         "options", nargs="*", metavar="KEY=VALUE", help="serve options (see serve/config.py)"
     )
+    dep.add_argument(
+        "--shadow",
+        metavar="VERSION",
+        help="a version number or alias scored beside production on the same requests; it never "
+        "answers, its outputs go to the prediction log (serve.shadow)",
+    )
+    dep.add_argument(
+        "--canary",
+        metavar="VERSION",
+        help="a version number or alias that answers --share of the requests, sticky per "
+        "X-Rayline-Key header value; `rayline promote` or `rollback` ends it (serve.canary)",
+    )
+    dep.add_argument(
+        "--share",
+        type=float,
+        help="the canary's share of requests, 0-1 (serve.canary_share, default 0.05)",
+    )
     dep.add_argument("--storage", help=f"storage root (default: {STORAGE_ENV} or ./storage)")
     dep.add_argument(
         "--address",
@@ -155,7 +172,8 @@ def _parser() -> argparse.ArgumentParser:
         help="make a registered version the production version",
         description="Point the production alias at VERSION (recorded in the alias history). If "
         "the model is being served on the cluster (--address or RAY_ADDRESS), the running "
-        "deployment switches to it without downtime.",
+        "deployment switches to it without downtime; a canary deployment ends (all traffic to "
+        "the new production version).",
     )
     prom.add_argument("model")
     prom.add_argument("version", type=int)
@@ -163,7 +181,8 @@ def _parser() -> argparse.ArgumentParser:
         "rollback",
         help="put the previous production version back",
         description="Point the production alias back at the version it held before the current "
-        "one (versions left by earlier rollbacks are skipped) and switch a running deployment.",
+        "one (versions left by earlier rollbacks are skipped) and switch a running deployment. "
+        "With a canary deployed, end the canary instead: production keeps every request.",
     )
     roll.add_argument("model")
     for sp_ in (prom, roll):
@@ -464,6 +483,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     for item in args.options:
         path, value = parse_override(item)
         options[".".join(path)] = value
+    for name, value in (("shadow", args.shadow), ("canary", args.canary)):
+        if value is not None:
+            options[name] = value
+    if args.share is not None:
+        if args.canary is None:
+            print("rayline: --share is the canary's share: give --canary VERSION", file=sys.stderr)
+            return 2
+        options["canary_share"] = args.share
     try:
         base = {"storage": _storage(args.storage), "model": args.model, "version": args.version}
         serve_args = ServeArgs.model_validate({**base, "alias": args.alias, **options})
@@ -506,16 +533,34 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def cmd_release(args: argparse.Namespace) -> int:
     """``promote`` and ``rollback``: move the production alias, then any running deployment."""
+    from pipelines.deploy import canary_of, end_canary
+
     storage = _storage(args.storage)
     reg = Registry(storage)
+    canary = canary_of(storage, args.model)
     if args.command == "promote":
         before = reg.aliases(args.model).get("production")
         reg.resolve(args.model, version=args.version)  # a clear error for an unknown version
-        reg.set_alias(args.model, "production", args.version, note="promoted by hand")
+        why = "canary promoted by hand" if canary == args.version else "promoted by hand"
+        reg.set_alias(args.model, "production", args.version, note=why)
+        if canary is not None:
+            end_canary(storage, args.model)
+            print(f"{args.model}: canary v{canary} ended (all traffic to production)")
         old, new = before, args.version
+    elif canary is not None:  # rolling back a canary: production keeps every request
+        end_canary(storage, args.model)
+        new = old = reg.resolve(args.model).version
+        reg.set_alias(
+            args.model,
+            "production",
+            new,
+            note=f"canary v{canary} rolled back by hand; production stays v{new}",
+        )
+        print(f"{args.model}: canary v{canary} rolled back; production stays v{new}")
     else:
         old, new = reg.rollback(args.model)
-    print(f"{args.model}: production v{old if old is not None else '-'} -> v{new}")
+    if old != new:
+        print(f"{args.model}: production v{old if old is not None else '-'} -> v{new}")
     import ray
 
     from pipelines.cluster import IN_PROCESS, open_ray, target_address

@@ -14,7 +14,6 @@ from typing import Any
 from components.bundle import Storage
 from components.features import FeatureTransform
 from components.predictor import Predictor
-from components.registry import Registry
 from components.tasks import task_info
 from pipelines.cluster import HAPROXY_ENV, cluster_ingress, ingress_env
 from pipelines.errors import PipelineError
@@ -102,10 +101,7 @@ def deploy(
 
     from serve.app import application
 
-    registry = Registry(args.storage)
-    if args.version is None:
-        version = registry.resolve(args.model, alias=args.alias).version
-        args = args.model_copy(update={"version": version})
+    args = args.pinned()
     serve.start(http_options={"host": args.host, "port": args.port})
     started = time.time()
     ingress = cluster_ingress()
@@ -113,6 +109,17 @@ def deploy(
         f"    deploying {args.model} v{args.version} at {endpoint(args)} "
         f"({args.min_replicas}-{args.max_replicas} replicas, {INGRESS_NAMES[ingress]})"
     )
+    if args.canary_version is not None:
+        out(
+            f"    canary v{args.canary_version} answers {args.canary_share:.1%} of requests "
+            f"(by the {args.canary_key_header} header, else the request id); production "
+            f"v{args.version} is scored beside it for the log"
+        )
+    if args.shadow_version is not None:
+        out(
+            f"    shadow v{args.shadow_version} scores production's requests for the log "
+            f"(never answers; {args.shadow_timeout_s:g}s at most per request)"
+        )
     if ingress != args.ingress:
         out(
             f"    note: serve.ingress is {args.ingress}, but this cluster's Serve uses {ingress}: "
@@ -132,6 +139,8 @@ def deploy(
         "url": endpoint(args),
         "model": args.model,
         "version": args.version,
+        "shadow_version": args.shadow_version,
+        "canary_version": args.canary_version,
         "ingress": ingress,
         "auth": health.get("auth", args.auth),  # as the replica reports it
     }
@@ -174,8 +183,35 @@ def switch_running(
         return False
     if args.app_name() not in apps:
         return False
-    deploy(args.model_copy(update={"version": version}), out=out)
+    deploy(without_version(args, version).model_copy(update={"version": version}), out=out)
     return True
+
+
+def without_version(args: ServeArgs, version: int) -> ServeArgs:
+    """``args`` with a shadow or canary of ``version`` taken off (it became production)."""
+    update: dict[str, Any] = {}
+    if args.shadow_version == version:
+        update |= {"shadow": None, "shadow_version": None}
+    if args.canary_version == version:
+        update |= {"canary": None, "canary_version": None}
+    return args.model_copy(update=update) if update else args
+
+
+def canary_of(storage: str, model: str) -> int | None:
+    """The canary version ``model`` was last deployed with from this storage (None: none)."""
+    args = recalled(storage, model)
+    return args.canary_version if args is not None else None
+
+
+def end_canary(storage: str, model: str) -> ServeArgs | None:
+    """Take the canary off the recorded deployment (what promote/rollback redeploy); the new
+    args, or None when there was no canary."""
+    args = recalled(storage, model)
+    if args is None or args.canary_version is None:
+        return None
+    args = args.model_copy(update={"canary": None, "canary_version": None})
+    remember(args)
+    return args
 
 
 def wait_healthy(url: str, version: int | None, timeout_s: float) -> dict[str, Any]:

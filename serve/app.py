@@ -13,8 +13,16 @@ Serve generated; the log keys records by it. Answered requests go to the predict
 log (``serve.prediction_log``; components.prediction_log) unless the request has an
 ``X-Rayline-No-Log`` header; its counts are in ``/model`` and in Serve's metrics
 (``rayline_prediction_log_records_total`` by outcome).
+
+A shadow version (``shadow_version``) and a canary (``canary_version``, ``canary_share``,
+sticky by ``canary_key_header``) run in the same replica as production (serve/routing.py): the
+canary answers its share, production the rest, and the other version's outputs on the same
+request (the shadow's, or production's beside a canary) are scored after the response, off its
+path, and logged with the record.
 """
 
+import asyncio
+import json
 import logging
 import os
 import threading
@@ -31,10 +39,11 @@ from starlette.exceptions import HTTPException
 
 from components.features import Columns
 from components.prediction_log import LogSettings, LogStats, PredictionLog, Record, new_request_id
-from components.predictor import Scored
+from components.predictor import Predictor, Scored
 from components.registry import Registry
 from serve.config import PredictionLogOptions, ServeArgs
 from serve.guards import BodyLimit, GuardSettings, RequireKey
+from serve.routing import CANARY, PRODUCTION, CompanionStats, companion_body, in_canary
 from serve.schemas import (
     BatchingStats,
     ModelInfo,
@@ -102,6 +111,11 @@ def _json(body: Body) -> Response:
 
 
 REQUEST_ID = "x-request-id"
+# Companion scorings (serve/routing.py) a replica runs at once; beyond it a request's record says
+# its companion was not scored. A slow shadow then costs a bounded share of the replica's threads
+# instead of piling up.
+MAX_COMPANIONS = 8
+_BACKGROUND: set[asyncio.Task[None]] = set()
 NO_LOG = "x-rayline-no-log"
 
 
@@ -194,7 +208,12 @@ class ModelServer:
         self.batching = BatchingStats()
         self.auth = "api_key"
         self.config: dict[str, Any] = {}
+        self.args: ServeArgs | None = None
         self.log: PredictionLog | None = None
+        self.shadow: ModelScorer | None = None
+        self.canary: ModelScorer | None = None
+        self.companions = CompanionStats()
+        self._companions_running = 0
         if config:
             self.reconfigure(config)
 
@@ -206,22 +225,20 @@ class ModelServer:
         args = ServeArgs.model_validate(config)
         key = read_api_key(args)  # first: a replica without its key fails before loading a model
         limits = Limits(args.max_rows, args.max_candidates, args.max_body_bytes)
-        if self.scorer is None or (args.model, args.version, args.storage) != (
-            self.scorer.model,
-            self.scorer.version,
-            self.config.get("storage"),
-        ):
-            version = Registry(args.storage).resolve(args.model, version=args.version)
+        loaded = {
+            s.version: s
+            for s in (self.scorer, self.shadow, self.canary)
+            if s is not None and (s.model, self.config.get("storage")) == (args.model, args.storage)
+        }
+        scorer = self._load(args, args.version, limits, loaded, optional=False)
+        assert scorer is not None
+        if scorer is not self.scorer:
             self.batching = BatchingStats()
-            self.scorer = ModelScorer.load(
-                version.path,
-                args.model,
-                version.version,
-                limits,
-                threads=max(1, int(args.num_cpus)),  # the replica's CPUs
-            )
-        else:
-            self.scorer.limits = limits
+        shadow = self._load(args, args.shadow_version, limits, loaded)
+        canary = self._load(args, args.canary_version, limits, loaded)
+        if (self.shadow, self.canary) != (shadow, canary):
+            self.companions = CompanionStats()
+        self.scorer, self.shadow, self.canary = scorer, shadow, canary
         GUARD.max_body_bytes = args.max_body_bytes
         GUARD.api_key = key
         GUARD.auth = args.auth
@@ -238,7 +255,32 @@ class ModelServer:
         batcher.set_max_batch_size(args.max_batch_size)
         batcher.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
         self._configure_log(args)
+        self.args = args
         self.config = dict(config)
+
+    @staticmethod
+    def _load(
+        args: ServeArgs,
+        version: int | None,
+        limits: Limits,
+        loaded: dict[int, ModelScorer],
+        optional: bool = True,
+    ) -> ModelScorer | None:
+        """The scorer of ``version`` (None: none, or for production the alias's version),
+        reusing one this replica already holds."""
+        if version is None and optional:
+            return None
+        if version is not None and version in loaded:
+            loaded[version].limits = limits
+            return loaded[version]
+        found = Registry(args.storage).resolve(args.model, version=version)
+        return ModelScorer.load(
+            found.path,
+            args.model,
+            found.version,
+            limits,
+            threads=max(1, int(args.num_cpus)),  # the replica's CPUs
+        )
 
     def _configure_log(self, args: ServeArgs) -> None:
         """A new log when where or how it logs changed (the old one writes what it holds)."""
@@ -264,6 +306,22 @@ class ModelServer:
         if log is not None:
             log.close()
 
+    def _route(self, request: Request, production: ModelScorer) -> tuple[ModelScorer, str]:
+        """The scorer that answers this request: the canary for its share of keys (the
+        ``canary_key_header`` value, else the request id), production otherwise."""
+        canary, args = self.canary, self.args
+        if canary is None or args is None:
+            return production, PRODUCTION
+        key = request.headers.get(args.canary_key_header) or request_id(request)
+        if in_canary(key, args.canary_share):
+            return canary, CANARY
+        return production, PRODUCTION
+
+    def _companion(self, answered_by: str) -> ModelScorer | None:
+        """The version scored beside the answering one: production beside a canary, else the
+        shadow (None: no other version)."""
+        return self.scorer if answered_by == CANARY else self.shadow
+
     def _answer(
         self,
         request: Request,
@@ -273,29 +331,73 @@ class ModelServer:
         rows: int,
         body: bytes,
         out: Body,
+        answered_by: str = PRODUCTION,
     ) -> Response:
         """The response, and the request handed to the log (``scorer``: the one that answered,
         not whichever a reconfigure installed since). ``body``: the request's JSON bytes (read
         once already, to parse it); the log takes them and the response's bytes as they are, so
-        nothing is serialised again for it."""
+        nothing is serialised again for it. A companion version (serve/routing.py) is scored
+        after the response is returned, and the record is logged when it is done."""
         rid = request_id(request)
         response = _json(out)
-        if self.log is not None:
-            self.log.offer(
-                Record(
-                    request_id=rid,
-                    ts=time.time() - (time.perf_counter() - started),
-                    model=scorer.model,
-                    version=scorer.version,
-                    route=route,
-                    rows=rows,
-                    features=body,
-                    outputs=bytes(response.body),
-                    latency_ms=(time.perf_counter() - started) * 1e3,
-                ),
-                no_log=no_log(request),
+        log = self.log
+        if log is None:
+            return response
+        record = Record(
+            request_id=rid,
+            ts=time.time() - (time.perf_counter() - started),
+            model=scorer.model,
+            version=scorer.version,
+            route=route,
+            rows=rows,
+            features=body,
+            outputs=bytes(response.body),
+            latency_ms=(time.perf_counter() - started) * 1e3,
+            answered_by=answered_by,
+        )
+        skip = no_log(request)
+        companion = self._companion(answered_by)
+        if companion is None or not log.would_log(rid, skip):
+            log.offer(record, no_log=skip)
+        elif self._companions_running >= MAX_COMPANIONS:
+            self.companions.skipped += 1
+            record.shadow_version = companion.version
+            record.shadow_error = "not scored: too many companion scorings running"
+            log.offer(record)
+        else:
+            self._companions_running += 1
+            task = asyncio.get_running_loop().create_task(
+                self._log_with_companion(log, record, companion, route, body)
             )
+            _BACKGROUND.add(task)  # a task nobody references may be collected before it ends
+            task.add_done_callback(_BACKGROUND.discard)
         return response
+
+    async def _log_with_companion(
+        self, log: PredictionLog, record: Record, companion: ModelScorer, route: str, body: bytes
+    ) -> None:
+        """Score the companion version on the request (in a thread, within shadow_timeout_s)
+        and log the record with its outputs or why there are none. Never raises."""
+        timeout = self.args.shadow_timeout_s if self.args is not None else 1.0
+        record.shadow_version = companion.version
+        try:
+            parsed = json.loads(body)
+            job = asyncio.to_thread(companion_body, companion, route, parsed)
+            outputs = await asyncio.wait_for(job, timeout)
+            record.shadow_outputs = body_json(outputs)
+            self.companions.scored += 1
+        except TimeoutError:
+            self.companions.timed_out += 1
+            record.shadow_error = f"timed out after {timeout:g}s"
+        except RequestError as e:
+            self.companions.failed += 1
+            record.shadow_error = f"{e.status}: {str(e)[:500]}"
+        except Exception as e:  # a companion's failure is logged, never the caller's
+            self.companions.failed += 1
+            record.shadow_error = f"{type(e).__name__}: {str(e)[:500]}"
+        finally:
+            self._companions_running -= 1
+            log.offer(record)
 
     def check_health(self) -> None:
         if self.scorer is None:
@@ -310,34 +412,49 @@ class ModelServer:
         return self.scorer
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
-    async def _score(self, frames: list[Columns]) -> list[Scored]:
-        assert self.scorer is not None
+    async def _score(self, jobs: list[tuple[Predictor, Columns]]) -> list[Scored]:
+        """One predict call per version among the batched requests (production and canary)."""
+        predictors = [p for p, _ in jobs]
+        frames = [f for _, f in jobs]
         stats = self.batching
         stats.batches += 1
         stats.requests += len(frames)
         stats.largest = max(stats.largest, len(frames))
-        return score_frames(self.scorer.predictor, frames)
+        if all(p is predictors[0] for p in predictors):
+            return score_frames(predictors[0], frames)
+        out: list[Scored | None] = [None] * len(frames)
+        for predictor in {id(p): p for p in predictors}.values():
+            idx = [i for i, p in enumerate(predictors) if p is predictor]
+            for i, scored in zip(
+                idx, score_frames(predictor, [frames[i] for i in idx]), strict=True
+            ):
+                out[i] = scored
+        return [s for s in out if s is not None]
 
     @api.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
     async def predict(self, body: PredictRequest, request: Request) -> Response:
         started = time.perf_counter()
-        scorer = self._loaded()
+        scorer, answered_by = self._route(request, self._loaded())
         frame = scorer.frame(body.rows, "rows", scorer.limits.max_rows)
-        out = scorer.predict_response(await self._score(frame))
+        out = scorer.predict_response(await self._score((scorer.predictor, frame)))
         raw = await request.body()  # cached: FastAPI read it to parse the body
-        return self._answer(request, started, scorer, "predict", len(body.rows), raw, out)
+        return self._answer(
+            request, started, scorer, "predict", len(body.rows), raw, out, answered_by
+        )
 
     @api.post("/rank", response_model=RankResponse, response_model_exclude_none=True)
     async def rank(self, body: RankRequest, request: Request) -> Response:
         started = time.perf_counter()
-        scorer = self._loaded()
+        scorer, answered_by = self._route(request, self._loaded())
         if len(body.candidates) > scorer.limits.max_candidates:
             scorer.frame(body.candidates, "candidates", scorer.limits.max_candidates)  # raises 413
         rows = scorer.merge_query(body.query, body.candidates)
         frame = scorer.frame(rows, "candidates", scorer.limits.max_candidates)
-        out = scorer.rank_response(await self._score(frame), body.top_k)
+        out = scorer.rank_response(await self._score((scorer.predictor, frame)), body.top_k)
         raw = await request.body()
-        return self._answer(request, started, scorer, "rank", len(body.candidates), raw, out)
+        return self._answer(
+            request, started, scorer, "rank", len(body.candidates), raw, out, answered_by
+        )
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
@@ -359,6 +476,14 @@ class ModelServer:
         info.batching = self.batching.model_copy()
         if self.log is not None:
             info.prediction_log = asdict(self.log.snapshot())
+        if self.shadow is not None or self.canary is not None:
+            args = self.args
+            info.routing = {
+                "shadow_version": self.shadow.version if self.shadow else None,
+                "canary_version": self.canary.version if self.canary else None,
+                "canary_share": args.canary_share if self.canary and args else 0.0,
+                "companions": self.companions.as_dict(),
+            }
         return info
 
 
@@ -385,12 +510,10 @@ def deployment_options(args: ServeArgs) -> dict[str, Any]:
 
 
 def application(args: ServeArgs, runtime_env: dict[str, Any] | None = None) -> Any:
-    """The bound application for ``args`` (the alias resolved to a pinned version). A
+    """The bound application for ``args`` (aliases resolved to pinned versions). A
     ``runtime_env`` (``rayline deploy`` passes the operator's API key variable in its env_vars)
     becomes the replicas' own."""
-    if args.version is None:  # pin the alias's current version, so replicas agree on it
-        resolved = Registry(args.storage).resolve(args.model, alias=args.alias)
-        args = args.model_copy(update={"version": resolved.version})
+    args = args.pinned()  # the alias's current version (and the shadow's, canary's): one for all
     options = deployment_options(args)
     if runtime_env:
         options["ray_actor_options"]["runtime_env"] = runtime_env

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Fields that reach replicas through user_config (a change is applied by reconfigure()).
 USER_CONFIG_FIELDS = (
@@ -20,6 +20,11 @@ USER_CONFIG_FIELDS = (
     "api_key_env",
     "api_key_file",
     "prediction_log",
+    "shadow_version",
+    "shadow_timeout_s",
+    "canary_version",
+    "canary_share",
+    "canary_key_header",
 )
 
 
@@ -95,6 +100,31 @@ class ServeOptions(BaseModel):
     # Ray node labels the replicas' nodes must carry, e.g. {node-type: gpu} with num_gpus: 1
     label_selector: dict[str, str] | None = None
     prediction_log: PredictionLogOptions = PredictionLogOptions()
+    # Another version beside production on the same requests: only production answers, the
+    # shadow's outputs go to the prediction log. A version number or an alias (e.g. candidate:
+    # what a run registered but did not promote), resolved when the application is deployed.
+    shadow: int | str | None = Field(  # a number given as text ("3") is a version
+        default=None, description="a version (or alias) scored beside production, never answering"
+    )
+    # A shadow (or the production scores of a canary's requests) slower than this is left out
+    # of that request's log record; it never delays the response.
+    shadow_timeout_s: float = Field(default=1.0, gt=0, le=60)
+    # A version (or alias) that answers ``canary_share`` of the requests, chosen by a hash of
+    # the ``canary_key_header`` value (a user or query id: one key sees one version), or of the
+    # request id when the header is absent.
+    canary: int | str | None = Field(
+        default=None, description="a version (or alias) answering canary_share of the requests"
+    )
+    canary_share: float = Field(default=0.05, ge=0, le=1)
+    canary_key_header: str = Field(
+        default="X-Rayline-Key",
+        description="the request header whose value keeps a caller on one version",
+    )
+
+    @field_validator("shadow", "canary", mode="before")
+    @classmethod
+    def _version_number(cls, v: Any) -> Any:
+        return int(v) if isinstance(v, str) and v.strip().isdigit() else v
 
     @model_validator(mode="after")
     def _consistent(self) -> ServeOptions:
@@ -134,6 +164,36 @@ class ServeArgs(ServeOptions):
     model: str
     version: int | None = Field(default=None, ge=1)
     alias: str = "production"
+    # ``shadow`` and ``canary`` as version numbers (``pinned`` resolves their aliases)
+    shadow_version: int | None = Field(default=None, ge=1)
+    canary_version: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _distinct_versions(self) -> ServeArgs:
+        if self.version is not None:
+            for name, v in (("shadow", self.shadow_version), ("canary", self.canary_version)):
+                if v == self.version:
+                    raise ValueError(f"the {name} version v{v} is the version being served")
+        return self
+
+    def pinned(self) -> ServeArgs:
+        """These args with every version a number: the alias's production version, and the
+        shadow's and canary's (a number, or an alias resolved now, so replicas agree)."""
+        from components.registry import Registry
+
+        registry = Registry(self.storage)
+        update: dict[str, Any] = {}
+        if self.version is None:
+            update["version"] = registry.resolve(self.model, alias=self.alias).version
+        for name in ("shadow", "canary"):
+            which = getattr(self, name)
+            if which is None:
+                update[f"{name}_version"] = None
+            elif isinstance(which, int):
+                update[f"{name}_version"] = registry.resolve(self.model, version=which).version
+            else:
+                update[f"{name}_version"] = registry.resolve(self.model, alias=which).version
+        return ServeArgs.model_validate({**self.model_dump(), **update})
 
     def user_config(self) -> dict[str, Any]:
         return self.model_dump(mode="json", include=set(USER_CONFIG_FIELDS))

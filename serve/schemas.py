@@ -139,3 +139,8 @@ class ModelInfo(BaseModel):
         description="the answering replica's prediction log: records offered, written, "
         "dropped (queue full or unwritable), not sampled, not logged (X-Rayline-No-Log)",
     )
+    routing: dict[str, object] | None = Field(
+        default=None,
+        description="with a shadow or canary: their versions, the canary's share, and the "
+        "answering replica's companion scorings (scored, failed, timed out, skipped)",
+    )

@@ -923,3 +923,102 @@ def test_a_served_torch_model_ranks_like_its_predictor(
     expected = Predictor.load(bundle).predict(pd.DataFrame(cands))
     assert [c["index"] for c in ranked] == list(np.argsort(-expected, kind="stable")[:5])
     np.testing.assert_allclose([c["score"] for c in ranked], np.sort(expected)[::-1][:5], atol=1e-6)
+
+
+def _keyed_load(url: str, requests: int, clients: int = 4) -> list[tuple[str, str, int, int]]:
+    """``requests`` POSTs of one row from ``clients`` threads, each with an X-Request-Id and an
+    X-Rayline-Key of 2,500 callers (two requests each): (request id, key, status, answering version)."""
+    out: list[tuple[str, str, int, int]] = []
+
+    def client(t: int) -> None:
+        with httpx.Client(timeout=30) as c:
+            for i in range(t, requests, clients):
+                rid, key = f"route-{i}", f"user-{i % 2500}"
+                r = c.post(
+                    f"{url}/predict",
+                    json={"rows": [_row()]},
+                    headers={"X-Request-Id": rid, "X-Rayline-Key": key},
+                )
+                out.append((rid, key, r.status_code, r.json().get("version", 0)))
+
+    threads = [threading.Thread(target=client, args=(t,)) for t in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_a_failing_shadow_and_a_sticky_canary_under_load(
+    served: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A shadow that fails on every request (it needs other features) and a 20% canary, each
+    started and stopped under load by 4 clients: every request answered 200, the canary's share
+    within 2 points over 5,000 requests and one version per key, every request logged once
+    with the other version's outputs (or the shadow's error)."""
+    storage, model = str(served["storage"]), "tiny-classification"
+    reg = Registry(storage)
+    if len(reg.versions(model)) < 2:
+        v1 = reg.resolve(model, version=1)
+        reg.publish(model, v1.path, aliases=["candidate"], note="v1 again")
+    odd = bundles.write(tmp_path / "odd", bundles.xgboost_contents(bundles.tiny_frame()))
+    shadow = reg.publish(model, odd, note="other features: fails as a shadow").version
+    url = endpoint(_args(storage, model))
+    before = httpx.get(f"{url}/model").json()["prediction_log"]
+    calls = calls_during(
+        f"{url}/predict",
+        {"rows": [_row()]},
+        lambda: deploy(_args(storage, model, version=1, shadow=shadow)),
+    )
+    assert {s for s, _ in calls} == {200} and {v for _, v in calls} == {1}
+    info = httpx.get(f"{url}/model").json()
+    assert info["routing"]["shadow_version"] == shadow
+    calls = calls_during(
+        f"{url}/predict",
+        {"rows": [_row()]},
+        lambda: deploy(_args(storage, model, version=1, shadow=shadow, canary=2, canary_share=0.2)),
+    )
+    assert {s for s, _ in calls} == {200} and set(v for _, v in calls) <= {1, 2}
+    answers = _keyed_load(url, 5000)
+    assert {s for _, _, s, _ in answers} == {200} and len(answers) == 5000
+    share = sum(v == 2 for *_, v in answers) / len(answers)
+    assert abs(share - 0.2) <= 0.02, share
+    by_key: dict[str, set[int]] = {}
+    for _, key, _, v in answers:
+        by_key.setdefault(key, set()).add(v)
+    assert all(len(vs) == 1 for vs in by_key.values())
+    calls = calls_during(
+        f"{url}/predict",
+        {"rows": [_row()]},
+        lambda: main(["rollback", model, "--storage", storage]),
+    )
+    assert {s for s, _ in calls} == {200} and calls[-1][1] == 1
+    assert "canary v2 rolled back; production stays v1" in capsys.readouterr().out
+    assert reg.aliases(model)["production"] == 1
+    assert "canary v2 rolled back" in reg.history(model)[-1]["note"]
+    routing = httpx.get(f"{url}/model").json()["routing"]
+    assert routing["canary_version"] is None and routing["shadow_version"] == shadow
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        stats = httpx.get(f"{url}/model").json()["prediction_log"]
+        if stats["queued"] == 0:
+            break
+        time.sleep(0.5)
+    assert stats["dropped"] == before["dropped"]
+    logs = _logged(storage, model)
+    mine = logs[logs["request_id"].str.startswith("route-")]
+    assert mine["request_id"].is_unique and set(mine["request_id"]) == {a[0] for a in answers}
+    answered = {rid: v for rid, _, _, v in answers}
+    for rec in mine.itertuples():
+        assert rec.version == answered[rec.request_id]
+        if rec.answered_by == "canary":  # production scored beside it
+            assert rec.version == 2 and rec.shadow_version == 1 and pd.isna(rec.shadow_error)
+            assert json.loads(rec.shadow_outputs)["predictions"][0]["score"] == pytest.approx(
+                json.loads(rec.outputs)["predictions"][0]["score"]
+            )
+        else:  # the shadow: it needs age, clicks and country, so it fails every time
+            assert rec.version == 1 and rec.shadow_version == shadow
+            assert pd.isna(rec.shadow_outputs) and "missing feature" in rec.shadow_error
+    shadowed = logs[logs["shadow_version"] == shadow]
+    assert len(shadowed) > 0 and shadowed["shadow_error"].notna().all()
+    deploy(_args(storage, model, version=1))  # leave v1 alone for the other tests
