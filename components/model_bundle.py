@@ -13,7 +13,8 @@ Files of a model bundle:
 * the model: ``model.ubj`` (XGBoost, plus ``feature_importance.json``), ``model.pt`` and
   ``architecture.json`` (torch), or ``rules.json`` (a rule model's spec);
 * ``guardrails.json``, only when there are guardrails;
-* anything in ``extra`` (the pipeline adds ``metrics.json`` and ``lineage.json``).
+* anything in ``extra`` (the pipeline adds ``metrics.json``, ``lineage.json`` and
+  ``profile.json``, the training split's feature profiles: components.drift).
 
 Plain Python: no Ray, no pipelines import.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -15,7 +16,7 @@ import pyarrow as pa
 import ray
 import ray.data
 
-from components import splits
+from components import drift, splits
 from components.features import (
     COLUMN,
     COUNT,
@@ -31,6 +32,7 @@ from components.features import (
     vocabularies_of,
 )
 from components.hashing import mix64
+from components.sketches import NumericSummary
 
 # Training shards are assigned by `_bucket % num_workers`; 1,024 buckets keep shards even for
 # any worker count up to a few hundred while a query (ranking) stays in one bucket.
@@ -388,13 +390,13 @@ def _merged_statistics(train: ray.data.Dataset, config: FeatureConfig) -> dict[s
     return result
 
 
-def _vocabularies(train: ray.data.Dataset, config: FeatureConfig) -> dict[str, tuple[str, ...]]:
+def _kept_counts(train: ray.data.Dataset, config: FeatureConfig) -> pd.DataFrame:
     """Every vocabulary column counted in one distributed aggregation (per-block value counts,
     summed per (column, value) by a hash shuffle), cut per partition by min_frequency and
     max_vocab_size; only kept values reach the driver, where the partitions' cuts are cut again.
     The driver holds O(max_vocab_size) values per column, whatever the rows or cardinality."""
     if not any(c.encoding == "vocab" for c in config.categorical):
-        return {}
+        return empty_counts()
     names = [c.name for c in config.categorical]
     counted = (
         train.select_columns(names)
@@ -419,12 +421,20 @@ def _vocabularies(train: ray.data.Dataset, config: FeatureConfig) -> dict[str, t
             held = [cut_vocabularies(pd.concat(held, ignore_index=True), config)]
             size = len(held[0])
     counts = pd.concat(held, ignore_index=True) if held else empty_counts()
-    return vocabularies_of(cut_vocabularies(counts, config), config)
+    return cut_vocabularies(counts, config)
 
 
 def fit_features(train: ray.data.Dataset, config: FeatureConfig) -> FeatureTransform:
     """Fit the transform on the training split without collecting it: bounded per-block
     statistics merged in tasks, vocabularies counted and cut in Ray Data (see above)."""
+    return fit_features_and_profiles(train, config)[0]
+
+
+def fit_features_and_profiles(
+    train: ray.data.Dataset, config: FeatureConfig
+) -> tuple[FeatureTransform, list[drift.FeatureProfile]]:
+    """``fit_features``, and the training split's feature profiles (components.drift) from the
+    same statistics: no further pass over the rows."""
     from ray.data.dataset import MaterializedDataset
 
     # An empty block gets no schema from the per-block step, and a shuffle of only such blocks
@@ -432,4 +442,11 @@ def fit_features(train: ray.data.Dataset, config: FeatureConfig) -> FeatureTrans
     if isinstance(train, MaterializedDataset) and train.count() == 0:
         raise ValueError("cannot fit features on an empty training split")
     statistics = _merged_statistics(train, config)
-    return fit_transform([statistics], config, _vocabularies(train, config))
+    kept = _kept_counts(train, config)
+    transform = fit_transform([statistics], config, vocabularies_of(kept, config))
+    summaries = {
+        name: NumericSummary.from_bytes(base64.b64decode(text))
+        for name, text in statistics["numeric"].items()
+    }
+    profiles = drift.training_profiles(transform, summaries, int(statistics["rows"]), kept)
+    return transform, profiles

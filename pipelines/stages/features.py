@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
+from components import drift
 from components.bundle import Storage
 from components.features import FeatureTransform
 from pipelines import resume, translate
@@ -16,6 +18,12 @@ from pipelines.stages.prepare import Prepared
 class Features:
     transform: FeatureTransform
     key: str  # the reuse key: later stages' keys chain through it
+    # the training split's feature profiles (components.drift), carried into the bundle
+    profiles: tuple[drift.FeatureProfile, ...] = ()
+
+    def profile_json(self) -> bytes:
+        """The bundle's ``profile.json``."""
+        return json.dumps([p.to_dict() for p in self.profiles], indent=1).encode()
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -43,11 +51,13 @@ def note(ctx: RunContext, transform: FeatureTransform) -> None:
 
 def fit(ctx: RunContext, prepared: Prepared, key: str) -> Features:
     """Fit on the training split only (Ray Data: per-block statistics merged on the driver)."""
-    from components.steps.prepare import fit_features
+    from components.steps.prepare import fit_features_and_profiles
 
-    transform = fit_features(prepared.train, translate.feature_config(ctx.spec))
+    transform, profiles = fit_features_and_profiles(
+        prepared.train, translate.feature_config(ctx.spec)
+    )
     note(ctx, transform)
-    return Features(transform, key)
+    return Features(transform, key, tuple(profiles))
 
 
 def reusable(ctx: RunContext, key: str) -> resume.Reusable[Features]:
@@ -56,11 +66,16 @@ def reusable(ctx: RunContext, key: str) -> resume.Reusable[Features]:
 
     def save(f: Features) -> dict[str, Any]:
         store.write_text("features.json", f.transform.to_json())
+        store.write_text(drift.PROFILE_JSON, f.profile_json().decode())
         return {}
 
     def load(doc: dict[str, Any]) -> Features:
         transform = FeatureTransform.from_json(store.read_text("features.json"))
         note(ctx, transform)
-        return Features(transform, key)
+        try:
+            docs = json.loads(store.read_text(drift.PROFILE_JSON))
+        except FileNotFoundError:  # written before profiles existed: the bundle has none
+            docs = []
+        return Features(transform, key, tuple(drift.FeatureProfile.from_dict(d) for d in docs))
 
     return resume.Reusable(("features",), ctx.paths.features, key, save, load)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
+from components.drift import PROFILE_JSON
 from components.evaluation import conventions
 from components.registry import ModelVersion, Registry
 from pipelines.stages.common import RunContext, json_bytes, write_bundle
@@ -109,6 +110,8 @@ def register(
         "metrics.json": json_bytes(metrics_doc(ctx, selection, evaluation, prepared)),
         "lineage.json": json_bytes(origin),
     }
+    if features.profiles:  # what `rayline monitor` compares live features with
+        extra[PROFILE_JSON] = features.profile_json()
     write_bundle(ctx, final_dir, winner.spec, features.transform, winner.outcome, extra)
     registry = Registry(storage)
     # decided in the evaluate stage, on the same scored blocks as the test metrics

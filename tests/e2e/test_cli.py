@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from components import generators
+from components.predictor import Predictor
 from components.registry import Registry
 from pipelines.cli import main
 from tests.conftest import CONFIGS, ROOT
@@ -68,6 +69,14 @@ def test_tiny_spec_runs_and_registers(
     reg = Registry(storage)
     mv = reg.resolve(f"tiny-{name.replace('_', '-')}")
     assert "production" in mv.aliases and Path(mv.path, "MANIFEST.json").exists()
+    # the training split's feature profiles, for drift checks on live traffic
+    profiles = json.loads(Path(mv.path, "profile.json").read_text())
+    transform = Predictor.load(mv.path).transform
+    hashed = {c.name for c in transform.categorical if c.encoding == "hash"}
+    names = [p.name for p in transform.numeric]
+    names += [c.name for c in transform.categorical if c.name not in hashed]
+    assert [p["name"] for p in profiles] == names
+    assert all(abs(sum(p["shares"]) - 1) < 1e-9 and p["rows"] > 0 for p in profiles)
     assert Path(report["run_dir"], "report.md").read_text().count("| test |") == 1
     page = Path(report["run_dir"], "report.html").read_text()
     assert "<h2>Test metrics (whole test split)</h2>" in page

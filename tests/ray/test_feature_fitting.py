@@ -8,11 +8,13 @@ import pandas as pd
 import pytest
 import ray.data
 
+from components import drift
 from components.features import (
     CategoricalConfig,
     FeatureConfig,
     FeatureTransform,
     fit_transform,
+    numeric_values,
     partial_stats,
 )
 from components.steps import prepare
@@ -103,3 +105,21 @@ def test_an_empty_training_split_is_refused() -> None:
     empty = ray.data.from_pandas(frame(10, seed=3).iloc[:0])
     with pytest.raises(ValueError, match="empty training split"):
         prepare.fit_features(empty, CONFIG)
+
+
+def test_the_fit_brings_the_training_profiles_without_another_pass() -> None:
+    """Numeric profiles from the merged sketches (exact below 4,096 values), vocabulary columns'
+    from the distributed counts: both equal the profiles of the whole split's values."""
+    df = frame(3000, 4)
+    transform, profiles = prepare.fit_features_and_profiles(blocks(df, 6), CONFIG)
+    by = {p.name: p for p in profiles}
+    assert list(by) == ["a", "b", "c", "d", "e"]  # h is hashed: its codes are never counted
+    for name in ("a", "b"):
+        exact = drift.profile(name, numeric_values(df, name, CONFIG), "numeric")
+        assert (by[name].edges, by[name].rows) == (exact.edges, exact.rows)
+        assert by[name].shares == pytest.approx(exact.shares, abs=1e-12)
+    for p in transform.categorical:
+        if p.encoding == "vocab":
+            codes = transform.codes(p, df[p.name])
+            assert by[p.name] == drift.profile(p.name, codes, "categorical"), p.name
+    assert by["e"].shares == (0.0, 1.0)  # all missing: code 0 only
