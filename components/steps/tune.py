@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import ray
 import ray.tune
 from ray import tune
 from ray.tune import Checkpoint
@@ -227,6 +228,48 @@ class SearchResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def live_placement_groups() -> set[str] | None:
+    """Ids of the placement groups this job holds or waits for; None when Ray cannot say.
+
+    Through Ray's state API (the dashboard), the one place that names a group's creating job.
+    """
+    from ray.util.state import list_placement_groups
+
+    try:
+        job = ray.get_runtime_context().get_job_id()
+        groups = list_placement_groups(
+            filters=[("creator_job_id", "=", job)], limit=10_000, raise_on_missing_output=False
+        )
+    except Exception:  # the state API is optional: without it nothing is released
+        return None
+    return {g.placement_group_id for g in groups if g.state != "REMOVED"}
+
+
+def release_left_behind(held_before: set[str] | None) -> int:
+    """Remove the placement groups a finished search left holding resources; how many.
+
+    Once ``Tuner.fit`` returns no trial runs, yet a Train worker group of a trial that ASHA
+    stopped can keep its placement group (and its CPUs) after its trial ended: later stages,
+    and other jobs on the cluster, would wait on resources nobody uses.
+    """
+    if held_before is None:
+        return 0
+    now = live_placement_groups()
+    if now is None:
+        return 0
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    left = sorted(now - held_before)
+    for pg_id in left:
+        remove_placement_group(PlacementGroup(PlacementGroupID.from_hex(pg_id)))
+    if left:
+        console.say(
+            f"      released {len(left)} placement group(s) the search's trials left behind"
+        )
+    return len(left)
+
+
 def run_search(
     trial_fn: Callable[..., None],
     space: Mapping[str, Dist],
@@ -258,7 +301,11 @@ def run_search(
             tune_config=tune_config(settings, watch),
             run_config=tune.RunConfig(name=name, **storage, verbose=0, callbacks=[_Printer(watch)]),
         )
-    grid = off_main_thread(tuner.fit)  # Tune's SIGINT handler would swallow Ctrl-C
+    held_before = live_placement_groups()
+    try:
+        grid = off_main_thread(tuner.fit)  # Tune's SIGINT handler would swallow Ctrl-C
+    finally:
+        released = release_left_behind(held_before)
     trials: list[Trial] = []
     finished = []
     for idx in range(len(grid)):
@@ -278,7 +325,7 @@ def run_search(
         trials.append(t)
         if done and t.value is not None and r.checkpoint is not None:
             finished.append((t, r))
-    extra = {"restored": bool(restored)}
+    extra = {"restored": bool(restored), "released_placement_groups": released}
     if not finished:
         return SearchResult(trials, None, None, path, watch.metric, watch.mode, extra)
     sign = 1.0 if watch.mode == "max" else -1.0
