@@ -26,7 +26,10 @@ from components import evaluation
 from components.tasks import task_info
 
 KEYS = ("request_id", "row")
-META = ("request_id", "row", "ts", "model", "version", "answered_by", "route")
+META = ("request_id", "row", "ts", "model", "version", "answered_by", "route", "latency_ms")
+OTHER = "other:"
+"""Prefix of the other version's outputs (``other:score``...): a shadow's beside production, or
+production's beside a canary, on the same row (``other_version``; ``other_error`` when it failed)."""
 
 
 def logged_rows(log: pa.Table | pd.DataFrame, task: str, features: bool = True) -> pd.DataFrame:
@@ -46,32 +49,61 @@ def logged_rows(log: pa.Table | pd.DataFrame, task: str, features: bool = True) 
     return pd.DataFrame(out)
 
 
+def _outputs(answer: Any, route: str, field: str, n: int) -> list[dict[str, float]]:
+    """Each row's outputs in a response body (a /rank response: candidates it did not return
+    rank below every returned one)."""
+    if route == "rank":
+        scores = {int(r["index"]): float(r["score"]) for r in answer["ranked"]}
+        floor = min(scores.values(), default=0.0) - 1.0  # filtered: below every shown one
+        return [{"score": scores.get(i, floor)} for i in range(n)]
+    out = []
+    for pred in answer["predictions"]:
+        if field == "probabilities":
+            out.append({f"proba_{k}": float(p) for k, p in enumerate(pred["probabilities"])})
+        else:
+            out.append({"score": float(pred[field])})
+    if len(out) != n:
+        raise ValueError(f"{len(out)} predictions for {n} rows")
+    return out
+
+
 def _rows_of(rec: Any, task: str, features: bool) -> Iterable[dict[str, Any]]:
     body = json.loads(rec.features) if rec.features is not None else {}
-    answer = json.loads(rec.outputs)
     meta = {k: getattr(rec, k) for k in META if k not in ("row",)}
+    field = task_info(task).response_field
+    n = int(rec.rows)
+    own = _outputs(json.loads(rec.outputs), rec.route, field, n)
+    other_version = getattr(rec, "shadow_version", None)
+    other_outputs = getattr(rec, "shadow_outputs", None)
+    if other_version is not None and not pd.isna(other_version):
+        meta["other_version"] = int(other_version)
+        meta["other_error"] = getattr(rec, "shadow_error", None)
+    other = (
+        _outputs(json.loads(other_outputs), rec.route, field, n)
+        if isinstance(other_outputs, str)
+        else None
+    )
     if rec.route == "rank":
         query = body.get("query") or {}
-        candidates = body.get("candidates") or [{} for _ in range(int(rec.rows))]
-        scores = {int(r["index"]): float(r["score"]) for r in answer["ranked"]}
+        candidates = body.get("candidates") or [{} for _ in range(n)]
+        answer = json.loads(rec.outputs)
         dropped = {int(r["index"]) for r in answer.get("filtered") or []}
-        floor = min(scores.values(), default=0.0) - 1.0  # filtered: below every shown one
         for i, cand in enumerate(candidates):
             row = {**meta, "row": i, "_group": rec.request_id, "filtered": i in dropped}
-            row["score"] = scores.get(i, floor)
+            row.update(own[i])
+            if other is not None:
+                row.update({OTHER + k: v for k, v in other[i].items()})
             if features:
                 row.update({**query, **cand})
             yield row
         return
-    field = task_info(task).response_field
-    rows = body.get("rows") or [{} for _ in range(int(rec.rows))]
-    for i, (feats, pred) in enumerate(zip(rows, answer["predictions"], strict=True)):
-        row = {**meta, "row": i}
-        if field == "probabilities":
-            for k, p in enumerate(pred["probabilities"]):
-                row[f"proba_{k}"] = float(p)
-        else:
-            row["score"] = float(pred[field])
+    rows = body.get("rows") or [{} for _ in range(n)]
+    if len(rows) != n:
+        raise ValueError(f"{len(rows)} feature rows for {n} rows")
+    for i, feats in enumerate(rows):
+        row = {**meta, "row": i, **own[i]}
+        if other is not None:
+            row.update({OTHER + k: v for k, v in other[i].items()})
         if features:
             row.update(feats)
         yield row

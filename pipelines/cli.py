@@ -8,7 +8,7 @@ import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -39,6 +39,7 @@ EPILOG = textwrap.dedent(
       rayline report 20261127-080550
       RAY_AUTH_MODE=token rayline submit pipelines/configs/ranking.yaml --address http://head:8265
       rayline predict ranking-demo data/candidates.parquet scored/ --keys request_id,item_id
+      rayline monitor ranking-demo --labels s3://bucket/labels/2026-12-03/ --since 2026-12-03
 
     Storage: the spec's `storage` (default ./storage), or the RAYLINE_STORAGE environment variable,
     which wins for every command so `rayline models` finds what `rayline run` wrote.
@@ -190,6 +191,47 @@ def _parser() -> argparse.ArgumentParser:
         sp_.add_argument(
             "--address", help="Ray cluster address of a running deployment (default: RAY_ADDRESS)"
         )
+
+    mon = sub.add_parser(
+        "monitor",
+        help="online metrics, drift and skew of a served model from its prediction log",
+        description="Read MODEL's prediction log (<storage>/logs/MODEL/) with Ray Data and report, "
+        "per version and time window: traffic and latency; every profiled feature's drift "
+        "against the training split's profile (PSI, chi-square, missing and unseen shares; "
+        "bundles carry profile.json); a re-scored sample of logged rows (online and offline "
+        "scores must agree within monitor.max_skew); how a shadow or canary agrees with "
+        "production. With --labels (Parquet or CSV holding request_id, row and the label), the "
+        "labelled rows' metrics per version and window, calibration, and every shadow or canary "
+        "against production on the same rows with the gate's paired bootstrap. Writes "
+        "monitor.json and monitor.html (--out, default <storage>/monitor/MODEL/<time>/). Exit "
+        "2 when a threshold of the spec's monitor: section is breached (max_psi, "
+        "max_unseen_rate, min_metrics, max_metrics, max_skew), 1 on an error, else 0. --act "
+        "ends a running canary by monitor.canary: promoted when confidently better on the "
+        "logged labels, rolled back when worse or slower beyond the thresholds; the alias "
+        "history records the evidence.",
+    )
+    mon.add_argument("model")
+    mon.add_argument("--labels", help="labels: a Parquet or CSV file, folder or URI")
+    mon.add_argument("--label", help="the labels' label column (default: the model's label name)")
+    mon.add_argument(
+        "--on", default="request_id,row", help="join keys, comma-separated (default request_id,row)"
+    )
+    mon.add_argument("--since", help="first day or time to read (ISO, UTC; default: all)")
+    mon.add_argument("--until", help="read up to this day or time, excluded (ISO, UTC)")
+    mon.add_argument("--window", choices=["day", "hour"], help="time window (monitor.window)")
+    mon.add_argument(
+        "--spec",
+        help="a pipeline spec whose monitor:, evaluation: and registry.gate apply; KEY=VALUE "
+        "arguments override it (monitor.max_psi=0.2)",
+    )
+    mon.set_defaults(overrides=[])
+    mon.add_argument("--out", help="report folder (default <storage>/monitor/MODEL/<time>/)")
+    mon.add_argument(
+        "--act", action="store_true", help="promote or roll back a running canary (monitor.canary)"
+    )
+    mon.add_argument("--storage", help=f"storage root (default: {STORAGE_ENV} or ./storage)")
+    mon.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local)")
+    mon.add_argument("--verbose", action="store_true", help="show Ray's own output here")
 
     pred = sub.add_parser(
         "predict",
@@ -699,6 +741,80 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """``rayline monitor``: 0 when every threshold holds, 2 on a breach, 1 on an error."""
+    import ray
+
+    from pipelines import monitor as mon
+    from pipelines.cluster import IN_PROCESS
+    from pipelines.spec import EvaluationSpec, GateSpec, MonitorSpec
+
+    storage = _storage(args.storage)
+    settings, evaluation, gate_spec = MonitorSpec(), EvaluationSpec(), GateSpec()
+    if args.overrides and not args.spec:
+        print("rayline: KEY=VALUE overrides need --spec", file=sys.stderr)
+        return 2
+    if args.spec:
+        spec = load_spec(args.spec, args.overrides)
+        settings, evaluation, gate_spec = spec.monitor, spec.evaluation, spec.registry.gate
+    if args.window:
+        settings = settings.model_copy(update={"window": args.window})
+    req = mon.MonitorRequest(
+        storage=storage,
+        model=args.model,
+        labels=args.labels,
+        label=args.label,
+        keys=tuple(k for k in args.on.split(",") if k),
+        since=mon.parse_time(args.since, "--since"),
+        until=mon.parse_time(args.until, "--until"),
+        settings=settings,
+        evaluation=evaluation,
+        gate=gate_spec,
+        out=args.out,
+        act=args.act,
+    )
+    with capture(_quiet_log(args, "monitor"), f"rayline monitor {args.model}") as con:
+        conn = _ray_init(args.address, con)
+        try:
+            report = mon.monitor(req, con.say)
+            report["actions"] = []
+            if req.act:
+                report["actions"] = _act(req, report, con.say)
+        except (ValueError, FileNotFoundError) as e:
+            con.error(f"rayline: {e}")
+            return 1
+        finally:
+            if conn.kind != IN_PROCESS:
+                ray.shutdown()
+        where = mon.report_location(req)
+        paths = mon.write_report(where, report)
+        for line in report["breaches"]:
+            con.say(f"  breach: {line}")
+        con.say(f"report: {paths[1]}")
+        con.say(f"        {paths[0]}")
+        if report["breaches"]:
+            con.say(f"{len(report['breaches'])} threshold(s) breached")
+            return 2
+        con.say("every threshold holds")
+    return 0
+
+
+def _act(req: Any, report: dict[str, Any], say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """``--act``: judge the running canary by monitor.canary, and promote or roll it back."""
+    from pipelines import monitor as mon
+    from pipelines.deploy import canary_of
+
+    canary = canary_of(req.storage, req.model)
+    if canary is None:
+        say("  --act: no canary is deployed: nothing to judge")
+        return []
+    production = int(report["production_version"])
+    verdict = mon.judge_canary(report, canary, production, req.settings.canary)
+    say(f"  canary v{canary}: {verdict.action} ({verdict.reason})")
+    done = mon.act_on_canary(req.storage, req.model, verdict, canary, say)
+    return [done] if done else []
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from components import bundle, uris
 
@@ -756,7 +872,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # collecting a positional list at the first option, so pick up the rest here.
     args, extra = parser.parse_known_args(argv)
     leftover = [e for e in extra if e.startswith("-") or "=" not in e]
-    if leftover or (extra and args.command not in ("run", "validate", "deploy", "submit")):
+    commands = ("run", "validate", "deploy", "submit", "monitor")
+    if leftover or (extra and args.command not in commands):
         parser.error(f"unrecognized arguments: {' '.join(leftover or extra)}")
     if extra and args.command == "deploy":
         args.options = [*args.options, *extra]
@@ -777,6 +894,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_report(args)
         if args.command == "submit":
             return cmd_submit(args)
+        if args.command == "monitor":
+            return cmd_monitor(args)
         return cmd_models(args)
     except SpecError as e:
         print(f"rayline: {e}", file=sys.stderr)

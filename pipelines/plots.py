@@ -16,7 +16,7 @@ import numpy as np
 from components import curves, metrics
 
 
-def _png(fig: Any) -> bytes:
+def to_png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=90)
@@ -50,7 +50,7 @@ def learning_curves(models: Sequence[Mapping[str, Any]], metric: str) -> bytes |
     ax.set_title("Validation metric while training")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return to_png(fig)
 
 
 def trials(name: str, table: Sequence[Mapping[str, Any]], metric: str) -> bytes | None:
@@ -66,7 +66,7 @@ def trials(name: str, table: Sequence[Mapping[str, Any]], metric: str) -> bytes 
     ax.set_ylabel(metric)
     ax.set_title(f"{name}: trials (hollow = stopped early)")
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return to_png(fig)
 
 
 def binary_curves(y: np.ndarray, p: np.ndarray) -> dict[str, bytes]:
@@ -78,14 +78,14 @@ def binary_curves(y: np.ndarray, p: np.ndarray) -> dict[str, bytes]:
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (test)")
     ax.legend(loc="lower right")
-    out["roc"] = _png(fig)
+    out["roc"] = to_png(fig)
     recall, precision = curves.pr_curve(y, p)
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.plot(recall, precision)
     ax.axhline(float(np.mean(y)), ls="--", color="grey", lw=1, label="base rate")
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall (test)", ylim=(0, 1.02))
     ax.legend()
-    out["precision_recall"] = _png(fig)
+    out["precision_recall"] = to_png(fig)
     pred, obs, n = curves.calibration(y, p)
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
@@ -93,7 +93,7 @@ def binary_curves(y: np.ndarray, p: np.ndarray) -> dict[str, bytes]:
     for x, yy, c in zip(pred, obs, n, strict=True):
         ax.annotate(f"{c}", (x, yy), fontsize=7, xytext=(3, -8), textcoords="offset points")
     ax.set(xlabel="mean predicted", ylabel="observed rate", title="Calibration (test, 10 bins)")
-    out["calibration"] = _png(fig)
+    out["calibration"] = to_png(fig)
     return out
 
 
@@ -108,14 +108,14 @@ def ranking_curves(rel: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> d
     ax.set(xlabel="k", ylabel="NDCG@k", title="NDCG@k on the test split", ylim=(0, 1.02))
     ax.grid(alpha=0.3)
     ax.legend()
-    out = {"ndcg_by_k": _png(fig)}
+    out = {"ndcg_by_k": to_png(fig)}
     per_query = metrics.per_query(rel, scores, groups, "ndcg@10")
     fig, ax = plt.subplots(figsize=(5, 3.4))
     ax.hist(per_query, bins=20, range=(0, 1))
     ax.axvline(float(per_query.mean()), color="C1", label=f"mean {per_query.mean():.4f}")
     ax.set(xlabel="NDCG@10 of one query", ylabel="queries", title="Per-query NDCG@10 (test)")
     ax.legend()
-    out["ndcg_per_query"] = _png(fig)
+    out["ndcg_per_query"] = to_png(fig)
     return out
 
 
@@ -129,7 +129,7 @@ def regression_curves(y: np.ndarray, pred: np.ndarray) -> dict[str, bytes]:
     fig.colorbar(hb, ax=ax, label="rows (log)")
     ax.set(xlabel="actual", ylabel="predicted", title="Predicted vs actual (test)")
     ax.legend(loc="upper left")
-    out = {"predicted_vs_actual": _png(fig)}
+    out = {"predicted_vs_actual": to_png(fig)}
     resid = y - pred
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.4))
     r_lo, r_hi = np.quantile(resid, [0.005, 0.995])
@@ -141,7 +141,7 @@ def regression_curves(y: np.ndarray, pred: np.ndarray) -> dict[str, bytes]:
     a2.set(xlabel="actual - predicted (0.5% tails piled at the ends)", ylabel="rows")
     a2.set_title("Residual distribution")
     a2.legend()
-    out["residuals"] = _png(fig)
+    out["residuals"] = to_png(fig)
     return out
 
 
@@ -152,7 +152,7 @@ def feature_importance(importance: Mapping[str, float], top: int = 20) -> bytes 
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(items) + 1.2))
     ax.barh([k for k, _ in items], [v for _, v in items])
     ax.set(xlabel="total gain", title=f"Feature importance (top {len(items)})")
-    return _png(fig)
+    return to_png(fig)
 
 
 def gate_interval(g: Mapping[str, Any]) -> bytes | None:
@@ -172,4 +172,4 @@ def gate_interval(g: Mapping[str, Any]) -> bytes | None:
     ax.set_yticks([])
     ax.set_xlabel(f"improvement in {g['metric']} over {g.get('baseline') or 'production'}")
     ax.legend(fontsize=8, loc="upper left")
-    return _png(fig)
+    return to_png(fig)

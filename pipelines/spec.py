@@ -676,6 +676,37 @@ def _check_search(i: int, m: XGBoostModelSpec | TorchModelSpec, tune: TuneSpec) 
                 ) from None
 
 
+class CanaryThresholds(_Strict):
+    """When ``rayline monitor --act`` ends a canary: promote it when the gate's paired bootstrap
+    on the logged labels says it is confidently better (``min_improvement`` in the metric's
+    better direction, at ``confidence``), roll it back when its online metric is worse than
+    production's by more than ``max_metric_drop``, or its latency p99 is more than
+    ``max_latency_ratio`` times production's. Nothing is done below ``min_labelled_rows``."""
+
+    min_labelled_rows: int = Field(default=1000, ge=1)
+    min_improvement: float = 0.0
+    confidence: float = Field(default=0.95, ge=0.5, lt=1)
+    max_metric_drop: float = Field(default=0.01, ge=0)
+    max_latency_ratio: float | None = Field(default=2.0, gt=0)
+
+
+class MonitorSpec(_Strict):
+    """What ``rayline monitor`` checks (components.monitoring.Thresholds); a breach exits 2.
+
+    ``min_metrics``/``max_metrics``: bounds on a version's online metrics over the period read
+    (``{auc: 0.7}``, ``{logloss: 0.5}``); ``max_psi``: per feature and window; ``max_unseen_rate``:
+    a categorical feature's live share of missing or out-of-vocabulary values."""
+
+    window: Literal["day", "hour"] = "day"
+    max_psi: float | None = Field(default=0.25, gt=0)
+    max_unseen_rate: float | None = Field(default=None, ge=0, le=1)
+    min_metrics: dict[str, float] = Field(default_factory=dict)
+    max_metrics: dict[str, float] = Field(default_factory=dict)
+    max_skew: float = Field(default=1e-6, ge=0)
+    skew_requests: int = Field(default=100, ge=1)  # re-scored per version and block of the log
+    canary: CanaryThresholds = CanaryThresholds()
+
+
 class PipelineSpec(_Strict):
     """A whole pipeline: data, features, split, models, evaluation, registry, serving, Ray."""
 
@@ -697,6 +728,7 @@ class PipelineSpec(_Strict):
     tracking: TrackingSpec = TrackingSpec()
     placement: PlacementSpec = PlacementSpec()
     serve: ServeOptions = ServeOptions()
+    monitor: MonitorSpec = MonitorSpec()
     ray: RaySpec = RaySpec()
 
     @model_validator(mode="before")

@@ -18,7 +18,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from components import generators
+from components import evaluation, generators
 from components.predictor import Predictor
 from components.registry import Registry
 from pipelines.cli import main
@@ -952,8 +952,8 @@ def _keyed_load(url: str, requests: int, clients: int = 4) -> list[tuple[str, st
 def test_a_failing_shadow_and_a_sticky_canary_under_load(
     served: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A shadow that fails on every request (it needs other features) and a 20% canary, each
-    started and stopped under load by 4 clients: every request answered 200, the canary's share
+    """A shadow that fails on every request (it needs other features) and a 20% canary,
+    started together and the canary stopped under load by 4 clients: every request answered 200, the canary's share
     within 2 points over 5,000 requests and one version per key, every request logged once
     with the other version's outputs (or the shadow's error)."""
     storage, model = str(served["storage"]), "tiny-classification"
@@ -965,20 +965,14 @@ def test_a_failing_shadow_and_a_sticky_canary_under_load(
     shadow = reg.publish(model, odd, note="other features: fails as a shadow").version
     url = endpoint(_args(storage, model))
     before = httpx.get(f"{url}/model").json()["prediction_log"]
-    calls = calls_during(
-        f"{url}/predict",
-        {"rows": [_row()]},
-        lambda: deploy(_args(storage, model, version=1, shadow=shadow)),
-    )
-    assert {s for s, _ in calls} == {200} and {v for _, v in calls} == {1}
-    info = httpx.get(f"{url}/model").json()
-    assert info["routing"]["shadow_version"] == shadow
-    calls = calls_during(
+    calls = calls_during(  # both started by one rolling update, under load
         f"{url}/predict",
         {"rows": [_row()]},
         lambda: deploy(_args(storage, model, version=1, shadow=shadow, canary=2, canary_share=0.2)),
     )
     assert {s for s, _ in calls} == {200} and set(v for _, v in calls) <= {1, 2}
+    info = httpx.get(f"{url}/model").json()
+    assert info["routing"]["shadow_version"] == shadow and info["routing"]["canary_version"] == 2
     answers = _keyed_load(url, 5000)
     assert {s for _, _, s, _ in answers} == {200} and len(answers) == 5000
     share = sum(v == 2 for *_, v in answers) / len(answers)
@@ -1022,3 +1016,127 @@ def test_a_failing_shadow_and_a_sticky_canary_under_load(
     shadowed = logs[logs["shadow_version"] == shadow]
     assert len(shadowed) > 0 and shadowed["shadow_error"].notna().all()
     deploy(_args(storage, model, version=1))  # leave v1 alone for the other tests
+
+
+def _send(url: str, rows: pd.DataFrame, features: list[str], prefix: str, per: int) -> set[str]:
+    """The rows in requests of ``per`` rows (request ``<prefix>-<first row>``, its own sticky
+    key); the request ids."""
+    ids = set()
+    with httpx.Client(timeout=30) as c:
+        for start in range(0, len(rows), per):
+            rid = f"{prefix}-{start}"
+            r = c.post(
+                f"{url}/predict",
+                json={"rows": _json_rows(rows.iloc[start : start + per], features)},
+                headers={"X-Request-Id": rid, "X-Rayline-Key": rid},
+            )
+            assert r.status_code == 200, r.text
+            ids.add(rid)
+    return ids
+
+
+def _wait_logged(storage: str, model: str, ids: set[str]) -> None:
+    deadline = time.time() + 30  # the writer flushes every 5 s
+    while time.time() < deadline:
+        if ids <= set(_logged(storage, model)["request_id"]):
+            return
+        time.sleep(0.5)
+    pytest.fail("the requests did not reach the prediction log in 30 s")
+
+
+def _labels(path: Path, rows: pd.DataFrame, prefix: str, per: int) -> str:
+    """What arrives later: each row's label by request id and row."""
+    starts = np.arange(len(rows)) // per * per
+    pd.DataFrame(
+        {
+            "request_id": [f"{prefix}-{s}" for s in starts],
+            "row": np.arange(len(rows)) - starts,
+            "label": rows["label"].to_numpy(),
+        }
+    ).to_parquet(path)
+    return str(path)
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+def test_monitor_reports_the_offline_metric_online_and_names_a_drifted_feature(
+    served: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The test split through /predict, its labels joined later: the online AUC and logloss
+    are the offline ones on the same rows (1e-9), re-scoring the log finds no skew, nothing
+    drifted; the same rows with num_0 shifted exit 2 naming num_0 and only it."""
+    storage, model = str(served["storage"]), "tiny-classification"
+    url = str(served[model])
+    rows, _ = _raw_rows(_run_dir(storage, model))
+    mv = Registry(storage).resolve(model, version=1)
+    predictor = Predictor.load(mv.path)
+    since = _now()
+    _wait_logged(storage, model, _send(url, rows, predictor.feature_columns, "mon", 50))
+    labels = _labels(tmp_path / "labels.parquet", rows, "mon", 50)
+    out = tmp_path / "report"
+    argv = ["monitor", model, "--storage", storage, "--since", since, "--out", str(out)]
+    assert main([*argv, "--labels", labels]) == 0, capsys.readouterr().out
+    report = json.loads((out / "monitor.json").read_text())
+    assert report["labels"] == {"given": len(rows), "matched": len(rows), "logged_rows": len(rows)}
+    online = report["metrics"]["1"]["all"]
+    offline = evaluation.evaluate(
+        "binary", pd.DataFrame({"score": predictor.predict(rows), "label": rows["label"]}), "label"
+    )
+    assert online["auc"] == pytest.approx(offline["auc"], abs=1e-9)
+    assert online["logloss"] == pytest.approx(offline["logloss"], abs=1e-9)
+    assert report["skew"]["1"]["rows"] > 0 and report["skew"]["1"]["max_abs_diff"] == 0.0
+    assert report["breaches"] == [] and report["drift"]["1"]["all"]["num_0"]["psi"] < 0.25
+    assert "<img" in (out / "monitor.html").read_text()
+    since = _now()
+    shifted = rows.assign(num_0=rows["num_0"] + 5.0)
+    _wait_logged(storage, model, _send(url, shifted, predictor.feature_columns, "drift", 50))
+    capsys.readouterr()
+    assert main([*argv[:4], "--since", since, "--out", str(tmp_path / "drifted")]) == 2
+    said = capsys.readouterr().out
+    assert "feature 'num_0' drifted" in said and "1 threshold(s) breached" in said, said
+
+
+def test_monitor_act_promotes_a_better_canary_and_rolls_back_a_worse_one(
+    served: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A weak production (trained on shuffled labels) with the good v1 as a 50% canary: the
+    canary is confidently better on the logged labels and --act promotes it; then the weak
+    version as a canary of v1 is worse and --act rolls it back. Both recorded with evidence."""
+    storage, model = str(served["storage"]), "tiny-classification"
+    url = str(served[model])
+    reg = Registry(storage)
+    rows, _ = _raw_rows(_run_dir(storage, model))
+    good = Predictor.load(reg.resolve(model, version=1).path)
+    shuffled = rows.assign(label=np.random.default_rng(0).permutation(rows["label"].to_numpy()))
+    contents = bundles.xgboost_contents(shuffled, transform=good.transform, rounds=3)
+    weak = reg.publish(model, bundles.write(tmp_path / "weak", contents), note="weak").version
+    spec = str(TINY / "classification.yaml")
+    knobs = ["monitor.canary.min_labelled_rows=100", "monitor.canary.max_latency_ratio=20"]
+    for n, (prod, canary, action) in enumerate([(weak, 1, "promoted"), (1, weak, "rolled back")]):
+        reg.set_alias(model, "production", prod, note="test set-up")
+        deploy(_args(storage, model, version=prod, canary=canary, canary_share=0.5))
+        since = _now()
+        prefix = f"act{n}"
+        _wait_logged(storage, model, _send(url, rows, good.feature_columns, prefix, 10))
+        labels = _labels(tmp_path / f"{prefix}.parquet", rows, prefix, 10)
+        capsys.readouterr()
+        code = main(
+            ["monitor", model, "--storage", storage, "--since", since, "--labels", labels,
+             "--out", str(tmp_path / prefix), "--act", "--spec", spec, "monitor.max_psi=10",
+             *knobs]
+        )  # fmt: skip
+        said = capsys.readouterr().out
+        assert code == 0, said
+        assert f"canary v{canary} {action} by rayline monitor" in said, said
+        assert reg.aliases(model)["production"] == 1
+        note = reg.history(model)[-1]["note"]
+        assert f"canary v{canary} {action} by rayline monitor" in note
+        assert "auc" in note  # the evidence: the metric, on how many rows
+        info = httpx.get(f"{url}/model").json()
+        assert info["version"] == 1 and info["routing"] is None  # production alone
+        report = json.loads((tmp_path / prefix / "monitor.json").read_text())
+        assert report["actions"][0]["action"] == ("promote" if n == 0 else "rollback")

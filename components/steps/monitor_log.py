@@ -1,0 +1,210 @@
+"""A model's prediction log and its labels as Ray datasets, for ``rayline monitor``.
+
+The log's Parquet files (``<storage>/logs/<model>/date=<day>/``) of the days asked for are
+listed once; every read, explosion into scored rows (components.online.logged_rows) and
+summary (components.monitoring) runs in Ray Data tasks, one part per block back to the driver
+(components.steps.evaluate_split.map_blocks). The labels are joined in Ray Data too (a hash
+join on the request id and row), so no row reaches the driver.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import ray.data
+
+from components import monitoring, online, uris
+from components.prediction_log import log_folder
+
+DAY = "date="
+
+
+PARTITION_BYTES = 128 * 2**20  # of log Parquet per join partition
+
+
+def log_files(
+    storage: str, model: str, since: dt.datetime | None, until: dt.datetime | None
+) -> tuple[pafs.FileSystem, list[str], int]:
+    """The filesystem, the log files of ``model`` whose day overlaps ``[since, until)`` and
+    their total size in bytes."""
+    fs, root = uris.filesystem(log_folder(storage, model))
+    try:
+        days = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    except OSError as e:
+        raise FileNotFoundError(f"{uris.display(log_folder(storage, model))}: {e}") from None
+    first = since.date().isoformat() if since else ""
+    last = until.date().isoformat() if until else "9999"
+    files: list[str] = []
+    size = 0
+    for d in sorted(days, key=lambda i: i.path):
+        name = d.base_name
+        if d.type != pafs.FileType.Directory or not name.startswith(DAY):
+            continue
+        if not first <= name.removeprefix(DAY) <= last:
+            continue
+        inside = [
+            f
+            for f in fs.get_file_info(pafs.FileSelector(d.path))
+            if f.base_name.endswith(".parquet")
+        ]
+        files += sorted(f.path for f in inside)
+        size += sum(f.size or 0 for f in inside)
+    return fs, files, size
+
+
+def _micros(t: dt.datetime | None) -> int | None:
+    return None if t is None else int(t.timestamp() * 1e6)
+
+
+class _Explode:
+    """Ray Data callable: the block's records within the period as scored rows."""
+
+    def __init__(self, task: str, since: int | None, until: int | None, features: bool) -> None:
+        self.task, self.since, self.until, self.features = task, since, until, features
+
+    def rows(self, batch: pa.Table) -> pd.DataFrame:
+        ts = batch.column("ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
+        keep = pd.Series(True, index=range(len(ts)))
+        if self.since is not None:
+            keep &= ts >= self.since
+        if self.until is not None:
+            keep &= ts < self.until
+        table = batch.filter(pa.array(keep.to_numpy()))
+        return online.logged_rows(table, self.task, features=self.features)
+
+
+class _Traffic(_Explode):
+    """Ray Data callable: one pickled traffic part per block."""
+
+    def __init__(self, plan: monitoring.MonitorPlan, since: int | None, until: int | None):
+        super().__init__(plan.task, since, until, features=True)
+        self.plan = plan
+
+    def __call__(self, batch: pa.Table) -> pd.DataFrame:
+        import pickle
+
+        part = monitoring.traffic_block(self.rows(batch), self.plan)
+        # pickle carries a computed part between rayline's own processes (never a model artifact)
+        return pd.DataFrame({"part": [pickle.dumps(part)]})
+
+
+def narrow_schema(task: str, num_classes: int | None) -> pa.Schema:
+    """The columns of ``monitoring.narrow``'s frames, typed."""
+    fields = [
+        ("request_id", pa.string()),
+        ("row", pa.int64()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("version", pa.int64()),
+        ("answered_by", pa.string()),
+        ("latency_ms", pa.float64()),
+        ("_group", pa.string()),
+        ("filtered", pa.bool_()),
+        ("other_version", pa.float64()),
+        ("other_error", pa.string()),
+    ]
+    for name in monitoring.output_names(task, num_classes):
+        fields += [(name, pa.float64()), (online.OTHER + name, pa.float64())]
+    return pa.schema(fields)
+
+
+class _Narrow(_Explode):
+    """Ray Data callable: the block's scored rows, without features, in a fixed schema."""
+
+    def __init__(self, task: str, num_classes: int | None, since: int | None, until: int | None):
+        super().__init__(task, since, until, features=False)
+        self.num_classes = num_classes
+        self.schema = narrow_schema(task, num_classes)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        frame = monitoring.narrow(self.rows(batch), self.task, self.num_classes)
+        return pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
+
+
+def read_log(fs: pafs.FileSystem, files: Sequence[str]) -> ray.data.Dataset:
+    """The log files as a dataset of records (lazy)."""
+    return ray.data.read_parquet(list(files), filesystem=fs)
+
+
+def traffic(
+    fs: pafs.FileSystem,
+    files: Sequence[str],
+    plan: monitoring.MonitorPlan,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+) -> monitoring.TrafficPart:
+    """Every logged row's traffic part, merged (one part per block reaches the driver)."""
+    import pickle
+
+    parts = read_log(fs, files).map_batches(
+        _Traffic,
+        fn_constructor_args=(plan, _micros(since), _micros(until)),
+        batch_format="pyarrow",
+        batch_size=None,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2),
+        num_cpus=0.5,
+    )
+    return monitoring.merge_traffic(pickle.loads(r["part"]) for r in parts.iter_rows())
+
+
+def read_labels(uri: str, keys: Sequence[str], label: str) -> tuple[ray.data.Dataset, int]:
+    """The labels at ``uri`` (Parquet, or CSV by extension): the key columns and the label, and
+    how many rows (Parquet: from the files' metadata)."""
+    fs, inner = uris.filesystem(uri)
+    if inner.endswith((".csv", ".csv.gz")):
+        ds = ray.data.read_csv(inner, filesystem=fs)
+    else:
+        ds = ray.data.read_parquet(inner, filesystem=fs)
+    missing = [c for c in (*keys, label) if c not in ds.columns()]
+    if missing:
+        raise ValueError(f"labels {uris.display(uri)}: no column(s) {missing}")
+    types = {"request_id": pa.string(), "row": pa.int64()}
+
+    def select(batch: pa.Table) -> pa.Table:
+        cols = {c: batch.column(c) for c in (*keys, label)}
+        for c, t in types.items():
+            if c in cols:
+                cols[c] = cols[c].cast(t)
+        cols[label] = cols[label].cast(pa.float64())
+        return pa.table(cols)
+
+    given = int(ds.count())
+    return ds.map_batches(select, batch_format="pyarrow", batch_size=None, num_cpus=0.25), given
+
+
+def labelled(
+    fs: pafs.FileSystem,
+    files: Sequence[str],
+    labels: ray.data.Dataset,
+    task: str,
+    num_classes: int | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    keys: Sequence[str] = online.KEYS,
+    grouped: bool = False,
+    log_bytes: int = 0,
+) -> ray.data.Dataset:
+    """The logged rows that have a label, materialized in the object store; with ``grouped``
+    every block holds whole queries (a hash repartition on ``_group``)."""
+    rows = read_log(fs, files).map_batches(
+        _Narrow,
+        fn_constructor_args=(task, num_classes, _micros(since), _micros(until)),
+        batch_format="pyarrow",
+        batch_size=None,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2),
+        num_cpus=0.5,
+    )
+    parts = max(1, min(512, log_bytes // PARTITION_BYTES + 1))  # a partition per 128 MiB
+    joined = rows.join(labels, "inner", num_partitions=parts, on=tuple(keys)).materialize()
+    if grouped:
+        joined = joined.repartition(max(1, joined.num_blocks()), keys=["_group"]).materialize()
+    return joined
+
+
+def count(ds: Any) -> int:
+    """Rows of a dataset."""
+    return int(ds.count())
