@@ -2,8 +2,8 @@
 
 Set-up (once per scratch folder): `rayline run pipelines/configs/tiny/classification.yaml` into a
 scratch storage, so a registered model carries its training profile; then, per size, a log of
-``--records`` one-row /predict records as the endpoint writes them (rows from synthetic:binary
-scored by that model, components.prediction_log.to_table, files of ``--file-records`` records
+``--records`` one-row /predict records as the endpoint writes them (rows from synthetic:binary,
+the training data's generator and seed, scored by that model, components.prediction_log.to_table, files of ``--file-records`` records
 under ``<storage>/logs/tiny-classification/date=2026-12-03/``) and a Parquet file of their
 labels.
 
@@ -48,8 +48,8 @@ from components.registry import Registry
 storage, folder, labels, records, per_file = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 p = Predictor.load(Registry(storage).resolve("tiny-classification").path)
 cols = p.feature_columns
-t0 = 1_764_720_000.0  # 2026-12-03 00:00 UTC
-tasks = generators.plan_blocks("binary", {"rows": records, "seed": 7, "block_rows": per_file})
+t0 = 1_796_256_000.0  # 2026-12-03 00:00 UTC
+tasks = generators.plan_blocks("binary", {"rows": records, "seed": 1, "block_rows": per_file})
 out = []
 for t in tasks:
     frame = generators.generate_block(t).reset_index(drop=True)

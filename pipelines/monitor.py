@@ -27,6 +27,7 @@ from components.registry import Registry
 from components.tasks import task_info
 from pipelines.errors import PipelineError
 from pipelines.spec import CanaryThresholds, EvaluationSpec, GateSpec, MonitorSpec
+from pipelines.stages.common import BlockFn
 
 Say = Callable[[str], None]
 
@@ -240,25 +241,14 @@ def _label_parts(
     joined: Any, plan: monitoring.MonitorPlan, map_blocks: Callable[..., Any]
 ) -> monitoring.LabelPart:
     """The labelled rows' parts, with refinement passes until every AUC is within its bound."""
-    parts = monitoring.merge_labels(map_blocks(joined, _Blocks(monitoring.label_block, plan)))
+    parts = monitoring.merge_labels(map_blocks(joined, BlockFn(monitoring.label_block, plan)))
     for _ in range(metric_parts.REFINE_PASSES):
         grids = monitoring.refinements(parts)
         if not grids:
             break
-        again = map_blocks(joined, _Blocks(monitoring.label_block, replace(plan, grids=grids)))
+        again = map_blocks(joined, BlockFn(monitoring.label_block, replace(plan, grids=grids)))
         parts = monitoring.with_refined(parts, monitoring.merge_labels(again))
     return parts
-
-
-@dataclass(frozen=True)
-class _Blocks:
-    """``fn(block, arg)`` as a one-argument function that pickles by reference."""
-
-    fn: Any
-    arg: Any
-
-    def __call__(self, block: Any) -> Any:
-        return self.fn(block, self.arg)
 
 
 def _pairs(
@@ -285,7 +275,7 @@ def _pairs(
     }
     plans = monitoring.pair_plans(task, metric, parts, settings, label)
     boots = monitoring.merge_pair_bootstraps(
-        map_blocks(joined, _Blocks(monitoring.pair_bootstrap_block, plans))
+        map_blocks(joined, BlockFn(monitoring.pair_bootstrap_block, plans))
     )
     out = {}
     for key, sides in sorted(parts.pairs.items()):

@@ -105,7 +105,11 @@ def histograms(shares: Mapping[str, Mapping[str, Any]], names: Sequence[str]) ->
         ax.bar(x - 0.2, d["train"], width=0.4, label="training")
         ax.bar(x + 0.2, d["live"], width=0.4, label="live")
         ax.set_title(n, fontsize=9)
-        ax.set_xlabel("bin (last: missing)" if d["kind"] == "numeric" else "code (last: unseen)")
+        ax.set_xlabel(
+            "decile bin, then missing"
+            if d["kind"] == "numeric"
+            else "top codes, the rest, then unseen"
+        )
     axes[0][0].legend(fontsize=7)
     return to_png(fig)
 

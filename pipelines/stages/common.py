@@ -219,18 +219,18 @@ def plan(ctx: RunContext, label_mean: float, champion: bool) -> split_evaluation
 def parts_of(split: ScoredSplit, p: split_evaluation.EvalPlan) -> dict[str, Any]:
     """The merged parts of every block, with the AUC refinement passes (each one more pass over
     the scored rows) until every AUC is within its bound."""
-    parts = split_evaluation.merge_parts(split.map_blocks(_Blocks(split_evaluation.block_parts, p)))
+    parts = split_evaluation.merge_parts(split.map_blocks(BlockFn(split_evaluation.block_parts, p)))
     for _ in range(metric_parts.REFINE_PASSES):
         grids = split_evaluation.refinements(parts)
         if not grids:
             break
-        again = split.map_blocks(_Blocks(split_evaluation.block_parts, replace(p, grids=grids)))
+        again = split.map_blocks(BlockFn(split_evaluation.block_parts, replace(p, grids=grids)))
         parts = split_evaluation.with_refined(parts, split_evaluation.merge_parts(again))
     return parts
 
 
 @dataclass(frozen=True)
-class _Blocks:
+class BlockFn:
     """``fn(block, arg)`` as a one-argument function that pickles by reference."""
 
     fn: Any
