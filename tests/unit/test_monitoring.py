@@ -214,3 +214,67 @@ def test_the_canary_thresholds_judge_a_report(
 
     v = judge_canary(_canary_report(cand, 0.75, promote, units, p99), 2, 1, CanaryThresholds())
     assert v.action == action and needle in v.reason, v
+
+
+def test_rank_requests_are_queries_with_their_ndcg_and_a_shadow_beside_them() -> None:
+    """/rank records: each request one query; NDCG@3 of the logged ranks equals the offline one
+    (filtered candidates rank last), and a shadow's ranks are the candidate's side of its pair."""
+    rng = np.random.default_rng(3)
+    records, truth = [], []
+    for q in range(40):
+        n = 6
+        own, theirs = rng.random(n), rng.random(n)
+        filtered = [int(rng.integers(n))] if q % 4 == 0 else []
+
+        def ranked(s: np.ndarray, drop: list[int]) -> list[dict]:
+            return sorted(
+                ({"index": i, "score": float(v)} for i, v in enumerate(s) if i not in drop),
+                key=lambda r: -r["score"],
+            )
+
+        records.append(
+            Record(
+                request_id=f"q{q}",
+                ts=T0 + q,
+                model="r",
+                version=1,
+                route="rank",
+                rows=n,
+                features={"candidates": [{"f": float(i)} for i in range(n)]},
+                outputs={
+                    "ranked": ranked(own, filtered),
+                    "filtered": [{"index": i} for i in filtered] or None,
+                },
+                latency_ms=1.0,
+                shadow_version=2,
+                shadow_outputs={"ranked": ranked(theirs, [])},
+            )
+        )
+        rel = rng.integers(0, 3, n)
+        floor = own[[i for i in range(n) if i not in filtered]].min() - 1.0
+        for i in range(n):
+            truth.append({"request_id": f"q{q}", "row": i, "rel": float(rel[i]),
+                          "score": floor if i in filtered else float(own[i]),
+                          "shadow": float(theirs[i])})  # fmt: skip
+    frame = pd.DataFrame(truth)
+    plan = monitoring.MonitorPlan(task="ranking", label="rel", eval_kwargs={"ks": (3,)})
+    joined = []
+    for b in _blocks_of(records, "ranking"):
+        narrow = monitoring.narrow(b, "ranking", None)
+        joined.append(narrow.merge(frame[["request_id", "row", "rel"]], on=["request_id", "row"]))
+    parts = monitoring.merge_labels(monitoring.label_block(j, plan) for j in joined)
+    online = monitoring.metric_table(parts)["1"][monitoring.ALL]
+    offline = evaluation.evaluate(
+        "ranking", frame.assign(_group=frame["request_id"]), "rel", ks=(3,)
+    )
+    assert online["ndcg@3"] == pytest.approx(offline["ndcg@3"], abs=1e-12)
+    shadow = evaluation.finish(parts.pairs[("shadow", 2, 1)]["test"])
+    theirs = evaluation.evaluate(
+        "ranking", frame.assign(_group=frame["request_id"], score=frame["shadow"]), "rel", ks=(3,)
+    )
+    assert shadow["ndcg@3"] == pytest.approx(theirs["ndcg@3"], abs=1e-12)
+
+
+def _blocks_of(records: list[Record], task: str, n: int = 3) -> list[pd.DataFrame]:
+    cuts = np.array_split(np.arange(len(records)), n)
+    return [logged_rows(to_table([records[i] for i in c]), task) for c in cuts if len(c)]
