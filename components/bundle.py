@@ -73,6 +73,14 @@ class BundleError(Exception):
     link; the message names the bundle path and the file."""
 
 
+def _temp_beside(path: str) -> str:
+    """A new temporary name in ``path``'s folder, hidden (a leading dot): a reader listing the
+    folder meanwhile (pyarrow datasets, Ray Data) skips it rather than opening a file that is
+    about to be renamed away."""
+    folder, base = os.path.split(path)
+    return os.path.join(folder, f".{base}{TMP_MARK}{uuid.uuid4().hex}")
+
+
 def utc_now() -> str:
     """The current UTC time as ISO 8601 with milliseconds and a ``Z`` suffix."""
     now = dt.datetime.now(dt.timezone.utc)
@@ -334,7 +342,7 @@ class Storage:
                 f.write(data)
             return
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        target = f"{path}{TMP_MARK}{uuid.uuid4().hex}" if atomic else path
+        target = _temp_beside(path) if atomic else path
         try:
             # "x": always a new file (never through a link planted at the name; the non-atomic
             # case only writes into a new temporary directory)
@@ -388,7 +396,7 @@ class Storage:
         parent, base = posixpath.split(path)
         if self.local:
             os.makedirs(parent, exist_ok=True)
-            tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex}"
+            tmp = _temp_beside(path)
             try:
                 with open(tmp, "wb") as f:
                     f.write(data)

@@ -4,7 +4,8 @@ The log's rows (components.online.logged_rows: one per scored row) are summarise
 that add up across blocks, as the evaluate stage's are (components.split_evaluation):
 
 * ``traffic_block`` on every logged row, labelled or not: rows and requests per version, time
-  window and who answered (production, canary); latency histograms; the drift counts of every
+  window and who answered (production, canary), and the requests it refused or failed on
+  (components.online.failed_requests); latency histograms; the drift counts of every
   profiled feature against the answering version's training profile (components.drift, the
   bundle's profile.json), encoded as that version's transform encodes it; and, where the other
   version of a shadow or a canary scored the same request, how far the two outputs agree.
@@ -156,6 +157,19 @@ class TrafficPart:
     # per version: re-scored rows, the largest |online - offline|, rows beyond the limit, the
     # first few of those (request id:row), rows whose logged features could not be re-scored
     skew: dict[int, dict[str, Any]] = field(default_factory=dict)
+    errors: dict[tuple[int, str, str], int] = field(default_factory=dict)  # failed requests
+    first_failure: dict[tuple[int, str], str] = field(default_factory=dict)  # (v, by)
+
+
+def _failures(part: TrafficPart, failed: pd.DataFrame, window: str) -> None:
+    """Count the failed requests (status and error of each version's first) into ``part``."""
+    failed = failed.assign(_window=window_of(failed["ts"], window))
+    for (v, w, by), g in groups(failed, ["version", "_window", "answered_by"]):
+        part.errors[(int(v), str(w), str(by))] = len(g)
+        first = g.iloc[0]
+        part.first_failure.setdefault(
+            (int(v), str(by)), f"{first['status']}: {first['error']}"[:300]
+        )
 
 
 def _live_values(rows: pd.DataFrame, f: VersionFeatures, p: drift.FeatureProfile) -> np.ndarray:
@@ -200,9 +214,14 @@ def paired_frame(task: str, kind: str, part: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([base, cand, prod.add_prefix(CHAMPION)], axis=1)
 
 
-def traffic_block(rows: pd.DataFrame, plan: MonitorPlan) -> TrafficPart:
-    """One block's traffic part (see the module doc)."""
+def traffic_block(
+    rows: pd.DataFrame, plan: MonitorPlan, failed: pd.DataFrame | None = None
+) -> TrafficPart:
+    """One block's traffic part (see the module doc): its answered ``rows`` and its ``failed``
+    requests."""
     part = TrafficPart()
+    if failed is not None and len(failed):
+        _failures(part, failed, plan.window)
     if not len(rows):
         return part
     windows = window_of(rows["ts"], plan.window)
@@ -293,7 +312,7 @@ def merge_traffic(parts: Iterable[TrafficPart]) -> TrafficPart:
     """The traffic parts of several blocks as one."""
     total = TrafficPart()
     for p in parts:
-        for name in ("rows", "requests", "other_errors"):
+        for name in ("rows", "requests", "other_errors", "errors"):
             mine, theirs = getattr(total, name), getattr(p, name)
             for k, n in theirs.items():
                 mine[k] = mine.get(k, 0) + n
@@ -311,9 +330,32 @@ def merge_traffic(parts: Iterable[TrafficPart]) -> TrafficPart:
                 total.agreement[k] = a.copy()
         for k, e in p.first_error.items():
             total.first_error.setdefault(k, e)
+        for k2, e in p.first_failure.items():
+            total.first_failure.setdefault(k2, e)
         for v, sk in p.skew.items():
             total.skew[v] = _merge_skew(total.skew[v], sk) if v in total.skew else dict(sk)
     return total
+
+
+def error_table(t: TrafficPart) -> list[dict[str, Any]]:
+    """Per version and who answered: requests routed to it, how many it refused or failed on
+    (any status but 200), their share, and the first failure."""
+    routed: dict[tuple[int, str], list[int]] = {}
+    for (v, _, by), n in t.requests.items():
+        routed.setdefault((v, by), [0, 0])[0] += n
+    for (v, _, by), n in t.errors.items():
+        routed.setdefault((v, by), [0, 0])[1] += n
+    return [
+        {
+            "version": v,
+            "answered_by": by,
+            "requests": ok + bad,
+            "errors": bad,
+            "error_rate": bad / (ok + bad),
+            "first_error": t.first_failure.get((v, by)),
+        }
+        for (v, by), (ok, bad) in sorted(routed.items())
+    ]
 
 
 def latency_quantile(hist: np.ndarray, q: float) -> float:
@@ -568,13 +610,15 @@ class Thresholds:
     """When ``rayline monitor`` exits 2: a feature's PSI above ``max_psi`` in a window, a
     categorical feature's live unseen-or-missing share above ``max_unseen_rate``, a metric below
     its ``min_metrics`` (above, for metrics where lower is better: ``max_metrics``) for a version
-    over the period, or online and offline scores apart by more than ``max_skew``."""
+    over the period, online and offline scores apart by more than ``max_skew``, or a version
+    refusing or failing more than ``max_error_rate`` of the requests routed to it."""
 
     max_psi: float | None = 0.25
     max_unseen_rate: float | None = None
     min_metrics: Mapping[str, float] = field(default_factory=dict)
     max_metrics: Mapping[str, float] = field(default_factory=dict)
     max_skew: float = 1e-6
+    max_error_rate: float | None = None
 
 
 def breaches(report: Mapping[str, Any], t: Thresholds) -> list[str]:
@@ -606,6 +650,13 @@ def breaches(report: Mapping[str, Any], t: Thresholds) -> list[str]:
         for name, high in t.max_metrics.items():
             if name in whole and whole[name] > high:
                 out.append(f"v{v}: {name} {whole[name]:.4f} > {high}")
+    for e in report.get("errors", []):
+        if t.max_error_rate is not None and e["error_rate"] > t.max_error_rate:
+            out.append(
+                f"v{e['version']} ({e['answered_by']}): {e['errors']} of {e['requests']} "
+                f"requests failed ({e['error_rate']:.1%} > {t.max_error_rate:.1%}); first: "
+                f"{e['first_error']}"
+            )
     skew = report.get("skew", {})
     for v, s in skew.items():
         if s["max_abs_diff"] > t.max_skew:

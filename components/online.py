@@ -32,10 +32,32 @@ OTHER = "other:"
 production's beside a canary, on the same row (``other_version``; ``other_error`` when it failed)."""
 
 
-def logged_rows(log: pa.Table | pd.DataFrame, task: str, features: bool = True) -> pd.DataFrame:
-    """One row per scored row of every record in ``log`` (see the module doc). A record whose
-    bodies cannot be read raises a ValueError naming its request id."""
+FAILED = ("request_id", "ts", "version", "answered_by", "route", "status", "error")
+
+
+def _answered(frame: pd.DataFrame) -> pd.Series:
+    """Which records were answered (200; files from before ``status`` was logged: all)."""
+    if "status" not in frame:
+        return pd.Series(True, index=frame.index)
+    return frame["status"].isna() | (frame["status"] == 200)
+
+
+def failed_requests(log: pa.Table | pd.DataFrame) -> pd.DataFrame:
+    """The records of requests a version refused or failed on (``FAILED`` columns): one row
+    each, none of them scored."""
     frame = log.to_pandas() if isinstance(log, pa.Table) else log
+    if "status" not in frame:
+        return pd.DataFrame({c: [] for c in FAILED})
+    failed = frame[~_answered(frame)]
+    return failed[list(FAILED)].reset_index(drop=True)
+
+
+def logged_rows(log: pa.Table | pd.DataFrame, task: str, features: bool = True) -> pd.DataFrame:
+    """One row per scored row of every answered record in ``log`` (see the module doc; failed
+    requests are ``failed_requests``). A record whose bodies cannot be read raises a ValueError
+    naming its request id."""
+    frame = log.to_pandas() if isinstance(log, pa.Table) else log
+    frame = frame[_answered(frame)]
     out: list[dict[str, Any]] = []
     for rec in frame.itertuples(index=False):
         try:

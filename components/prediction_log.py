@@ -1,6 +1,6 @@
 """Prediction logs: what an endpoint answered, written in batches to Parquet under the storage.
 
-A replica hands every answered request to ``PredictionLog.offer``, which never blocks and never
+A replica hands every request it routed to a version to ``PredictionLog.offer``, which never blocks and never
 raises: the record joins a bounded in-memory queue, or, when the queue is full, is dropped and
 counted. A writer thread turns the queue into Parquet files every ``flush_seconds`` (or as soon
 as ``flush_records`` are waiting), one file per flush and day::
@@ -20,7 +20,9 @@ rows or candidates), ``features`` (JSON: the request body as received, minus the
 fields), ``outputs`` (JSON: the response body), ``latency_ms`` (arrival to response built),
 ``shadow_version``, ``shadow_outputs`` and ``shadow_error``: the other version scored on the same
 request (a shadow beside production, or production beside a canary; serve/routing.py), its
-response body, or why it has none (null without one).
+response body, or why it has none (null without one); ``status`` (the HTTP status answered:
+200, or the 4xx/5xx of a request the version refused or failed on, whose ``outputs`` are null)
+and ``error`` (why). Files written before ``status`` existed hold answered requests only.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ SCHEMA = pa.schema(
         ("shadow_version", pa.int64()),
         ("shadow_outputs", pa.string()),
         ("shadow_error", pa.string()),
+        ("status", pa.int32()),
+        ("error", pa.string()),
     ]
 )
 
@@ -91,7 +95,8 @@ class LogStats:
 
 @dataclass
 class Record:
-    """One answered request, as the replica hands it over (serialised by the writer)."""
+    """One request a version answered or failed on, as the replica hands it over (serialised
+    by the writer)."""
 
     request_id: str
     ts: float  # seconds since the epoch, UTC
@@ -106,6 +111,8 @@ class Record:
     shadow_version: int | None = None
     shadow_outputs: Any = None
     shadow_error: str | None = None
+    status: int = 200  # the HTTP status answered; not 200: ``outputs`` is None, ``error`` says why
+    error: str | None = None
 
 
 def sampled(request_id: str, share: float) -> bool:
@@ -177,6 +184,8 @@ def to_table(records: list[Record], drop: Iterable[str] = ()) -> pa.Table:
             "shadow_version": pa.array([r.shadow_version for r in records], pa.int64()),
             "shadow_outputs": [js(r.shadow_outputs) for r in records],
             "shadow_error": [r.shadow_error for r in records],
+            "status": pa.array([r.status for r in records], pa.int32()),
+            "error": [r.error for r in records],
         },
         schema=SCHEMA,
     )

@@ -68,6 +68,7 @@ def thresholds(s: MonitorSpec) -> monitoring.Thresholds:
         min_metrics=dict(s.min_metrics),
         max_metrics=dict(s.max_metrics),
         max_skew=s.max_skew,
+        max_error_rate=s.max_error_rate,
     )
 
 
@@ -124,7 +125,11 @@ def monitor(req: MonitorRequest, say: Say) -> dict[str, Any]:
     )
     traffic = monitor_log.traffic(fs, files, plan, req.since, req.until)
     logged = sum(traffic.rows.values())
-    say(f"  traffic: {logged:,} rows in {sum(traffic.requests.values()):,} requests")
+    failed = sum(traffic.errors.values())
+    say(
+        f"  traffic: {logged:,} rows in {sum(traffic.requests.values()):,} answered requests"
+        + (f", {failed:,} failed" if failed else "")
+    )
     report: dict[str, Any] = {
         "model": req.model,
         "task": task,
@@ -137,6 +142,7 @@ def monitor(req: MonitorRequest, say: Say) -> dict[str, Any]:
         "production_version": production.version,
         "traffic": _traffic_table(traffic),
         "latency_ms": _latency_table(traffic),
+        "errors": monitoring.error_table(traffic),
         "drift": monitoring.drift_table(traffic, features),
         "unprofiled_versions": sorted({v for v, _, _ in traffic.rows} - set(features), key=int),
         "skew": {str(v): sk for v, sk in sorted(traffic.skew.items())},
@@ -314,8 +320,11 @@ def judge_canary(
     report: dict[str, Any], canary: int, production: int, c: CanaryThresholds
 ) -> CanaryVerdict:
     """The canary thresholds applied to a finished report (no I/O): promote when the paired
-    bootstrap says confidently better, roll back when the metric dropped or latency grew
-    beyond the thresholds, else wait (too few labelled rows, or no confident difference)."""
+    bootstrap says confidently better, roll back when its error rate, latency or metric is
+    worse beyond the thresholds, else wait (too few labelled rows, or no confident difference)."""
+    worse = _more_errors(report, canary, production, c)
+    if worse is not None:
+        return CanaryVerdict("rollback", worse)
     pair = report.get("pairs", {}).get(f"canary v{canary} vs production v{production}")
     lat = {(r["version"], r["answered_by"]): r for r in report.get("latency_ms", [])}
     mine, theirs = lat.get((canary, "canary")), lat.get((production, "production"))
@@ -349,6 +358,38 @@ def judge_canary(
     if d["promote"]:
         return CanaryVerdict("promote", str(d["reason"]))
     return CanaryVerdict("wait", str(d["reason"]))
+
+
+def _more_errors(
+    report: dict[str, Any], canary: int, production: int, c: CanaryThresholds
+) -> str | None:
+    """Why the canary fails too often (None: it does not): its share of failed requests is
+    above production's plus ``max_error_rate_increase``, and an exact one-sided binomial test
+    says so at ``confidence`` (the canary's failures against production's rate plus the
+    allowance, production's rate taken as known: it has most of the traffic). One failure in a
+    few requests is not evidence; the normal approximation would call it one."""
+    from scipy.stats import binom
+
+    if c.max_error_rate_increase is None:
+        return None
+    rates = {(r["version"], r["answered_by"]): r for r in report.get("errors", [])}
+    mine, theirs = rates.get((canary, "canary")), rates.get((production, "production"))
+    if not mine or not mine["errors"]:
+        return None
+    n1, e1 = int(mine["requests"]), int(mine["errors"])
+    n2, e2 = (int(theirs["requests"]), int(theirs["errors"])) if theirs else (0, 0)
+    p1, p2 = e1 / n1, (e2 / n2 if n2 else 0.0)
+    allowed = min(1.0, p2 + c.max_error_rate_increase)
+    if p1 <= allowed:
+        return None
+    p_value = float(binom.sf(e1 - 1, n1, allowed))  # P(at least e1 failures | allowed rate)
+    if p_value > 1 - c.confidence:
+        return None
+    return (
+        f"{e1} of its {n1} requests failed ({p1:.1%}) against production's {e2} of {n2} "
+        f"({p2:.1%}): above the allowed {allowed:.1%} (p = {p_value:.2g}); first: "
+        f"{mine['first_error']}"
+    )
 
 
 def act_on_canary(

@@ -679,15 +679,18 @@ def _check_search(i: int, m: XGBoostModelSpec | TorchModelSpec, tune: TuneSpec) 
 class CanaryThresholds(_Strict):
     """When ``rayline monitor --act`` ends a canary: promote it when the gate's paired bootstrap
     on the logged labels says it is confidently better (``min_improvement`` in the metric's
-    better direction, at ``confidence``), roll it back when its online metric is worse than
-    production's by more than ``max_metric_drop``, or its latency p99 is more than
-    ``max_latency_ratio`` times production's. Nothing is done below ``min_labelled_rows``."""
+    better direction, at ``confidence``), roll it back when its share of failed requests is
+    above production's by more than ``max_error_rate_increase`` (and significantly, at
+    ``confidence``), its latency p99 is more than ``max_latency_ratio`` times production's, or
+    its online metric is worse than production's by more than ``max_metric_drop``. Failures and
+    latency need no labels; promoting and the metric wait for ``min_labelled_rows``."""
 
     min_labelled_rows: int = Field(default=1000, ge=1)
     min_improvement: float = 0.0
     confidence: float = Field(default=0.95, ge=0.5, lt=1)
     max_metric_drop: float = Field(default=0.01, ge=0)
     max_latency_ratio: float | None = Field(default=2.0, gt=0)
+    max_error_rate_increase: float | None = Field(default=0.01, ge=0, le=1)
 
 
 class MonitorSpec(_Strict):
@@ -695,7 +698,8 @@ class MonitorSpec(_Strict):
 
     ``min_metrics``/``max_metrics``: bounds on a version's online metrics over the period read
     (``{auc: 0.7}``, ``{logloss: 0.5}``); ``max_psi``: per feature and window; ``max_unseen_rate``:
-    a categorical feature's live share of missing or out-of-vocabulary values."""
+    a categorical feature's live share of missing or out-of-vocabulary values; ``max_error_rate``:
+    a version's share of the requests routed to it that it refused or failed on (non-200)."""
 
     window: Literal["day", "hour"] = "day"
     max_psi: float | None = Field(default=0.25, gt=0)
@@ -704,6 +708,7 @@ class MonitorSpec(_Strict):
     max_metrics: dict[str, float] = Field(default_factory=dict)
     max_skew: float = Field(default=1e-6, ge=0)
     skew_requests: int = Field(default=100, ge=1)  # re-scored per version and block of the log
+    max_error_rate: float | None = Field(default=None, ge=0, le=1)
     canary: CanaryThresholds = CanaryThresholds()
 
 

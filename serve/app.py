@@ -9,8 +9,8 @@ Endpoints (under the route prefix): POST /predict, POST /rank, GET /healthz, GET
 and FastAPI's /docs and /openapi.json.
 
 Every answer carries Serve's ``X-Request-Id`` header: the client's own ``X-Request-Id``, or one
-Serve generated; the log keys records by it. Answered requests go to the prediction
-log (``serve.prediction_log``; components.prediction_log) unless the request has an
+Serve generated; the log keys records by it. Requests routed to a version (answered, or
+refused or failed on by it: their status and error) go to the prediction log (``serve.prediction_log``; components.prediction_log) unless the request has an
 ``X-Rayline-No-Log`` header; its counts are in ``/model`` and in Serve's metrics
 (``rayline_prediction_log_records_total`` by outcome).
 
@@ -373,6 +373,42 @@ class ModelServer:
             task.add_done_callback(_BACKGROUND.discard)
         return response
 
+    def _failed(
+        self,
+        request: Request,
+        started: float,
+        scorer: ModelScorer,
+        route: str,
+        rows: int,
+        body: bytes,
+        error: Exception,
+        answered_by: str,
+    ) -> None:
+        """Log a request the routed version refused (a RequestError's 4xx) or failed on (500):
+        its status and why, no outputs, no companion. Never raises."""
+        log = self.log
+        if log is None:
+            return
+        if isinstance(error, RequestError):
+            status, why = error.status, str(error)[:500]
+        else:
+            status, why = 500, f"{type(error).__name__}: {str(error)[:500]}"
+        record = Record(
+            request_id=request_id(request),
+            ts=time.time() - (time.perf_counter() - started),
+            model=scorer.model,
+            version=scorer.version,
+            route=route,
+            rows=rows,
+            features=body,
+            outputs=None,
+            latency_ms=(time.perf_counter() - started) * 1e3,
+            answered_by=answered_by,
+            status=status,
+            error=why,
+        )
+        log.offer(record, no_log=no_log(request))
+
     async def _log_with_companion(
         self, log: PredictionLog, record: Record, companion: ModelScorer, route: str, body: bytes
     ) -> None:
@@ -435,9 +471,13 @@ class ModelServer:
     async def predict(self, body: PredictRequest, request: Request) -> Response:
         started = time.perf_counter()
         scorer, answered_by = self._route(request, self._loaded())
-        frame = scorer.frame(body.rows, "rows", scorer.limits.max_rows)
-        out = scorer.predict_response(await self._score((scorer.predictor, frame)))
         raw = await request.body()  # cached: FastAPI read it to parse the body
+        try:
+            frame = scorer.frame(body.rows, "rows", scorer.limits.max_rows)
+            out = scorer.predict_response(await self._score((scorer.predictor, frame)))
+        except Exception as e:
+            self._failed(request, started, scorer, "predict", len(body.rows), raw, e, answered_by)
+            raise
         return self._answer(
             request, started, scorer, "predict", len(body.rows), raw, out, answered_by
         )
@@ -446,12 +486,17 @@ class ModelServer:
     async def rank(self, body: RankRequest, request: Request) -> Response:
         started = time.perf_counter()
         scorer, answered_by = self._route(request, self._loaded())
-        if len(body.candidates) > scorer.limits.max_candidates:
-            scorer.frame(body.candidates, "candidates", scorer.limits.max_candidates)  # raises 413
-        rows = scorer.merge_query(body.query, body.candidates)
-        frame = scorer.frame(rows, "candidates", scorer.limits.max_candidates)
-        out = scorer.rank_response(await self._score((scorer.predictor, frame)), body.top_k)
         raw = await request.body()
+        n = len(body.candidates)
+        try:
+            if n > scorer.limits.max_candidates:
+                scorer.frame(body.candidates, "candidates", scorer.limits.max_candidates)  # 413
+            rows = scorer.merge_query(body.query, body.candidates)
+            frame = scorer.frame(rows, "candidates", scorer.limits.max_candidates)
+            out = scorer.rank_response(await self._score((scorer.predictor, frame)), body.top_k)
+        except Exception as e:
+            self._failed(request, started, scorer, "rank", n, raw, e, answered_by)
+            raise
         return self._answer(
             request, started, scorer, "rank", len(body.candidates), raw, out, answered_by
         )

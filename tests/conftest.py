@@ -66,7 +66,11 @@ def ray_session() -> Iterator[None]:
         include_dashboard=True,
         runtime_env={"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}},
     )
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    # A dataset waiting on CPUs that something else holds fails within minutes, naming its
+    # operators, rather than after Ray Data's default half hour
+    context.execution_no_progress_timeout_s = 300
     try:
         yield
     finally:

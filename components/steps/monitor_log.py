@@ -62,19 +62,22 @@ def _micros(t: dt.datetime | None) -> int | None:
 
 
 class _Explode:
-    """Ray Data callable: the block's records within the period as scored rows."""
+    """Ray Data callable: the block's records within the period, as scored rows."""
 
     def __init__(self, task: str, since: int | None, until: int | None, features: bool) -> None:
         self.task, self.since, self.until, self.features = task, since, until, features
 
-    def rows(self, batch: pa.Table) -> pd.DataFrame:
+    def period(self, batch: pa.Table) -> pa.Table:
+        """The block's records within the period."""
         ts = batch.column("ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
         keep = pd.Series(True, index=range(len(ts)))
         if self.since is not None:
             keep &= ts >= self.since
         if self.until is not None:
             keep &= ts < self.until
-        table = batch.filter(pa.array(keep.to_numpy()))
+        return batch.filter(pa.array(keep.to_numpy()))
+
+    def rows(self, table: pa.Table) -> pd.DataFrame:
         return online.logged_rows(table, self.task, features=self.features)
 
 
@@ -88,7 +91,9 @@ class _Traffic(_Explode):
     def __call__(self, batch: pa.Table) -> pd.DataFrame:
         import pickle
 
-        part = monitoring.traffic_block(self.rows(batch), self.plan)
+        table = self.period(batch)
+        failed = online.failed_requests(table)
+        part = monitoring.traffic_block(self.rows(table), self.plan, failed)
         # pickle carries a computed part between rayline's own processes (never a model artifact)
         return pd.DataFrame({"part": [pickle.dumps(part)]})
 
@@ -121,7 +126,7 @@ class _Narrow(_Explode):
         self.schema = narrow_schema(task, num_classes)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        frame = monitoring.narrow(self.rows(batch), self.task, self.num_classes)
+        frame = monitoring.narrow(self.rows(self.period(batch)), self.task, self.num_classes)
         return pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
 
 

@@ -67,6 +67,27 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, objec
     serve.shutdown()
 
 
+def _apps() -> set[str]:
+    from ray import serve
+
+    try:
+        return set(serve.status().applications)
+    except Exception:  # Serve not running (a test without the module's apps)
+        return set()
+
+
+@pytest.fixture(autouse=True)
+def _delete_the_apps_a_test_adds() -> Iterator[None]:
+    """Each replica holds a share of the session's 4 CPUs: apps left by earlier tests would keep
+    a later test's Ray Data tasks (1 CPU each) waiting."""
+    from ray import serve
+
+    before = _apps()
+    yield
+    for name in _apps() - before:
+        serve.delete(name)
+
+
 def _raw_rows(report_dir: Path, n: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Test-split rows straight from the generator, and the evaluation's scores for them."""
     report = json.loads((report_dir / "report.json").read_text())
@@ -1093,11 +1114,22 @@ def test_monitor_reports_the_offline_metric_online_and_names_a_drifted_feature(
     assert "<img" in (out / "monitor.html").read_text()
     since = _now()
     shifted = rows.assign(num_0=rows["num_0"] + 5.0)
-    _wait_logged(storage, model, _send(url, shifted, predictor.feature_columns, "drift", 50))
+    sent = _send(url, shifted, predictor.feature_columns, "drift", 50)
+    too_many = _json_rows(rows.head(51), predictor.feature_columns)  # serve max_rows is 50
+    for i in range(3):  # refused: logged with their status, counted as the version's errors
+        r = httpx.post(
+            f"{url}/predict", json={"rows": too_many}, headers={"X-Request-Id": f"big-{i}"}
+        )
+        assert r.status_code == 413, r.text
+    _wait_logged(storage, model, sent | {f"big-{i}" for i in range(3)})
     capsys.readouterr()
     assert main([*argv[:4], "--since", since, "--out", str(tmp_path / "drifted")]) == 2
     said = capsys.readouterr().out
     assert "feature 'num_0' drifted" in said and "1 threshold(s) breached" in said, said
+    assert f"{len(rows) // 50 + (len(rows) % 50 > 0)} answered requests, 3 failed" in said, said
+    errors = json.loads((tmp_path / "drifted" / "monitor.json").read_text())["errors"]
+    assert [(e["version"], e["errors"]) for e in errors] == [(1, 3)]
+    assert errors[0]["first_error"].startswith("413: "), errors
 
 
 def test_monitor_act_promotes_a_better_canary_and_rolls_back_a_worse_one(

@@ -180,7 +180,37 @@ def test_a_canary_is_paired_with_production_on_the_same_rows(tmp_path: Path) -> 
     assert boot[("canary", 2, 1)].units == 600
 
 
-def _canary_report(cand: float, prod: float, promote: bool, units: int, p99: float) -> dict:
+def test_failed_requests_are_counted_per_version_not_scored(tmp_path: Path) -> None:
+    """A canary that refuses a third of its requests (a 422 with outputs null): its answered
+    rows are scored as before, the failures are counted per version with the first one's
+    status and error, and max_error_rate names the version."""
+    from components.online import failed_requests
+
+    path, frame = _bundle(tmp_path, "v1", rounds=3)
+    p = Predictor.load(path)
+    records = _records(frame, p, 1) + _records(frame, p, 2, by="canary")
+    for r in records[200::3]:  # every third canary request
+        r.status, r.error, r.outputs = 422, "rows.0.age: field required", None
+    plan = _plan({1: path, 2: path})
+    tables = [to_table(records[i::4]) for i in range(4)]
+    parts = [
+        monitoring.traffic_block(logged_rows(t, "binary"), plan, failed_requests(t)) for t in tables
+    ]
+    traffic = monitoring.merge_traffic(parts)
+    errors = {(e["version"], e["answered_by"]): e for e in monitoring.error_table(traffic)}
+    assert errors[(1, "production")]["errors"] == 0 and errors[(1, "production")]["requests"] == 200
+    canary = errors[(2, "canary")]
+    assert (canary["requests"], canary["errors"]) == (200, 67)
+    assert canary["first_error"] == "422: rows.0.age: field required"
+    assert sum(n for (v, _, _), n in traffic.rows.items() if v == 2) == (200 - 67) * 3
+    found = monitoring.breaches({"errors": list(errors.values())}, monitoring.Thresholds(
+        max_error_rate=0.05))  # fmt: skip
+    assert len(found) == 1 and found[0].startswith("v2 (canary): 67 of 200 requests failed")
+
+
+def _canary_report(
+    cand: float, prod: float, promote: bool, units: int, p99: float, errors: int = 0
+) -> dict:
     pair = {
         "metric": "auc",
         "candidate_metrics": {"auc": cand},
@@ -193,26 +223,47 @@ def _canary_report(cand: float, prod: float, promote: bool, units: int, p99: flo
             {"version": 2, "answered_by": "canary", "p99": p99},
             {"version": 1, "answered_by": "production", "p99": 10.0},
         ],
+        "errors": [
+            {
+                "version": 2,
+                "answered_by": "canary",
+                "requests": 400,
+                "errors": errors,
+                "first_error": "500: boom",
+            },
+            {
+                "version": 1,
+                "answered_by": "production",
+                "requests": 8000,
+                "errors": 8,
+                "first_error": "422: bad",
+            },
+        ],
     }
 
 
 @pytest.mark.parametrize(
-    ("cand", "promote", "units", "p99", "action", "needle"),
+    ("cand", "promote", "units", "p99", "errors", "action", "needle"),
     [
-        (0.80, True, 5000, 12.0, "promote", "why"),
-        (0.70, False, 5000, 12.0, "rollback", "worse by 0.0500"),
-        (0.76, False, 5000, 12.0, "wait", "why"),  # within max_metric_drop, not better
-        (0.80, True, 500, 12.0, "wait", "fewer than 1000"),
-        (0.80, True, 5000, 25.0, "rollback", "2.5x production's"),
+        (0.80, True, 5000, 12.0, 0, "promote", "why"),
+        (0.70, False, 5000, 12.0, 0, "rollback", "worse by 0.0500"),
+        (0.76, False, 5000, 12.0, 0, "wait", "why"),  # within max_metric_drop, not better
+        (0.80, True, 500, 12.0, 0, "wait", "fewer than 1000"),
+        (0.80, True, 5000, 25.0, 0, "rollback", "2.5x production's"),
+        # 2% of 400 against production's 0.1%: above the allowed 1.1%, but p 0.08 > 0.01
+        (0.80, True, 5000, 12.0, 8, "promote", "why"),
+        (0.80, True, 5000, 12.0, 20, "rollback", "20 of its 400 requests failed (5.0%)"),
+        (0.80, True, 100, 12.0, 20, "rollback", "first: 500: boom"),  # no labels needed
     ],
 )
 def test_the_canary_thresholds_judge_a_report(
-    cand: float, promote: bool, units: int, p99: float, action: str, needle: str
+    cand: float, promote: bool, units: int, p99: float, errors: int, action: str, needle: str
 ) -> None:
     from pipelines.monitor import judge_canary
     from pipelines.spec import CanaryThresholds
 
-    v = judge_canary(_canary_report(cand, 0.75, promote, units, p99), 2, 1, CanaryThresholds())
+    report = _canary_report(cand, 0.75, promote, units, p99, errors)
+    v = judge_canary(report, 2, 1, CanaryThresholds(confidence=0.99))
     assert v.action == action and needle in v.reason, v
 
 
