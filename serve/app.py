@@ -198,6 +198,32 @@ def read_api_key(args: ServeArgs) -> bytes | None:
     return value.encode()
 
 
+def _record(
+    rid: str,
+    started: float,
+    scorer: ModelScorer,
+    route: str,
+    rows: int,
+    body: bytes,
+    answered_by: str,
+    outputs: bytes | None,
+) -> Record:
+    """The log record of a request that arrived at ``started`` (perf_counter) and ends now."""
+    elapsed = time.perf_counter() - started
+    return Record(
+        request_id=rid,
+        ts=time.time() - elapsed,
+        model=scorer.model,
+        version=scorer.version,
+        route=route,
+        rows=rows,
+        features=body,
+        outputs=outputs,
+        latency_ms=elapsed * 1e3,
+        answered_by=answered_by,
+    )
+
+
 @serve.deployment(name="ModelServer", health_check_period_s=5, health_check_timeout_s=10)
 @serve.ingress(api)
 class ModelServer:
@@ -343,18 +369,7 @@ class ModelServer:
         log = self.log
         if log is None:
             return response
-        record = Record(
-            request_id=rid,
-            ts=time.time() - (time.perf_counter() - started),
-            model=scorer.model,
-            version=scorer.version,
-            route=route,
-            rows=rows,
-            features=body,
-            outputs=bytes(response.body),
-            latency_ms=(time.perf_counter() - started) * 1e3,
-            answered_by=answered_by,
-        )
+        record = _record(rid, started, scorer, route, rows, body, answered_by, bytes(response.body))
         skip = no_log(request)
         companion = self._companion(answered_by)
         if companion is None or not log.would_log(rid, skip):
@@ -393,20 +408,8 @@ class ModelServer:
             status, why = error.status, str(error)[:500]
         else:
             status, why = 500, f"{type(error).__name__}: {str(error)[:500]}"
-        record = Record(
-            request_id=request_id(request),
-            ts=time.time() - (time.perf_counter() - started),
-            model=scorer.model,
-            version=scorer.version,
-            route=route,
-            rows=rows,
-            features=body,
-            outputs=None,
-            latency_ms=(time.perf_counter() - started) * 1e3,
-            answered_by=answered_by,
-            status=status,
-            error=why,
-        )
+        record = _record(request_id(request), started, scorer, route, rows, body, answered_by, None)
+        record.status, record.error = status, why
         log.offer(record, no_log=no_log(request))
 
     async def _log_with_companion(
