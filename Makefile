@@ -28,10 +28,11 @@ lint: $(STAMP)
 # Three pytest runs, one Ray cluster each (one at a time on a machine): the tiers sharing a local
 # Ray; the serving tests that involve replicas coming and going again on a local Ray serving
 # through HAProxy (Serve reads RAY_SERVE_ENABLE_HA_PROXY when Ray starts): what the ingress in
-# front of the replicas changes (autoscaling is the controller's, the same behind either; a version
+# front of the replicas changes (a shadow and a canary added and removed under load among them;
+# autoscaling is the controller's, the same behind either; a version
 # switch under load through HAProxy is the cluster tier's promote test); the cluster tier, which
 # starts its own multi-node Ray with `ray start`.
-HAPROXY_TESTS := ingress or killing or api_key or logged
+HAPROXY_TESTS := ingress or killing or api_key or logged or sticky_canary
 test: lint
 	$(VENV)/bin/pytest -m "not gpu and not cluster" --durations=15
 	RAY_SERVE_ENABLE_HA_PROXY=1 $(VENV)/bin/pytest tests/e2e/test_serve.py -m e2e -k "$(HAPROXY_TESTS)" --durations=5

@@ -333,10 +333,10 @@ def _query_columns(
         uw = tables[0].weight[counted]
     else:
         uw = np.full(int(counted.sum()), 0.0 if w is not None else 1.0)
-    diff = tables[0].values[plan.metric][counted] - tables[1].values[plan.metric][counted]
-    none = np.empty((len(uw), 0))
+    va, vb = (t.values[plan.metric][counted] for t in tables)
     keys = metric_parts.query_keys(tables[0].ids[counted])
-    return keys, (none, none, np.stack([uw * diff, uw], axis=1))
+    # each model's weighted sum too: its own metric per resample (``model_interval``)
+    return keys, ((uw * va)[:, None], (uw * vb)[:, None], np.stack([uw * (va - vb), uw], 1))
 
 
 def _row_columns(
@@ -351,8 +351,7 @@ def _row_columns(
         )
         assert a is not None and b is not None
         uw = sw[y > 0] if plan.metric == "mape" else sw
-        none = np.empty((len(uw), 0))
-        return none, none, np.stack([uw * (a - b), uw], axis=1)
+        return (uw * a)[:, None], (uw * b)[:, None], np.stack([uw * (a - b), uw], axis=1)
     if plan.kind == "auc":
         return none, none, none  # the histograms are all it needs
     if plan.kind == "f1":
@@ -463,8 +462,8 @@ def bootstrap_partial(
         if groups is None:
             raise ValueError("ranking needs query ids")
         if n == 0:
-            none = np.empty((0, 0))
-            return _accumulate(plan, np.empty(0, np.uint64), (none, none, np.empty((0, 2))))
+            own = np.empty((0, 1))  # the columns of _query_columns, no query
+            return _accumulate(plan, np.empty(0, np.uint64), (own, own, np.empty((0, 2))))
         qkeys, qcols = _query_columns(plan, yy, outs, np.asarray(groups), w)
         return _accumulate(plan, qkeys, qcols)
     if keys is None:
@@ -523,6 +522,8 @@ def _metric_of_sums(
     """One model's metric per resample from its sums (``own``, ``shared``: ``(m, ...)``;
     ``h``: ``(2 * bins, ...)``)."""
     kind = plan.kind
+    if kind == "mean":
+        return _ratio(own[0], shared[1])
     if kind == "auc":
         assert h is not None
         bins = h.shape[0] // 2
@@ -567,13 +568,33 @@ def bootstrap_values(plan: BootstrapPlan, part: BootstrapPart, point: float) -> 
     return np.asarray(diff[~np.isnan(diff)])
 
 
-def interval(
-    plan: BootstrapPlan, part: BootstrapPart, point: float, confidence: float = 0.95
+def model_values(plan: BootstrapPlan, part: BootstrapPart, which: int, point: float) -> np.ndarray:
+    """One model's resampled metric (``which``: 0 the challenger, 1 the champion), undefined
+    resamples left out; ``point`` its metric on all units (AUC's resamples are shifted by it
+    minus the binned AUC, as ``bootstrap_values`` shifts the improvement)."""
+    hist = part.hist[which] if part.hist is not None else None
+    values = _metric_of_sums(plan, part.own[which], part.shared, hist)
+    if plan.kind == "auc":
+        assert part.hist_full is not None
+        binned = _metric_of_sums(
+            plan, part.own_full[which], part.shared_full, part.hist_full[which]
+        )
+        values = values + (point - float(binned))
+    return np.asarray(values[~np.isnan(values)])
+
+
+def model_interval(
+    plan: BootstrapPlan, part: BootstrapPart, which: int, point: float, confidence: float = 0.95
 ) -> tuple[float, float]:
-    """The percentile interval of the improvement at ``confidence``."""
+    """The percentile interval of one model's metric at ``confidence`` (see ``model_values``)."""
+    return _percentiles(model_values(plan, part, which, point), plan, part, confidence)
+
+
+def _percentiles(
+    boots: np.ndarray, plan: BootstrapPlan, part: BootstrapPart, confidence: float
+) -> tuple[float, float]:
     if not 0.5 <= confidence < 1.0:
         raise ValueError(f"confidence must be in [0.5, 1), got {confidence}")
-    boots = bootstrap_values(plan, part, point)
     if len(boots) == 0:
         raise ValueError(
             f"{plan.metric}: the metric is undefined on every resample of the {part.units} "
@@ -582,6 +603,13 @@ def interval(
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(boots, [alpha, 1.0 - alpha])
     return float(low), float(high)
+
+
+def interval(
+    plan: BootstrapPlan, part: BootstrapPart, point: float, confidence: float = 0.95
+) -> tuple[float, float]:
+    """The percentile interval of the improvement at ``confidence``."""
+    return _percentiles(bootstrap_values(plan, part, point), plan, part, confidence)
 
 
 def paired_bootstrap(

@@ -12,8 +12,8 @@ that add up across blocks, as the evaluate stage's are (components.split_evaluat
 * ``label_block`` on the rows that have a label: the task's metric parts per version and window
   (components.evaluation.partial), calibration by score bucket (binary), and for each shadow or
   canary the paired parts of the candidate and of production on the same rows.
-* ``pair_bootstrap_block``: the gate's paired bootstrap (components.gate) of each pair, a
-  further pass once the pairs' parts are merged.
+* ``bootstrap_block``: each version's bootstrap (its metric's interval) and the gate's paired
+  bootstrap (components.gate) of each pair, a further pass once the label parts are merged.
 
 ``merge`` adds parts up, the ``finish_*`` functions turn them into the report's numbers. A
 *pair* is ``(kind, candidate, production)``: kind ``shadow`` (production answered, the
@@ -150,7 +150,8 @@ class TrafficPart:
     requests: dict[tuple[int, str, str], int] = field(default_factory=dict)
     latency: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)  # (v, by)
     drift: dict[tuple[int, str, str], np.ndarray] = field(default_factory=dict)  # (v, w, name)
-    # per pair: rows, sum |d|, max |d|, sum x, sum y, sum x^2, sum y^2, sum xy (x: candidate)
+    # per pair: rows, sum |d|, max |d|, sum x, sum y, sum x^2, sum y^2, sum xy (x: candidate),
+    # and for ranking the sum and count of per-query Kendall taus (query_taus)
     agreement: dict[PairKey, np.ndarray] = field(default_factory=dict)
     other_errors: dict[PairKey, int] = field(default_factory=dict)  # rows the other failed on
     first_error: dict[PairKey, str] = field(default_factory=dict)
@@ -250,9 +251,11 @@ def traffic_block(
         x = evaluation.model_outputs(frame, plan.task).astype(np.float64).ravel()
         y = evaluation.model_outputs(champion_frame(frame), plan.task).astype(np.float64).ravel()
         d = np.abs(x - y)
+        taus = query_taus(frame["_group"].to_numpy(), x, y) if "_group" in frame else np.empty(0)
         part.agreement[pair] = np.array(
-            [len(frame), d.sum(), d.max(initial=0.0), x.sum(), y.sum(), x @ x, y @ y, x @ y]
-        )
+            [len(frame), d.sum(), d.max(initial=0.0), x.sum(), y.sum(), x @ x, y @ y, x @ y,
+             taus.sum(), len(taus)]
+        )  # fmt: skip
     for (v,), g in groups(rows, ["version"]):
         if int(v) in plan.bundles:
             part.skew[int(v)] = skew_of(g, plan.bundles[int(v)], plan)
@@ -367,12 +370,39 @@ def latency_quantile(hist: np.ndarray, q: float) -> float:
     return float(LATENCY_EDGES[min(i + 1, len(LATENCY_EDGES) - 1)])
 
 
+def query_taus(groups: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of the two versions' scores within each query (rows grouped by query,
+    each query's rows together); queries of one row, or where a version scored every row the
+    same, have no tau and are left out."""
+    if not len(groups):
+        return np.empty(0)
+    starts = metric_parts.segments(groups)
+    ends = np.append(starts[1:], len(groups))
+    out = []
+    for s, e in zip(starts, ends, strict=True):
+        if e - s < 2:
+            continue
+        dx = np.sign(x[s:e, None] - x[None, s:e])
+        dy = np.sign(y[s:e, None] - y[None, s:e])
+        # over the ordered pairs each unordered pair counts twice, on every sum alike
+        untied_x, untied_y = float((dx != 0).sum()), float((dy != 0).sum())
+        if untied_x == 0 or untied_y == 0:
+            continue
+        out.append(float((dx * dy).sum()) / np.sqrt(untied_x * untied_y))
+    return np.asarray(out, dtype=np.float64)
+
+
 def agreement_summary(a: np.ndarray) -> dict[str, float]:
-    """Rows, mean and max absolute difference, and the Pearson correlation of a pair."""
-    n, sad, mad, sx, sy, sxx, syy, sxy = (float(v) for v in a)
+    """Rows, mean and max absolute difference, and the Pearson correlation of a pair; for
+    ranking, the mean over queries of Kendall's tau-b of the two versions' scores."""
+    n, sad, mad, sx, sy, sxx, syy, sxy = (float(v) for v in a[:8])
     vx, vy = sxx - sx * sx / n, syy - sy * sy / n
     corr = (sxy - sx * sy / n) / np.sqrt(vx * vy) if vx > 0 and vy > 0 else float("nan")
-    return {"rows": int(n), "mean_abs_diff": sad / n, "max_abs_diff": mad, "correlation": corr}
+    out = {"rows": int(n), "mean_abs_diff": sad / n, "max_abs_diff": mad, "correlation": corr}
+    if len(a) > 9 and a[9] > 0:
+        out["kendall_tau"] = float(a[8] / a[9])
+        out["queries"] = int(a[9])
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -495,57 +525,118 @@ def calibration_table(cal: np.ndarray) -> list[dict[str, float]]:
 
 
 # --------------------------------------------------------------------------------------------
-# the paired bootstrap of each pair
+# the bootstrap of each version and the paired bootstrap of each pair
 
 
 @dataclass(frozen=True)
-class PairPlans:
-    """The bootstrap plan of each pair (``gate.bootstrap_plan``), with the label column."""
+class BootstrapPlans:
+    """The bootstrap plan (``gate.bootstrap_plan``) of each version's own metric, over all its
+    labelled rows, and of each pair, with the label column."""
 
-    plans: Mapping[PairKey, gate.BootstrapPlan]
+    versions: Mapping[int, gate.BootstrapPlan]
+    pairs: Mapping[PairKey, gate.BootstrapPlan]
     label: str
     weight: str | None = None
 
 
-def pair_plans(
+@dataclass
+class Bootstraps:
+    """Per-resample sums (``gate.BootstrapPart``) of each version and of each pair."""
+
+    versions: dict[int, gate.BootstrapPart] = field(default_factory=dict)
+    pairs: dict[PairKey, gate.BootstrapPart] = field(default_factory=dict)
+
+
+def bootstrap_plans(
     task: str, metric: str, part: LabelPart, settings: Mapping[str, Any], label: str
-) -> PairPlans:
-    """Each pair's bootstrap plan from its merged parts (``settings``: the gate's, as
-    translate.gate_settings gives them)."""
+) -> BootstrapPlans:
+    """The plans from the merged label parts (``settings``: the gate's, as
+    translate.gate_settings gives them). A version is bootstrapped as a pair of itself."""
     from components.split_evaluation import gate_plan
 
-    return PairPlans(
-        {k: gate_plan(task, metric, sides, settings) for k, sides in part.pairs.items()}, label
-    )
+    versions = {
+        v: gate_plan(task, metric, {"test": m, "champion": m}, settings)
+        for (v, w), m in part.metrics.items()
+        if w == ALL
+    }
+    pairs = {k: gate_plan(task, metric, sides, settings) for k, sides in part.pairs.items()}
+    return BootstrapPlans(versions, pairs, label)
 
 
-def pair_bootstrap_block(
-    joined: pd.DataFrame, plans: PairPlans
-) -> dict[PairKey, gate.BootstrapPart]:
-    """One block's bootstrap sums of every pair (the gate's, on the rows both versions scored)."""
-    from components.split_evaluation import bootstrap_block
+def bootstrap_block(joined: pd.DataFrame, plans: BootstrapPlans) -> Bootstraps:
+    """One block's bootstrap sums: each version's on the labelled rows it answered, each
+    pair's (the gate's) on the rows both versions scored."""
+    from components.split_evaluation import bootstrap_block as pair_block
 
-    out = {}
-    for pair, g in pairs_of(joined):
-        if pair not in plans.plans:
+    out = Bootstraps()
+    if not len(joined):
+        return out
+    for (v,), g in groups(joined, ["version"]):
+        plan = plans.versions.get(int(v))
+        if plan is None:
             continue
-        frame = paired_frame(plans.plans[pair].task, pair[0], g)
+        grouped = task_info(plan.task).grouped
+        outputs = evaluation.model_outputs(g, plan.task)
+        out.versions[int(v)] = gate.bootstrap_partial(
+            plan,
+            g[plans.label].to_numpy(dtype=np.float64),
+            outputs,
+            outputs,
+            g["_group"].to_numpy() if grouped else None,
+            evaluation.weights_of(g, plans.weight),
+            keys=None if grouped else row_keys(g),
+        )
+    for pair, g in pairs_of(joined):
+        if pair not in plans.pairs:
+            continue
+        frame = paired_frame(plans.pairs[pair].task, pair[0], g)
         if not len(frame):
             continue
         frame = frame.assign(_row_key=row_keys(frame))
-        out[pair] = bootstrap_block(frame, plans.plans[pair], plans.label, plans.weight)
+        out.pairs[pair] = pair_block(frame, plans.pairs[pair], plans.label, plans.weight)
     return out
 
 
-def merge_pair_bootstraps(
-    parts: Iterable[Mapping[PairKey, gate.BootstrapPart]],
-) -> dict[PairKey, gate.BootstrapPart]:
-    """The blocks' bootstrap sums per pair, merged as they come."""
-    total: dict[PairKey, gate.BootstrapPart] = {}
+def merge_bootstraps(parts: Iterable[Bootstraps]) -> Bootstraps:
+    """The blocks' bootstrap sums, merged as they come."""
+    total = Bootstraps()
     for p in parts:
-        for k, b in p.items():
-            total[k] = gate.merge_bootstrap([total[k], b]) if k in total else b
+        for v, b in p.versions.items():
+            total.versions[v] = _add(total.versions.get(v), b)
+        for pair, b in p.pairs.items():
+            total.pairs[pair] = _add(total.pairs.get(pair), b)
     return total
+
+
+def _add(total: gate.BootstrapPart | None, part: gate.BootstrapPart) -> gate.BootstrapPart:
+    return part if total is None else gate.merge_bootstrap([total, part])
+
+
+def version_intervals(
+    plans: BootstrapPlans,
+    boots: Bootstraps,
+    table: Mapping[str, Mapping[str, Mapping[str, float]]],
+    metric: str,
+    confidence: float,
+) -> dict[str, dict[str, Any]]:
+    """Each version's metric over the whole period with its percentile bootstrap interval
+    (``table``: ``metric_table``'s, whose ``ALL`` value is the point)."""
+    out: dict[str, dict[str, Any]] = {}
+    for v, part in sorted(boots.versions.items()):
+        point = table.get(str(v), {}).get(ALL, {}).get(metric)
+        plan = plans.versions[v]
+        if point is None or not np.isfinite(point):
+            continue
+        try:
+            low, high = gate.model_interval(plan, part, 0, float(point), confidence)
+        except ValueError:  # undefined on every resample (e.g. AUC of one class)
+            continue
+        out[str(v)] = {
+            "metric": metric, "value": float(point), "low": low, "high": high,
+            "confidence": confidence, "resamples": plan.resamples, "units": part.units,
+            "unit": plan.unit,
+        }  # fmt: skip
+    return out
 
 
 def row_keys(frame: pd.DataFrame) -> np.ndarray:

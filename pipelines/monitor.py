@@ -182,7 +182,12 @@ def monitor(req: MonitorRequest, say: Say) -> dict[str, Any]:
             report["calibration"] = {
                 str(v): monitoring.calibration_table(c) for v, c in parts.calibration.items()
             }
-            report["pairs"] = _pairs(joined, parts, plan, req, task, label, map_blocks)
+            plans, boots = _bootstraps(joined, parts, req, task, label, map_blocks)
+            metric = req.evaluation.metric or task_info(task).default_metric
+            report["intervals"] = monitoring.version_intervals(
+                plans, boots, report["metrics"], metric, req.gate.confidence
+            )
+            report["pairs"] = _pairs(parts, plans, boots, req, metric)
     report["thresholds"] = s.model_dump()
     report["breaches"] = monitoring.breaches(report, thresholds(s))
     report["_drift_shares"] = drift_
@@ -257,21 +262,16 @@ def _label_parts(
     return parts
 
 
-def _pairs(
+def _bootstraps(
     joined: Any,
     parts: monitoring.LabelPart,
-    plan: monitoring.MonitorPlan,
     req: MonitorRequest,
     task: str,
     label: str,
     map_blocks: Callable[..., Any],
-) -> dict[str, Any]:
-    """Each canary or shadow against production on the same labelled rows: both metrics and
-    the gate's decision (the canary thresholds' confidence and improvement)."""
-    if not parts.pairs:
-        return {}
+) -> tuple[monitoring.BootstrapPlans, monitoring.Bootstraps]:
+    """One more pass over the labelled rows: each version's bootstrap and each pair's."""
     metric = req.evaluation.metric or task_info(task).default_metric
-    c = req.settings.canary
     settings = {
         "resamples": req.gate.resamples,
         "seed": req.gate.seed,
@@ -279,16 +279,29 @@ def _pairs(
         "threshold": req.evaluation.threshold,
         "no_relevant": req.evaluation.no_relevant,
     }
-    plans = monitoring.pair_plans(task, metric, parts, settings, label)
-    boots = monitoring.merge_pair_bootstraps(
-        map_blocks(joined, BlockFn(monitoring.pair_bootstrap_block, plans))
+    plans = monitoring.bootstrap_plans(task, metric, parts, settings, label)
+    boots = monitoring.merge_bootstraps(
+        map_blocks(joined, BlockFn(monitoring.bootstrap_block, plans))
     )
+    return plans, boots
+
+
+def _pairs(
+    parts: monitoring.LabelPart,
+    plans: monitoring.BootstrapPlans,
+    boots: monitoring.Bootstraps,
+    req: MonitorRequest,
+    metric: str,
+) -> dict[str, Any]:
+    """Each canary or shadow against production on the same labelled rows: both metrics and
+    the gate's decision (the canary thresholds' confidence and improvement)."""
+    c = req.settings.canary
     out = {}
     for key, sides in sorted(parts.pairs.items()):
         cand = metric_parts.finish(sides["test"])
         prod = metric_parts.finish(sides["champion"])
         decision = gate.decide_from_parts(
-            plans.plans[key], boots.get(key), cand[metric], prod[metric],
+            plans.pairs[key], boots.pairs.get(key), cand[metric], prod[metric],
             min_improvement=c.min_improvement, confidence=c.confidence,
         )  # fmt: skip
         out[_pair_name(key)] = {

@@ -157,6 +157,12 @@ def html(report: Mapping[str, Any], shares: Mapping[str, Mapping[str, Any]]) -> 
         ]
         names = sorted({k for row in rows for k in row if k not in ("version", "window")})
         out.append(_table(rows, ["version", "window", *names]))
+        if r.get("intervals"):
+            rows = [{"version": v, **iv} for v, iv in r["intervals"].items()]
+            out.append("<h3>Each version's metric over the period, bootstrap interval</h3>")
+            out.append(
+                _table(rows, ["version", "metric", "value", "low", "high", "confidence", "units"])
+            )
         main = next(
             (n for n in ("auc", "ndcg@10", "rmse", "logloss") if n in names),
             names[0] if names else None,
@@ -184,6 +190,7 @@ def html(report: Mapping[str, Any], shares: Mapping[str, Mapping[str, Any]]) -> 
                     "mean_abs_diff",
                     "max_abs_diff",
                     "correlation",
+                    *(["queries", "kendall_tau"] if r["task"] == "ranking" else []),
                     "other_errors",
                     "first_error",
                 ],

@@ -8,9 +8,11 @@ Trials that ASHA or the time budget stopped never report ``final``: only finishe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -245,6 +247,57 @@ def live_placement_groups() -> set[str] | None:
     return {g.placement_group_id for g in groups if g.state != "REMOVED"}
 
 
+def live_actors() -> set[str] | None:
+    """Ids of this job's actors that are not dead; None when Ray cannot say (state API)."""
+    from ray.util.state import list_actors
+
+    try:
+        job = ray.get_runtime_context().get_job_id()
+        actors = list_actors(
+            filters=[("job_id", "=", job)], limit=10_000, raise_on_missing_output=False
+        )
+    except Exception:
+        return None
+    return {a.actor_id for a in actors if a.state != "DEAD"}
+
+
+def stop_search_actors(before: set[str] | None, wait_s: float = 10.0) -> int:
+    """Kill the actors a search started (trials, their Train controllers and workers); how many.
+
+    Used when the search is interrupted: the driver is about to exit while Tune's thread and the
+    trials' Train controllers are still creating worker groups. A placement group a controller
+    creates while the job is being torn down can outlive both (seen on a loaded machine: one
+    worker group's CPU held after the run had exited), so the creators are stopped first and
+    their groups removed after, by ``release_left_behind``.
+    """
+    if before is None:
+        return 0
+    killed: set[str] = set()
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        now = live_actors()
+        if now is None:
+            break
+        new = now - before
+        if not new:
+            break
+        for actor_id in sorted(new - killed):
+            _kill_actor(actor_id)
+            killed.add(actor_id)
+        time.sleep(0.5)
+    return len(killed)
+
+
+def _kill_actor(actor_id: str) -> None:
+    """``ray.kill`` by id (no restart). The state API names the actors but hands out no handle,
+    and ``ray.kill`` takes one; this is the call it makes with the handle's id."""
+    from ray._private.worker import global_worker
+    from ray._raylet import ActorID
+
+    with contextlib.suppress(Exception):  # already gone: its group is removed all the same
+        global_worker.core_worker.kill_actor(ActorID.from_hex(actor_id), True)  # type: ignore[attr-defined]
+
+
 def release_left_behind(held_before: set[str] | None) -> int:
     """Remove the placement groups a finished search left holding resources; how many.
 
@@ -302,10 +355,17 @@ def run_search(
             run_config=tune.RunConfig(name=name, **storage, verbose=0, callbacks=[_Printer(watch)]),
         )
     held_before = live_placement_groups()
+    actors_before = live_actors()
     try:
         grid = off_main_thread(tuner.fit)  # Tune's SIGINT handler would swallow Ctrl-C
-    finally:
-        released = release_left_behind(held_before)
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt):  # Tune's thread runs on until the driver exits
+            stopped = stop_search_actors(actors_before)
+            if stopped:
+                console.say(f"      stopped the search's {stopped} trial and worker actor(s)")
+        release_left_behind(held_before)
+        raise
+    released = release_left_behind(held_before)
     trials: list[Trial] = []
     finished = []
     for idx in range(len(grid)):

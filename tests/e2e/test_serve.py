@@ -1109,6 +1109,9 @@ def test_monitor_reports_the_offline_metric_online_and_names_a_drifted_feature(
     )
     assert online["auc"] == pytest.approx(offline["auc"], abs=1e-9)
     assert online["logloss"] == pytest.approx(offline["logloss"], abs=1e-9)
+    iv = report["intervals"]["1"]  # the version's AUC with its bootstrap interval
+    assert iv["metric"] == "auc" and iv["units"] == len(rows) and iv["value"] == online["auc"]
+    assert iv["low"] < online["auc"] < iv["high"] and iv["high"] - iv["low"] < 0.5
     assert report["skew"]["1"]["rows"] > 0 and report["skew"]["1"]["max_abs_diff"] == 0.0
     assert report["breaches"] == [] and report["drift"]["1"]["all"]["num_0"]["psi"] < 0.25
     assert "<img" in (out / "monitor.html").read_text()

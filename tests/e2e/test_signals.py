@@ -30,6 +30,16 @@ def _all_cpus_free(timeout_s: float = 30) -> bool:
     return False
 
 
+def _groups_alive() -> list[tuple[str, str, str]]:
+    """(id, state, creating job) of every placement group not removed: what holds the CPUs."""
+    from ray.util.state import list_placement_groups
+
+    groups = list_placement_groups(limit=1000, raise_on_missing_output=False)
+    return [
+        (g.placement_group_id, g.state, g.creator_job_id) for g in groups if g.state != "REMOVED"
+    ]
+
+
 SMALL_SEARCH = "tune.num_samples=2"  # two trials, run together: enough to be inside a search
 
 
@@ -76,7 +86,7 @@ def test_a_signal_stops_the_run_promptly_and_it_resumes(
     assert stopped_after < 30
     assert "interrupted; the run stopped and can continue with" in rest
     assert "serving" not in rest and "registered" not in rest  # it did not go on
-    assert _all_cpus_free(), "the interrupted run's workers still hold CPUs"
+    assert _all_cpus_free(), f"the interrupted run's workers still hold CPUs: {_groups_alive()}"
     run_dir = next((storage / "runs").glob("*/*"))
     report = json.loads((run_dir / "report.json").read_text())
     assert report["status"] == "interrupted"

@@ -97,6 +97,56 @@ def test_each_resample_is_the_metric_on_the_reweighted_rows(
     assert got == pytest.approx(np.array(expected), rel=1e-9, abs=1e-12)
 
 
+@pytest.mark.parametrize(("task", "metric", "fn"), [*CASES, ("binary", "auc", None)])
+def test_each_models_own_resamples_are_its_metric_on_the_reweighted_rows(
+    task: str, metric: str, fn: Any
+) -> None:
+    """``model_values``: one model's metric per resample (a monitored version's interval)."""
+    y, a, b, w = _binary(n=5000)
+    if task == "regression":
+        rng = np.random.default_rng(1)
+        y = np.where(rng.random(len(y)) < 0.1, 0.0, 5.0 + 100 * y + rng.normal(0, 1, len(y)))
+        a, b = y + rng.normal(0, 1.0, len(y)), y + rng.normal(0, 1.2, len(y))
+    auc = None
+    if metric == "auc":
+        auc = (metric_parts.auc_partial(y, a, w), metric_parts.auc_partial(y, b, w))
+        fn = lambda yy, out, weights: {"auc": metrics.roc_auc(yy, out, weights)}  # noqa: E731
+    plan = gate.bootstrap_plan(
+        task, metric, R, 4, auc_parts=auc, label_mean=float(np.average(y, weights=w))
+    )
+    part = gate.bootstrap_partial(plan, y, a, b, None, w)
+    rw = _reweighted(w, len(y), seed=4)
+    for which, out in enumerate((a, b)):
+        point = fn(y, out, weights=w)[metric]
+        got = gate.model_values(plan, part, which, point)
+        expected = np.array([fn(y, out, weights=rw[:, r])[metric] for r in range(R)])
+        if metric == "auc":  # binned, shifted to the exact point: close, not equal
+            assert np.abs(got - expected).max() < 0.03 * expected.std()
+        else:
+            assert got == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        low, high = gate.model_interval(plan, part, which, point, 0.9)
+        assert low == pytest.approx(np.quantile(got, 0.05)) and low < point < high
+
+
+def test_each_rankers_own_resamples_weigh_whole_queries() -> None:
+    rng = np.random.default_rng(3)
+    queries, size = 200, 6
+    groups = np.repeat(np.arange(queries), size)
+    rel = rng.integers(0, 3, queries * size).astype(np.float64)
+    a, b = rel + rng.normal(0, 1, len(rel)), rel + rng.normal(0, 1.3, len(rel))
+    plan = gate.bootstrap_plan("ranking", "ndcg@5", R, 4)
+    part = gate.bootstrap_partial(plan, rel, a, b, groups)
+    empty = gate.bootstrap_partial(plan, rel[:0], a[:0], b[:0], groups[:0])  # a block, no query
+    part = gate.merge_bootstrap([part, empty])
+    boot = gate.poisson_weights(np.arange(queries, dtype=np.uint64), 4, R).astype(np.float64)
+    for which, out in enumerate((a, b)):
+        got = gate.model_values(plan, part, which, 0.0)
+        expected = [
+            metrics.ndcg_at_k(rel, out, groups, 5, "one", boot[groups, r]) for r in range(R)
+        ]
+        assert got == pytest.approx(np.array(expected), rel=1e-9, abs=1e-12)
+
+
 def test_each_multiclass_resample_is_exact() -> None:
     rng = np.random.default_rng(2)
     n = 2000

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 
-from components import drift, evaluation, monitoring
+from components import drift, evaluation, gate, monitoring
 from components.online import logged_rows
 from components.prediction_log import Record, to_table
 from components.predictor import Predictor
@@ -173,11 +174,28 @@ def test_a_canary_is_paired_with_production_on_the_same_rows(tmp_path: Path) -> 
     )
     settings = {"resamples": 200, "seed": 0, "relevance_threshold": 1.0, "threshold": 0.5,
                 "no_relevant": "one"}  # fmt: skip
-    plans = monitoring.pair_plans("binary", "auc", labels, settings, "label")
-    boot = monitoring.merge_pair_bootstraps(
-        monitoring.pair_bootstrap_block(j, plans) for j in joined
+    plans = monitoring.bootstrap_plans("binary", "auc", labels, settings, "label")
+    boot = monitoring.merge_bootstraps(monitoring.bootstrap_block(j, plans) for j in joined)
+    assert boot.pairs[("canary", 2, 1)].units == 600
+    # the canary's own interval, from the blocks: the one bootstrap of all its rows, and the
+    # candidate side of its pair (the same rows, the same Poisson weights)
+    table = monitoring.metric_table(labels)
+    intervals = monitoring.version_intervals(plans, boot, table, "auc", 0.9)
+    assert set(intervals) == {"2"}  # version 1 answered nothing: it scored beside the canary
+    iv = intervals["2"]
+    assert (
+        iv["value"] == table["2"][monitoring.ALL]["auc"] and iv["low"] <= iv["value"] <= iv["high"]
     )
-    assert boot[("canary", 2, 1)].units == 600
+    assert iv["units"] == 600 and iv["confidence"] == 0.9
+    whole = pd.concat(joined, ignore_index=True)
+    one = monitoring.merge_bootstraps([monitoring.bootstrap_block(whole, plans)])
+    assert monitoring.version_intervals(plans, one, table, "auc", 0.9)["2"] == pytest.approx(iv)
+    key = ("canary", 2, 1)
+    side = gate.model_interval(plans.pairs[key], boot.pairs[key], 0, iv["value"], 0.9)
+    assert side == pytest.approx((iv["low"], iv["high"]), abs=1e-12)
+    prod = evaluation.finish(sides["champion"])["auc"]
+    weak_high = gate.model_interval(plans.pairs[key], boot.pairs[key], 1, prod, 0.9)[1]
+    assert weak_high < iv["low"]  # the weak and the strong model apart
 
 
 def test_failed_requests_are_counted_per_version_not_scored(tmp_path: Path) -> None:
@@ -324,6 +342,28 @@ def test_rank_requests_are_queries_with_their_ndcg_and_a_shadow_beside_them() ->
         "ranking", frame.assign(_group=frame["request_id"], score=frame["shadow"]), "rel", ks=(3,)
     )
     assert shadow["ndcg@3"] == pytest.approx(theirs["ndcg@3"], abs=1e-12)
+    # rank agreement without labels: Kendall's tau-b per query, averaged
+    blocks = _blocks_of(records, "ranking")
+    traffic = monitoring.merge_traffic(monitoring.traffic_block(b, plan) for b in blocks)
+    agree = monitoring.agreement_summary(traffic.agreement[("shadow", 2, 1)])
+    taus = [
+        scipy.stats.kendalltau(q["shadow"], q["score"]).statistic
+        for _, q in frame.groupby("request_id")
+    ]
+    assert agree["queries"] == 40 and agree["kendall_tau"] == pytest.approx(np.mean(taus))
+
+
+@pytest.mark.filterwarnings("ignore:One or more sample")  # scipy: its NaN for one row
+def test_query_taus_are_kendalls_tau_b_with_ties() -> None:
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(30), rng.integers(1, 9, 30))
+    x = rng.integers(0, 4, len(groups)).astype(float)  # many ties
+    y = x + rng.integers(-1, 2, len(groups))
+    got = monitoring.query_taus(groups, x, y)
+    want = [scipy.stats.kendalltau(x[groups == g], y[groups == g]).statistic for g in range(30)]
+    want = [t for t in want if np.isfinite(t)]  # one row, or one version scoring all the same
+    assert len(want) < 30 and got == pytest.approx(np.array(want), abs=1e-12)
+    assert len(monitoring.query_taus(groups[:0], x[:0], y[:0])) == 0
 
 
 def _blocks_of(records: list[Record], task: str, n: int = 3) -> list[pd.DataFrame]:
