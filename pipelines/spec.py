@@ -663,6 +663,14 @@ def _check_search(i: int, m: XGBoostModelSpec | TorchModelSpec, tune: TuneSpec) 
         raise ValueError(f"models.{i}.search.{e}") from None
     if tune.searcher == "optuna" and search_space.has_grid(space):
         raise ValueError(f"models.{i}.search: grid cannot be used with tune.searcher optuna")
+    if m.scaling.num_workers == 0:  # (scaling cannot be searched over)
+        # Ray Train's in-process mode refuses its own API (report, context, checkpoints)
+        # inside a Ray Tune trial: every trial would fail
+        raise ValueError(
+            f"models.{i}.scaling.num_workers: a model with a search trains each trial on a "
+            "Ray Train worker group; num_workers must be at least 1 (in-process training, "
+            "num_workers 0, is for runs without a search)"
+        )
     base = m.model_dump(mode="json", exclude={"search"})
     for path, dist in space.items():
         for value in dist.extremes():

@@ -16,6 +16,11 @@ from components.steps import tune as tune_step
 from pipelines import trainers, translate
 from pipelines.spec import RulesModelSpec, TrainedModelSpec, TuneSpec, parse_model
 
+TRIAL_RESOURCES = {"cpu": 0.0, "memory": 1.0}
+"""What a trial's own process holds while its Train worker group holds the rest: no CPU (a CPU
+per trial deadlocks small clusters), but Tune refuses an empty request, so a token of memory.
+A search always has workers: the spec refuses num_workers 0 with a search."""
+
 
 def trial_model(model_json: str, config: dict[str, Any]) -> TrainedModelSpec:
     """The model spec a trial trains: the base spec with the sampled values, validated again."""
@@ -79,7 +84,7 @@ def search(
         watch,
         storage_path,
         name,
-        trial_resources(m),
+        dict(TRIAL_RESOURCES),
         restore=restore,
         ctx_json=json.dumps(dataclasses.asdict(ctx)),
         model_json=m.model_dump_json(),
@@ -88,16 +93,3 @@ def search(
         train_storage=uris.join(storage_path, name, "train"),
         trial_prefix=name,
     )
-
-
-def trial_resources(m: TrainedModelSpec) -> dict[str, float]:
-    """What the trial's own process holds while its Train workers hold theirs.
-
-    With workers, the trial only waits on them: no CPU (a CPU per trial deadlocks small
-    clusters), but Tune refuses an empty request, so a token of memory. In-process training
-    (num_workers 0) runs in the trial and holds one worker's resources.
-    """
-    if m.scaling.num_workers == 0:
-        res = m.scaling.worker_resources()
-        return {k.lower() if k in ("CPU", "GPU") else k: v for k, v in res.items()}
-    return {"cpu": 0, "memory": 1}

@@ -63,8 +63,6 @@ def test_a_signal_stops_the_run_promptly_and_it_resumes(
     path = str(CONFIGS / "tiny" / spec)
     # the training step inside a Ray Train worker group (the tiny spec trains in-process)
     overrides = [SMALL_SEARCH] if "tuned" in spec else ["models.0.scaling.num_workers=2"]
-    if resume:  # after the search: its trials may train in-process (seconds, not a minute)
-        overrides.append("models.0.scaling.num_workers=0")
     address = ray.get_runtime_context().gcs_address
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipelines", "run", path, "--storage", str(storage),

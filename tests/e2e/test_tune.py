@@ -86,13 +86,7 @@ def test_resume_after_the_driver_is_killed_keeps_finished_work(
 
     storage = tmp_path / "storage"
     spec = str(CONFIGS / "tiny" / "classification_tuned.yaml")
-    # one by one: 2 trials, each trained in its trial's process (restoring is Tune's, the same
-    # with or without a Train worker group)
-    overrides = [
-        "tune.max_concurrent_trials=1",
-        "tune.num_samples=2",
-        "models.0.scaling.num_workers=0",
-    ]
+    overrides = ["tune.max_concurrent_trials=1", "tune.num_samples=2"]  # one by one: 2 trials
     env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1", "PYTHONUNBUFFERED": "1"}
     address = ray.get_runtime_context().gcs_address
     proc = subprocess.Popen(

@@ -84,3 +84,14 @@ def test_spec_checks_every_edge_of_the_space() -> None:
         spec_from_dict(_spec({"epochs": {"poisson": [3]}}))
     with pytest.raises(SpecError, match=r"grid cannot be used with tune\.searcher optuna"):
         spec_from_dict(_spec({"epochs": {"grid": [2, 3]}}, searcher="optuna"))
+
+
+def test_a_search_needs_a_train_worker_group() -> None:
+    """Ray Train's in-process mode refuses report/get_context inside a Tune trial: a search
+    with num_workers 0 is refused before anything runs."""
+    doc = _spec({"learning_rate": {"loguniform": [1e-4, 1e-2]}})
+    doc["models"][0]["scaling"] = {"num_workers": 0}
+    with pytest.raises(SpecError, match=r"models\.0\.scaling\.num_workers: a model with a search"):
+        spec_from_dict(doc)
+    doc["models"][0]["scaling"] = {"num_workers": 1}
+    assert spec_from_dict(doc).models[0].search
