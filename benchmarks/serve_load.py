@@ -16,7 +16,7 @@ and 128 concurrent clients for a fixed time each: throughput and p50/p99 latency
 shares the machine's cores with the servers: compare ratios, not absolutes.
 
     python benchmarks/serve_load.py [--seconds 8] [--concurrency 1 8 32 128]
-        [--ingress proxy haproxy] [--out benchmarks/results]
+        [--ingress proxy haproxy] [--log-repeats N] [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -165,8 +165,10 @@ def run_phase(
     payload: dict[str, bytes],
     concurrency: list[int],
     seconds: float,
+    log_repeats: int = 0,
 ) -> list[dict[str, Any]]:
-    """One fresh local Ray serving through ``ingress``; every cell measured against it."""
+    """One fresh local Ray serving through ``ingress``; every cell measured against it, then
+    ``log_repeats`` alternating pairs of logging on / off per cell."""
     from pipelines.cluster import ingress_env
 
     os.environ.update(ingress_env(ingress))  # before Ray starts: Serve reads it at start-up
@@ -236,10 +238,48 @@ def run_phase(
                         f"{m['errors']} {m['first_error']}",
                         flush=True,
                     )
+        for endpoint_name in ("predict", "rank"):
+            for c in concurrency:
+                for i in range(log_repeats):
+                    # on/off, then off/on: drift in the machine's load falls on both alike
+                    order = ("rayline", "rayline_no_log")[:: 1 if i % 2 == 0 else -1]
+                    for server in order:
+                        m = measure(targets[server][endpoint_name], payload[endpoint_name], c,
+                                    seconds)  # fmt: skip
+                        results.append({"endpoint": endpoint_name, "concurrency": c,
+                                        "server": server, "ingress": ingress, "repeat": i, **m})  # fmt: skip
+                        print(f"{ingress:8} {endpoint_name:8} c={c:<4} {server:14} repeat {i} "
+                              f"{m['rps']:8.1f} req/s", flush=True)  # fmt: skip
     finally:
         serve.shutdown()
         ray.shutdown()
     return results
+
+
+def log_cost_table(results: list[dict[str, Any]]) -> str:
+    """Markdown: per ingress, endpoint and clients, the repeated logging on / off pairs' req/s
+    and the median of their ratios."""
+    cells: dict[tuple[str, str, int], dict[int, dict[str, float]]] = {}
+    for r in results:
+        if "repeat" in r:
+            key = (r["ingress"], r["endpoint"], r["concurrency"])
+            cells.setdefault(key, {}).setdefault(r["repeat"], {})[r["server"]] = r["rps"]
+    if not cells:
+        return ""
+    lines = [
+        "| ingress | endpoint | clients | pairs | req/s on (median) | req/s off (median) "
+        "| on / off per pair | median on / off |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for (ingress, endpoint, c), reps in sorted(cells.items()):
+        pairs = [(v["rayline"], v["rayline_no_log"]) for v in reps.values() if len(v) == 2]
+        ratios = [on / off for on, off in pairs]
+        lines.append(
+            f"| {ingress} | /{endpoint} | {c} | {len(pairs)} "
+            f"| {np.median([p[0] for p in pairs]):.1f} | {np.median([p[1] for p in pairs]):.1f} "
+            f"| {', '.join(f'{x:.2f}' for x in ratios)} | {np.median(ratios):.3f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def wait_for(url: str, body: bytes, timeout_s: float) -> None:
@@ -290,6 +330,13 @@ def main(argv: list[str] | None = None) -> int:
         default=["proxy", "haproxy"],
         help="Serve ingresses to measure, one fresh Ray each (default: both)",
     )
+    ap.add_argument(
+        "--log-repeats",
+        type=int,
+        default=0,
+        help="after the cells, this many alternating pairs of logging on / off per cell "
+        "(their median ratio is what logging costs; one pair is too noisy on a small machine)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--phase", help=argparse.SUPPRESS)  # internal: child process of one ingress
     ap.add_argument("--state", type=Path, help=argparse.SUPPRESS)
@@ -299,8 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         state = json.loads(args.state.read_text())
         payload = {k: v.encode() for k, v in state["payload"].items()}
         results = run_phase(
-            args.phase, state["storage"], state["bare_url"], payload, args.concurrency, args.seconds
-        )
+            args.phase, state["storage"], state["bare_url"], payload, args.concurrency,
+            args.seconds, args.log_repeats,
+        )  # fmt: skip
         args.state.with_suffix(f".{args.phase}.json").write_text(json.dumps(results))
         return 0
 
@@ -346,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         for ingress in args.ingress:
             cmd = [sys.executable, __file__, "--phase", ingress, "--state", str(state)]
             cmd += ["--seconds", str(args.seconds), "--concurrency", *map(str, args.concurrency)]
+            cmd += ["--log-repeats", str(args.log_repeats)]
             subprocess.run(cmd, check=True, cwd=ROOT)
             results += json.loads(state.with_suffix(f".{ingress}.json").read_text())
     finally:
@@ -353,7 +402,11 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "serve_load.json").write_text(
         json.dumps({"seconds": args.seconds, "cpus": os.cpu_count(), "results": results}, indent=1)
     )
-    markdown = table(results)
+    plain = [r for r in results if "repeat" not in r]
+    markdown = table(plain)
+    cost = log_cost_table(results)
+    if cost:
+        markdown += "\nThe prediction log's cost, repeated pairs:\n\n" + cost
     (args.out / "serve_load.md").write_text(markdown)
     print(markdown)
     return 0
