@@ -115,6 +115,7 @@ REQUEST_ID = "x-request-id"
 # its companion was not scored. A slow shadow then costs a bounded share of the replica's threads
 # instead of piling up.
 MAX_COMPANIONS = 8
+COMPANION_SKIPPED = "not scored: too many companion scorings running"
 _BACKGROUND: set[asyncio.Task[None]] = set()
 NO_LOG = "x-rayline-no-log"
 
@@ -377,7 +378,7 @@ class ModelServer:
         elif self._companions_running >= MAX_COMPANIONS:
             self.companions.skipped += 1
             record.shadow_version = companion.version
-            record.shadow_error = "not scored: too many companion scorings running"
+            record.shadow_error = COMPANION_SKIPPED
             log.offer(record)
         else:
             self._companions_running += 1
