@@ -232,6 +232,9 @@ class BootstrapPlan:
     no_relevant: metrics.NoRelevant
     auc_cuts: tuple[np.ndarray, np.ndarray] | None
     label_shift: float
+    # mean-kind metrics: also each model's own weighted sums (``model_values``), which the
+    # improvement alone does not need; the gate leaves them out
+    per_model: bool = False
 
     @property
     def sign(self) -> float:
@@ -335,8 +338,17 @@ def _query_columns(
         uw = np.full(int(counted.sum()), 0.0 if w is not None else 1.0)
     va, vb = (t.values[plan.metric][counted] for t in tables)
     keys = metric_parts.query_keys(tables[0].ids[counted])
-    # each model's weighted sum too: its own metric per resample (``model_interval``)
-    return keys, ((uw * va)[:, None], (uw * vb)[:, None], np.stack([uw * (va - vb), uw], 1))
+    return keys, _mean_columns(plan, uw, va, vb)
+
+
+def _mean_columns(plan: BootstrapPlan, uw: np.ndarray, a: np.ndarray, b: np.ndarray) -> Columns:
+    """Per-unit columns of a mean-kind metric: ``[w * (a - b), w]`` shared, and with
+    ``per_model`` each model's own ``w * value`` (its metric per resample)."""
+    shared = np.stack([uw * (a - b), uw], axis=1)
+    if not plan.per_model:
+        none = np.empty((len(uw), 0))
+        return none, none, shared
+    return (uw * a)[:, None], (uw * b)[:, None], shared
 
 
 def _row_columns(
@@ -351,7 +363,7 @@ def _row_columns(
         )
         assert a is not None and b is not None
         uw = sw[y > 0] if plan.metric == "mape" else sw
-        return (uw * a)[:, None], (uw * b)[:, None], np.stack([uw * (a - b), uw], axis=1)
+        return _mean_columns(plan, uw, a, b)
     if plan.kind == "auc":
         return none, none, none  # the histograms are all it needs
     if plan.kind == "f1":
@@ -462,8 +474,9 @@ def bootstrap_partial(
         if groups is None:
             raise ValueError("ranking needs query ids")
         if n == 0:
-            own = np.empty((0, 1))  # the columns of _query_columns, no query
-            return _accumulate(plan, np.empty(0, np.uint64), (own, own, np.empty((0, 2))))
+            none = np.empty(0)
+            cols = _mean_columns(plan, none, none, none)  # _query_columns' columns, no query
+            return _accumulate(plan, np.empty(0, np.uint64), cols)
         qkeys, qcols = _query_columns(plan, yy, outs, np.asarray(groups), w)
         return _accumulate(plan, qkeys, qcols)
     if keys is None:
@@ -572,6 +585,8 @@ def model_values(plan: BootstrapPlan, part: BootstrapPart, which: int, point: fl
     """One model's resampled metric (``which``: 0 the challenger, 1 the champion), undefined
     resamples left out; ``point`` its metric on all units (AUC's resamples are shifted by it
     minus the binned AUC, as ``bootstrap_values`` shifts the improvement)."""
+    if plan.kind == "mean" and not plan.per_model:
+        raise ValueError(f"{plan.metric}: the plan keeps no per-model sums (per_model=False)")
     hist = part.hist[which] if part.hist is not None else None
     values = _metric_of_sums(plan, part.own[which], part.shared, hist)
     if plan.kind == "auc":

@@ -24,7 +24,7 @@ Ranking blocks must hold whole queries (a /rank request is one query, so one log
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -496,7 +496,6 @@ def refinements(
 
 def with_refined(part: LabelPart, refined: LabelPart) -> LabelPart:
     """``part`` with the AUC histograms of a refinement pass swapped in."""
-    from dataclasses import replace
 
     def swap(old: Any, new: Any) -> Any:
         if isinstance(old, metric_parts.BinaryPart) and isinstance(new, metric_parts.BinaryPart):
@@ -554,12 +553,13 @@ def bootstrap_plans(
     translate.gate_settings gives them). A version is bootstrapped as a pair of itself."""
     from components.split_evaluation import gate_plan
 
+    def plan(sides: Mapping[str, metric_parts.Part]) -> gate.BootstrapPlan:
+        return replace(gate_plan(task, metric, sides, settings), per_model=True)
+
     versions = {
-        v: gate_plan(task, metric, {"test": m, "champion": m}, settings)
-        for (v, w), m in part.metrics.items()
-        if w == ALL
+        v: plan({"test": m, "champion": m}) for (v, w), m in part.metrics.items() if w == ALL
     }
-    pairs = {k: gate_plan(task, metric, sides, settings) for k, sides in part.pairs.items()}
+    pairs = {k: plan(sides) for k, sides in part.pairs.items()}
     return BootstrapPlans(versions, pairs, label)
 
 

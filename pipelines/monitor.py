@@ -182,8 +182,8 @@ def monitor(req: MonitorRequest, say: Say) -> dict[str, Any]:
             report["calibration"] = {
                 str(v): monitoring.calibration_table(c) for v, c in parts.calibration.items()
             }
-            plans, boots = _bootstraps(joined, parts, req, task, label, map_blocks)
             metric = req.evaluation.metric or task_info(task).default_metric
+            plans, boots = _bootstraps(joined, parts, req, task, metric, label, map_blocks)
             report["intervals"] = monitoring.version_intervals(
                 plans, boots, report["metrics"], metric, req.gate.confidence
             )
@@ -267,11 +267,11 @@ def _bootstraps(
     parts: monitoring.LabelPart,
     req: MonitorRequest,
     task: str,
+    metric: str,
     label: str,
     map_blocks: Callable[..., Any],
 ) -> tuple[monitoring.BootstrapPlans, monitoring.Bootstraps]:
     """One more pass over the labelled rows: each version's bootstrap and each pair's."""
-    metric = req.evaluation.metric or task_info(task).default_metric
     settings = {
         "resamples": req.gate.resamples,
         "seed": req.gate.seed,

@@ -3,6 +3,7 @@ blocks that merge to the whole, and the same decision from parts."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -111,10 +112,16 @@ def test_each_models_own_resamples_are_its_metric_on_the_reweighted_rows(
     if metric == "auc":
         auc = (metric_parts.auc_partial(y, a, w), metric_parts.auc_partial(y, b, w))
         fn = lambda yy, out, weights: {"auc": metrics.roc_auc(yy, out, weights)}  # noqa: E731
-    plan = gate.bootstrap_plan(
+    gate_plan = gate.bootstrap_plan(
         task, metric, R, 4, auc_parts=auc, label_mean=float(np.average(y, weights=w))
     )
+    plan = replace(gate_plan, per_model=True)
     part = gate.bootstrap_partial(plan, y, a, b, None, w)
+    if gate_plan.kind == "mean":  # the gate's own plan keeps only the improvement's sums
+        lean = gate.bootstrap_partial(gate_plan, y, a, b, None, w)
+        assert lean.own[0].shape == (0, R) and np.array_equal(lean.shared, part.shared)
+        with pytest.raises(ValueError, match="per_model"):
+            gate.model_values(gate_plan, lean, 0, 0.0)
     rw = _reweighted(w, len(y), seed=4)
     for which, out in enumerate((a, b)):
         point = fn(y, out, weights=w)[metric]
@@ -134,7 +141,7 @@ def test_each_rankers_own_resamples_weigh_whole_queries() -> None:
     groups = np.repeat(np.arange(queries), size)
     rel = rng.integers(0, 3, queries * size).astype(np.float64)
     a, b = rel + rng.normal(0, 1, len(rel)), rel + rng.normal(0, 1.3, len(rel))
-    plan = gate.bootstrap_plan("ranking", "ndcg@5", R, 4)
+    plan = replace(gate.bootstrap_plan("ranking", "ndcg@5", R, 4), per_model=True)
     part = gate.bootstrap_partial(plan, rel, a, b, groups)
     empty = gate.bootstrap_partial(plan, rel[:0], a[:0], b[:0], groups[:0])  # a block, no query
     part = gate.merge_bootstrap([part, empty])
