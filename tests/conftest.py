@@ -41,6 +41,10 @@ def pytest_configure(config: pytest.Config) -> None:
     from tests.s3_server import CREDENTIALS
 
     os.environ.update(CREDENTIALS)
+    # Behind HAProxy a removed replica keeps answering for this long while HAProxy reloads
+    # without it (Serve's default 30 s is sized for cloud load balancers); a local HAProxy
+    # reloads in under a second, and every app a test deletes waits it out.
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "3")
 
 
 @pytest.fixture(scope="session")
