@@ -61,41 +61,30 @@ def _micros(t: dt.datetime | None) -> int | None:
     return None if t is None else int(t.timestamp() * 1e6)
 
 
-class _Explode:
-    """Ray Data callable: the block's records within the period, as scored rows."""
-
-    def __init__(self, task: str, since: int | None, until: int | None, features: bool) -> None:
-        self.task, self.since, self.until, self.features = task, since, until, features
-
-    def period(self, batch: pa.Table) -> pa.Table:
-        """The block's records within the period."""
-        ts = batch.column("ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
-        keep = pd.Series(True, index=range(len(ts)))
-        if self.since is not None:
-            keep &= ts >= self.since
-        if self.until is not None:
-            keep &= ts < self.until
-        return batch.filter(pa.array(keep.to_numpy()))
-
-    def rows(self, table: pa.Table) -> pd.DataFrame:
-        return online.logged_rows(table, self.task, features=self.features)
+def _period(batch: pa.Table, since: int | None, until: int | None) -> pa.Table:
+    """The block's records within the period (microseconds since the epoch, UTC)."""
+    ts = batch.column("ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
+    keep = pd.Series(True, index=range(len(ts)))
+    if since is not None:
+        keep &= ts >= since
+    if until is not None:
+        keep &= ts < until
+    return batch.filter(pa.array(keep.to_numpy()))
 
 
-class _Traffic(_Explode):
-    """Ray Data callable: one pickled traffic part per block."""
+def _traffic_part(
+    batch: pa.Table, plan: monitoring.MonitorPlan, since: int | None, until: int | None
+) -> pd.DataFrame:
+    """One pickled traffic part per block (the bundles re-scored for skew are loaded once per
+    process, components.monitoring)."""
+    import pickle
 
-    def __init__(self, plan: monitoring.MonitorPlan, since: int | None, until: int | None):
-        super().__init__(plan.task, since, until, features=True)
-        self.plan = plan
-
-    def __call__(self, batch: pa.Table) -> pd.DataFrame:
-        import pickle
-
-        table = self.period(batch)
-        failed = online.failed_requests(table)
-        part = monitoring.traffic_block(self.rows(table), self.plan, failed)
-        # pickle carries a computed part between rayline's own processes (never a model artifact)
-        return pd.DataFrame({"part": [pickle.dumps(part)]})
+    table = _period(batch, since, until)
+    failed = online.failed_requests(table)
+    rows = online.logged_rows(table, plan.task, features=True)
+    part = monitoring.traffic_block(rows, plan, failed)
+    # pickle carries a computed part between rayline's own processes (never a model artifact)
+    return pd.DataFrame({"part": [pickle.dumps(part)]})
 
 
 def narrow_schema(task: str, num_classes: int | None) -> pa.Schema:
@@ -117,17 +106,15 @@ def narrow_schema(task: str, num_classes: int | None) -> pa.Schema:
     return pa.schema(fields)
 
 
-class _Narrow(_Explode):
-    """Ray Data callable: the block's scored rows, without features, in a fixed schema."""
-
-    def __init__(self, task: str, num_classes: int | None, since: int | None, until: int | None):
-        super().__init__(task, since, until, features=False)
-        self.num_classes = num_classes
-        self.schema = narrow_schema(task, num_classes)
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        frame = monitoring.narrow(self.rows(self.period(batch)), self.task, self.num_classes)
-        return pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
+def _narrow(
+    batch: pa.Table, task: str, num_classes: int | None, since: int | None, until: int | None
+) -> pa.Table:
+    """The block's scored rows within the period, without features, in a fixed schema."""
+    rows = online.logged_rows(_period(batch, since, until), task, features=False)
+    frame = monitoring.narrow(rows, task, num_classes)
+    return pa.Table.from_pandas(
+        frame, schema=narrow_schema(task, num_classes), preserve_index=False
+    )
 
 
 def read_log(fs: pafs.FileSystem, files: Sequence[str]) -> ray.data.Dataset:
@@ -146,11 +133,10 @@ def traffic(
     import pickle
 
     parts = read_log(fs, files).map_batches(
-        _Traffic,
-        fn_constructor_args=(plan, _micros(since), _micros(until)),
+        _traffic_part,
+        fn_args=(plan, _micros(since), _micros(until)),
         batch_format="pyarrow",
         batch_size=None,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2),
         num_cpus=0.5,
     )
     return monitoring.merge_traffic(pickle.loads(r["part"]) for r in parts.iter_rows())
@@ -196,11 +182,10 @@ def labelled(
     """The logged rows that have a label, materialized in the object store; with ``grouped``
     every block holds whole queries (a hash repartition on ``_group``)."""
     rows = read_log(fs, files).map_batches(
-        _Narrow,
-        fn_constructor_args=(task, num_classes, _micros(since), _micros(until)),
+        _narrow,
+        fn_args=(task, num_classes, _micros(since), _micros(until)),
         batch_format="pyarrow",
         batch_size=None,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2),
         num_cpus=0.5,
     )
     parts = max(1, min(512, log_bytes // PARTITION_BYTES + 1))  # a partition per 128 MiB

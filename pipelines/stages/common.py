@@ -120,18 +120,18 @@ class RaySplit:
 
 
 def ray_split_scorer(spec: PipelineSpec) -> SplitScorer:
-    """Score a Ray dataset with an actor pool (half the cluster's CPUs), kept in the object
-    store."""
+    """Score a Ray dataset in tasks (up to half the cluster's CPUs at a time), kept in the
+    object store."""
 
     def score(data: Any, bundle: str, champion: str | None) -> ScoredSplit:
         import ray
 
         from components.steps.evaluate_split import score_split
 
-        actors = max(1, int(ray.cluster_resources().get("CPU", 1) // 2))
+        tasks = max(1, int(ray.cluster_resources().get("CPU", 1) // 2))
         group = "_group" if spec.data.group else None
         return RaySplit(
-            score_split(data, bundle, kept_columns(spec), champion, group=group, actors=actors)
+            score_split(data, bundle, kept_columns(spec), champion, group=group, tasks=tasks)
         )
 
     return score

@@ -9,10 +9,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from components import bundle, split_evaluation
+from components.label_stats import LabelMoments
 from components.model_bundle import MODEL_FILES
 from components.steps.train_common import TrainOutcome
 from components.tasks import task_info
@@ -96,31 +94,30 @@ def check_regression_labels(ctx: RunContext, lowest: float) -> None:
             )
 
 
-def train_label_mean(train: Any, label: str, weighted: bool) -> float:
+def train_label_mean(moments: LabelMoments, weighted: bool) -> float:
     """The training split's label mean, weighted by the sample weights when there are any (the
     constant a featureless baseline predicts)."""
     if not weighted:
-        return float(train.mean(label))
-
-    def sums(batch: pd.DataFrame) -> pd.DataFrame:
-        w = batch[WEIGHT].to_numpy(dtype=np.float64)
-        wy = float((w * batch[label].to_numpy(dtype=np.float64)).sum())
-        return pd.DataFrame({"wy": [wy], "w": [float(w.sum())]})
-
-    total = train.map_batches(sums, batch_format="pandas").sum(["wy", "w"])
-    if not total["sum(w)"] > 0:
+        return moments.mean
+    mean = moments.weighted_mean
+    if mean is None:
         raise PipelineError("every sample weight in the training split is 0 (data.weight)")
-    return float(total["sum(wy)"] / total["sum(w)"])
+    return mean
 
 
 def context(ctx: RunContext, prepared: Prepared, features: Features) -> trainers.TrainContext:
-    """What every training job of this run needs (label statistics from the training split)."""
+    """What every training job of this run needs (label statistics from the training split,
+    counted in one round of tasks over its blocks)."""
+    from components.steps.prepare import label_moments
+
     label = ctx.label
-    label_mean = train_label_mean(prepared.train, label, weighted=bool(ctx.spec.data.weight))
+    weighted = bool(ctx.spec.data.weight)
+    moments = label_moments(prepared.train, label, WEIGHT if weighted else None)
+    label_mean = train_label_mean(moments, weighted)
     label_std = 1.0
     if task_info(ctx.task).standardized_label:
-        label_std = float(prepared.train.std(label) or 1.0)
-        check_regression_labels(ctx, float(prepared.train.min(label)))
+        label_std = float(moments.std or 1.0)
+        check_regression_labels(ctx, moments.lowest)
     return trainers.TrainContext(
         task=ctx.task,
         label=label,

@@ -92,6 +92,11 @@ def test_many_blocks_merge_in_two_levels_and_do_not_depend_on_block_order(
     first = prepare.fit_features(blocks(df, n), CONFIG)
     shuffled = prepare.fit_features(blocks(df, n, np.random.default_rng(0).permutation(n)), CONFIG)
     assert first.to_json() == shuffled.to_json()  # merged in key order, not arrival order
+    # the vocabularies counted in 5 hash partitions of the values (one reducer per 2 blocks)
+    # keep exactly what one task counting every block keeps
+    monkeypatch.setattr(prepare, "BLOCKS_PER_REDUCER", 2)
+    partitioned = prepare.fit_features(blocks(df, n), CONFIG)
+    assert partitioned.to_json() == first.to_json()
     in_process = fit_transform([partial_stats(df, CONFIG)], CONFIG)
     assert_same_fit(first, in_process)
     for p, name in zip(first.numeric, CONFIG.numeric, strict=True):  # compacted: within 2e-3
