@@ -436,7 +436,7 @@ def _kept_partitioned(
 
 def _kept_counts(train: ray.data.Dataset, config: FeatureConfig) -> pd.DataFrame:
     """Every vocabulary column counted in tasks (per-block value counts summed per (column,
-    value): in one task for up to ``BLOCKS_PER_REDUCER`` * 2 blocks, else in hash partitions
+    value): in one task below ``BLOCKS_PER_REDUCER`` * 2 blocks, else in hash partitions
     of the values, one reducer per ``BLOCKS_PER_REDUCER`` blocks, at most 64), cut by
     min_frequency and max_vocab_size before anything reaches the driver. The driver holds
     O(max_vocab_size) values per column, whatever the rows or cardinality."""

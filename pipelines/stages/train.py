@@ -265,8 +265,9 @@ def tune(
             summary,
         )
     counts = Counter(tr.status for tr in result.trials)
+    n = len(result.trials)
     ctx.out(
-        f"    models.{i} {m.name}: {len(result.trials)} trials ("
+        f"    models.{i} {m.name}: {n} trial{'' if n == 1 else 's'} ("
         + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
         + f") in {time.time() - started:.1f}s; best {result.metric} {result.best.value:.4f} "
         f"with {result.best.config}"

@@ -99,7 +99,7 @@ def test_models_list_and_show(storage: str, capsys: pytest.CaptureFixture[str]) 
 
 
 def test_same_rows_same_scores_in_a_fresh_process(storage: str, tmp_path: Path) -> None:
-    """Evaluation's scores (Ray Data, actor pool) == Predictor.load().predict in a new process."""
+    """Evaluation's scores (Ray Data tasks) == Predictor.load().predict in a new process."""
     report = _last_report(storage, "tiny-classification")
     scored = pd.read_parquet(report["predictions"])
     # Rebuild the raw rows straight from the generator (no Ray, no ingest step).

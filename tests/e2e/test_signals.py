@@ -40,29 +40,31 @@ def _groups_alive() -> list[tuple[str, str, str]]:
     ]
 
 
+# the training step inside a Ray Train worker group (the tiny spec trains in-process)
+WORKER_GROUP = "models.0.scaling.num_workers=2"
 SMALL_SEARCH = "tune.num_samples=2"  # two trials, run together: enough to be inside a search
+ONE_TRIAL = "tune.num_samples=1"  # a search that has ended
 
 
 @pytest.mark.parametrize(
-    ("spec", "when", "sig", "resume"),
+    ("spec", "override", "when", "sig", "resume"),
     [
-        ("classification.yaml", "] ingest: reading", signal.SIGTERM, False),
-        ("classification.yaml", "models.0 gbdt: xgboost", signal.SIGINT, False),  # Train's fit
-        ("classification_tuned.yaml", "      trial 1 ", signal.SIGINT, False),  # a Tune search
+        ("classification.yaml", WORKER_GROUP, "] ingest: reading", signal.SIGTERM, False),
+        ("classification.yaml", WORKER_GROUP, "models.0 gbdt: xgboost", signal.SIGINT, False),
+        ("classification_tuned.yaml", SMALL_SEARCH, "      trial 1 ", signal.SIGINT, False),
         # after a search: Ray Tune's handler, left installed, used to swallow this one
-        ("classification_tuned.yaml", "models.0 gbdt: 2 trials (", signal.SIGINT, True),
+        ("classification_tuned.yaml", ONE_TRIAL, "models.0 gbdt: 1 trial (", signal.SIGINT, True),
     ],
     ids=["ingest-sigterm", "train-sigint", "tune-sigint", "after-tune-sigint"],
 )
 def test_a_signal_stops_the_run_promptly_and_it_resumes(
-    tmp_path: Path, spec: str, when: str, sig: signal.Signals, resume: bool
+    tmp_path: Path, spec: str, override: str, when: str, sig: signal.Signals, resume: bool
 ) -> None:
     import ray
 
     storage = tmp_path / "storage"
     path = str(CONFIGS / "tiny" / spec)
-    # the training step inside a Ray Train worker group (the tiny spec trains in-process)
-    overrides = [SMALL_SEARCH] if "tuned" in spec else ["models.0.scaling.num_workers=2"]
+    overrides = [override]
     address = ray.get_runtime_context().gcs_address
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipelines", "run", path, "--storage", str(storage),

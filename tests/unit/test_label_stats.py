@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,7 @@ def test_merged_blocks_equal_the_whole_including_empty_and_missing() -> None:
     y[::97] = np.nan
     w = rng.uniform(0.0, 2.0, y.size)
     cuts = [0, 0, 1, 500, 500, 7_000, y.size]  # empty blocks and a one-row block
-    parts = [LabelMoments.of(y[a:b], w[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
+    parts = [LabelMoments.of(y[a:b], w[a:b]) for a, b in itertools.pairwise(cuts)]
     got = merge_all(parts)
     ok = y[~np.isnan(y)]
     assert got.count == ok.size
