@@ -3,8 +3,8 @@
 The log's Parquet files (``<storage>/logs/<model>/date=<day>/``) of the days asked for are
 listed once; every read, explosion into scored rows (components.online.logged_rows) and
 summary (components.monitoring) runs in Ray Data tasks, one part per block back to the driver
-(components.steps.evaluate_split.map_blocks). The labels are joined in Ray Data too (a hash
-join on the request id and row), so no row reaches the driver.
+(components.steps.evaluate_split.map_blocks). The labels are joined in tasks too (a hash join
+on the request id and row, components.steps.hash_join), so no row reaches the driver.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import ray.data
 
 from components import monitoring, online, uris
 from components.prediction_log import log_folder
+from components.steps.hash_join import check_keys, hash_join
 
 DAY = "date="
 
@@ -179,8 +180,8 @@ def labelled(
     grouped: bool = False,
     log_bytes: int = 0,
 ) -> ray.data.Dataset:
-    """The logged rows that have a label, materialized in the object store; with ``grouped``
-    every block holds whole queries (a hash repartition on ``_group``)."""
+    """The logged rows that have a label, materialized in the object store (a hash join in
+    tasks, components.steps.hash_join); with ``grouped`` every block holds whole queries."""
     rows = read_log(fs, files).map_batches(
         _narrow,
         fn_args=(task, num_classes, _micros(since), _micros(until)),
@@ -189,10 +190,8 @@ def labelled(
         num_cpus=0.5,
     )
     parts = max(1, min(512, log_bytes // PARTITION_BYTES + 1))  # a partition per 128 MiB
-    joined = rows.join(labels, "inner", num_partitions=parts, on=tuple(keys)).materialize()
-    if grouped:
-        joined = joined.repartition(max(1, joined.num_blocks()), keys=["_group"]).materialize()
-    return joined
+    check_keys(narrow_schema(task, num_classes), labels.schema(), keys, ("log", "labels"))
+    return hash_join(rows, labels, keys, parts, regroup="_group" if grouped else None)
 
 
 def count(ds: Any) -> int:

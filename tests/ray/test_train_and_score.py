@@ -61,7 +61,12 @@ def test_fit_features_through_ray_equals_pandas(ranking_splits: prepare.Splits) 
         )
 
 
-def test_shards_keep_queries_whole_sorted_and_drop_nothing(ranking_splits: prepare.Splits) -> None:
+@pytest.mark.parametrize("sorted_by", ["one task", "Ray Data"])
+def test_shards_keep_queries_whole_sorted_and_drop_nothing(
+    ranking_splits: prepare.Splits, sorted_by: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if sorted_by == "Ray Data":  # as a shard over the one-task limit is
+        monkeypatch.setattr(train_common, "SORT_IN_ONE_TASK_BYTES", 0)
     shards = train_common.shard_datasets(
         ranking_splits.train, ranking_splits.valid, 2, grouped=True
     )
