@@ -123,7 +123,7 @@ def monitor(req: MonitorRequest, say: Say) -> dict[str, Any]:
         skew_requests=s.skew_requests,
         skew_limit=s.max_skew,
     )
-    traffic = monitor_log.traffic(fs, files, plan, req.since, req.until)
+    traffic = monitor_log.traffic(fs, files, plan, req.since, req.until, log_bytes)
     logged = sum(traffic.rows.values())
     failed = sum(traffic.errors.values())
     say(
