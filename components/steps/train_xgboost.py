@@ -52,10 +52,18 @@ class XGBoostJob(WorkerJob):
     external_memory: bool = False  # ExtMemQuantileDMatrix, pages under the worker's temp folder
 
 
-def _metrics_at(history: dict[str, dict[str, list[float]]], i: int) -> dict[str, float]:
-    return {
-        f"{d}-{m}": float(v[i]) for d, ms in history.items() for m, v in ms.items() if i < len(v)
-    }
+def _latest_metrics(history: dict[str, dict[str, list[float]]]) -> dict[str, float]:
+    """The round just trained's metrics. XGBoost's log holds this attempt's rounds only: after a
+    restart from a checkpoint its lists start at the restored round, not at round 0."""
+    return {f"{d}-{m}": float(v[-1]) for d, ms in history.items() for m, v in ms.items() if v}
+
+
+def evaluated(
+    booster: xgboost.Booster, evals: list[tuple[xgboost.DMatrix, str]]
+) -> dict[str, float]:
+    """The whole booster's metrics on ``evals`` (``name-metric`` keys, as the training log)."""
+    text = booster.eval_set(evals)
+    return {k: float(v) for k, _, v in (f.partition(":") for f in text.split("\t")[1:])}
 
 
 class ReportEvery(xgboost.callback.TrainingCallback):
@@ -67,7 +75,7 @@ class ReportEvery(xgboost.callback.TrainingCallback):
         self.history: list[dict[str, float]] = []
 
     def after_iteration(self, model: xgboost.Booster, epoch: int, evals_log: Any) -> bool:
-        metrics = _metrics_at(evals_log, epoch)
+        metrics = _latest_metrics(evals_log)
         self.history.append({"round": float(epoch + 1), **metrics})
         if (epoch + 1) % self.k == 0:
             _report(self.setup, {"round": epoch + 1, **metrics}, model)
@@ -120,13 +128,21 @@ def _train(
         if "best_iteration" in booster.attributes()
         else booster.num_boosted_rounds() - 1
     )
-    rounds = len(reporter.history) or booster.num_boosted_rounds()
+    # rounds are counted from round 0: an attempt restarted from a checkpoint trained only the
+    # rounds after it (its history starts there)
+    rounds = (
+        int(reporter.history[-1]["round"]) if reporter.history else booster.num_boosted_rounds()
+    )
+    best_row = {int(h["round"]) - 1: h for h in reporter.history}.get(best)
+    if best_row is None:  # trained before the restart: measured on the booster as returned
+        evals = [(dtrain, "train")] + ([(dvalid, "valid")] if dvalid is not None else [])
+        best_row = {"round": float(best + 1), **evaluated(booster, evals)}
     final = {
         "round": rounds,
         "best_iteration": best,
         "world_size": setup.world_size,
         "train_rows": train_rows,
-        **(reporter.history[best] if best < len(reporter.history) else {}),
+        **best_row,
     }
     _report(setup, final, booster)
     # The model travels back as the return value (rank 0's): in local mode (num_workers 0)
