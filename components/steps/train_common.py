@@ -314,7 +314,7 @@ def run_trainer(trainer: Any, run_name: str, num_workers: int) -> TrainOutcome:
         raise RuntimeError(f"training run {run_name} returned no model")
     history = info.get("history", [])
     best = int(info.get("best_iteration", 0))
-    row = history[best] if best < len(history) else {}
+    row = info.get("best_row") or (history[best] if best < len(history) else {})
     return TrainOutcome(
         model=info["model"],
         history=history,

@@ -73,12 +73,20 @@ class ReportEvery(xgboost.callback.TrainingCallback):
         self.k = k
         self.setup = setup
         self.history: list[dict[str, float]] = []
+        self.start = 0
+
+    def before_training(self, model: xgboost.Booster) -> xgboost.Booster:
+        # XGBoost numbers a continued model's rounds from 0 (its early stopping adds the
+        # model's rounds itself): reports count from the first round, whatever was restored
+        self.start = model.num_boosted_rounds()
+        return model
 
     def after_iteration(self, model: xgboost.Booster, epoch: int, evals_log: Any) -> bool:
+        done = self.start + epoch + 1
         metrics = _latest_metrics(evals_log)
-        self.history.append({"round": float(epoch + 1), **metrics})
-        if (epoch + 1) % self.k == 0:
-            _report(self.setup, {"round": epoch + 1, **metrics}, model)
+        self.history.append({"round": float(done), **metrics})
+        if done % self.k == 0:
+            _report(self.setup, {"round": done, **metrics}, model)
         return False
 
 
@@ -149,6 +157,7 @@ def _train(
     # the reported checkpoint is not persisted to storage.
     return {
         "history": reporter.history,
+        "best_row": best_row,  # the history may start after the best round (a restart)
         "best_iteration": best,
         "seconds": time.time() - start,
         "rounds": rounds,
